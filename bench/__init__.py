@@ -1,0 +1,1 @@
+"""Replay harness and benchmarks against peers."""

@@ -1,0 +1,1 @@
+"""Online recommendation learners and their prequential evaluation (no Kafka in here)."""
