@@ -1,0 +1,144 @@
+"""Throughput of the deep re-ranker's production fine-tuning loop on a synthetic window.
+
+A sample is one event: its taken item (the positive) among `--candidates` first-stage candidates (the
+negatives), each described by `--features` features. The window is resident on the device and a round
+is exactly what `WindowedFineTuner.run_round` does live: copy, train `--epochs` epochs, validate on
+the newest slice. CPU runs use torch on one thread, as the background fine-tuner does.
+
+    python bench/finetune.py --device cpu --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+
+from learners.deep.device import resolve_device
+from learners.deep.finetune import WindowedFineTuner, sample_fields
+from learners.deep.model import CandidateRanker
+from learners.deep.window import SlidingWindow
+
+
+def synthetic_window(
+    n_samples: int, n_candidates: int, n_features: int, device: torch.device, seed: int = 0
+) -> SlidingWindow:
+    """A full window whose label is a noisy function of the features (so training has signal)."""
+    rng = np.random.default_rng(seed)
+    window = SlidingWindow(n_samples, sample_fields(n_candidates, n_features), device)
+    x = rng.normal(size=(n_samples, n_candidates, n_features)).astype(np.float32)
+    w = rng.normal(size=n_features).astype(np.float32)
+    logits = x @ w + rng.gumbel(size=(n_samples, n_candidates)).astype(np.float32)
+    window.append(np.arange(n_samples), np.arange(n_samples, dtype=np.float64),
+                  features=x, label=logits.argmax(1), n_valid=np.full(n_samples, n_candidates))
+    return window
+
+
+def measure(args: argparse.Namespace) -> dict[str, object]:
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    window = synthetic_window(args.window, args.candidates, args.features, device, args.seed)
+    hidden = tuple(int(h) for h in args.hidden.split(",") if h)
+    tuner = WindowedFineTuner(
+        lambda: CandidateRanker(args.features, hidden).to(device), window, every_events=args.interval,
+        epochs=args.epochs, batch_size=args.batch_size, background=False, device=device, seed=args.seed,
+    )
+    # warm-up round (allocator, kernels), then timed rounds fine-tuning the accepted model
+    serving, _ = tuner.run_round(None, args.window)
+    seconds, train_seconds = [], []
+    for r in range(args.rounds):
+        start = time.perf_counter()
+        model, report = tuner.run_round(serving, args.window + r)
+        seconds.append(time.perf_counter() - start)
+        assert report is not None and model is not None
+        data = window.snapshot()
+        n_train = len(data["label"]) - max(1, int(len(data["label"]) * tuner.holdout))
+        train = {k: v[:n_train] for k, v in data.items()}
+        gen = torch.Generator(device=device)
+        gen.manual_seed(r)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        tuner.train_epochs(model, train, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds.append(time.perf_counter() - start)
+        serving = model
+    n_train = len(window) - max(1, int(len(window) * tuner.holdout))
+    samples_per_s = n_train * args.epochs / float(np.median(train_seconds))
+    per_round = float(np.median(seconds))
+    due_s = args.interval / args.live_rate
+    return {
+        "samples_per_s": round(samples_per_s, 1),
+        "window": args.window,
+        "candidates": args.candidates,
+        "features": args.features,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "interval_events": args.interval,
+        "live_rate": args.live_rate,
+        "seconds_per_round": round(per_round, 4),
+        "round_due_every_s": due_s,
+        "covers_window_before_next": per_round <= due_s,
+        "swap_delay_events": math.ceil(per_round * args.live_rate),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "main_thread_threads_after_trainer": _threads_seen_by_main(args.threads),
+    }
+
+
+def _threads_seen_by_main(threads: int) -> int:
+    """torch threads the main thread has after a trainer thread set its own (OpenMP: per thread)."""
+    worker = threading.Thread(target=torch.set_num_threads, args=(threads,))
+    worker.start()
+    worker.join()
+    return torch.get_num_threads()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:n]")
+    parser.add_argument("--window", type=int, default=20_000, help="samples in the window (events whose "
+                        "item was a candidate: about a third of a 50,000-event window)")
+    parser.add_argument("--candidates", type=int, default=50)
+    parser.add_argument("--features", type=int, default=17)
+    parser.add_argument("--hidden", default="64,32")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--interval", type=int, default=5_000, help="events between fine-tunes")
+    parser.add_argument("--live-rate", type=float, default=5_000.0, help="events per second, live")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = measure(args)
+    except ValueError as exc:
+        print(f"finetune bench: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>36}: {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

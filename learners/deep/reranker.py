@@ -1,0 +1,242 @@
+"""The deep stage of the recommender: re-rank the online sources' top candidates with a fine-tuned MLP.
+
+`DeepReranker` sits after the online blend. For a scored micro-batch it takes the blend row and every
+source's row of each event, keeps the top `n_candidates` of the blend, describes them
+(`CandidateFeatures`) and re-scores them with the serving `CandidateRanker`; candidates then rank above
+the other items in the ranker's order, the rest keep the blend's order. Before the first accepted
+fine-tune (version 0) it keeps the blend's order. When the same batch is learned, each event whose
+item was a candidate becomes a training sample in the sliding window (its features as they were when
+it was scored), and the `WindowedFineTuner` retrains in the background every `every_events` events.
+
+>>> import numpy as np
+>>> rr = DeepReranker(n_candidates=3, history=2, every_events=None, every_seconds=3600.0, device="cpu")
+>>> users = np.array(["u1", "u2"], dtype=object)
+>>> blend = np.array([[0.3, 0.2, 0.1, 0.0], [0.0, 0.1, 0.2, 0.3]], dtype=np.float32)
+>>> out = rr.rerank(users, np.array([0, 3]), blend, {"pop": blend}, np.arange(4))
+>>> out.argsort(1)[:, ::-1].tolist()  # no model yet: the blend's order
+[[0, 1, 2, 3], [3, 2, 1, 0]]
+>>> rr.learn(users, np.array([1, 2]), np.array([0.0, 1.0]))
+>>> len(rr.window)  # both taken items were candidates: two training samples
+2
+>>> rr.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from learners.deep.device import resolve_device
+from learners.deep.features import CandidateFeatures, Candidates
+from learners.deep.finetune import WindowedFineTuner, sample_fields
+from learners.deep.model import CandidateRanker
+from learners.deep.window import SlidingWindow
+
+
+class DeepReranker:
+    """Two-stage re-ranking of the online blend's top candidates, fine-tuned on a sliding window.
+
+    Parameters
+    ----------
+    n_candidates, history
+        Candidates re-ranked per event; recent items remembered per user.
+    hidden
+        The ranker MLP's hidden widths.
+    item_dim
+        With > 0, learned item embeddings (`max_items` rows, warm-startable) join the features.
+    window_events, window_seconds
+        Sliding window span in stream events and/or seconds of event time.
+    every_events, every_seconds
+        Fine-tune cadence.
+    epochs, batch_size, lr
+        Each round's training (Adam).
+    background
+        True (live): fine-tune in a thread, swap when done. False (replay): fine-tune synchronously at
+        the trigger and serve the result from ``trigger + ceil(cost_s * live_rate)`` events on.
+    live_rate, fixed_cost_s
+        Events per second the live stream runs at, and an optional fixed round cost (deterministic
+        replays) instead of the measured one.
+    device
+        "auto" (CUDA when present), "cpu" or "cuda[:n]".
+    """
+
+    name = "deep"
+
+    def __init__(
+        self,
+        n_candidates: int = 50,
+        history: int = 20,
+        hidden: Sequence[int] = (64, 32),
+        item_dim: int = 0,
+        max_items: int = 1 << 16,
+        window_events: int = 50_000,
+        window_seconds: float | None = None,
+        every_events: int | None = 5_000,
+        every_seconds: float | None = None,
+        epochs: int = 2,
+        batch_size: int = 512,
+        lr: float = 3e-3,
+        background: bool = True,
+        live_rate: float = 5_000.0,
+        fixed_cost_s: float | None = None,
+        threads: int = 1,
+        device: str | torch.device | None = "auto",
+        seed: int = 0,
+    ) -> None:
+        self.n_candidates = n_candidates
+        self.history = history
+        self.hidden = tuple(hidden)
+        self.item_dim = item_dim
+        self.max_items = max_items
+        self.window_events = window_events
+        self.window_seconds = window_seconds
+        self.every_events = every_events
+        self.every_seconds = every_seconds
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.background = background
+        self.live_rate = live_rate
+        self.fixed_cost_s = fixed_cost_s
+        self.threads = threads
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.features = CandidateFeatures(n_candidates, history)
+        self.window: SlidingWindow | None = None
+        self.tuner: WindowedFineTuner | None = None
+        self._scored: tuple[np.ndarray, Candidates] | None = None  # the last batch scored
+        self.events = 0
+        self.item_vectors: torch.Tensor | None = None  # warm start for item embeddings, by column
+
+    # ----------------------------------------------------------------------------- set-up
+    def _build_model(self) -> CandidateRanker:
+        model = CandidateRanker(self.features.n_features, self.hidden, self.max_items, self.item_dim)
+        return model.to(self.device)
+
+    def _warm_start(self, model: CandidateRanker) -> None:
+        if self.item_vectors is not None:
+            model.load_item_vectors(self.item_vectors)
+
+    def _ensure_tuner(self) -> WindowedFineTuner:
+        if self.tuner is None:
+            torch.manual_seed(self.seed)
+            history = self.history if self.item_dim else 0
+            fields = sample_fields(self.n_candidates, self.features.n_features, history)
+            self.window = SlidingWindow(
+                self.window_events, fields, self.device, span_events=self.window_events,
+                max_age_s=self.window_seconds,
+            )
+            self.tuner = WindowedFineTuner(
+                self._build_model, self.window, every_events=self.every_events,
+                every_seconds=self.every_seconds, epochs=self.epochs, batch_size=self.batch_size,
+                lr=self.lr, background=self.background, live_rate=self.live_rate,
+                fixed_cost_s=self.fixed_cost_s, threads=self.threads, device=self.device, seed=self.seed,
+            )
+            self.tuner.prepare = self._warm_start
+        return self.tuner
+
+    @property
+    def model_version(self) -> int:
+        return 0 if self.tuner is None else self.tuner.serving.version
+
+    # ----------------------------------------------------------------------------- serving
+    def rerank(
+        self,
+        users: np.ndarray,
+        batch_items: np.ndarray,
+        blend: np.ndarray,
+        sources: Mapping[str, np.ndarray],
+        item_cols: np.ndarray,
+    ) -> np.ndarray:
+        """Final scores [n, m] for the blend's columns: candidates in the deep order above the rest.
+
+        `batch_items` are the events' own item columns (-1 unknown), used only as the context of later
+        events of the same user; `item_cols` maps score columns to model item columns."""
+        cands = self.features.build(users, batch_items, blend, sources, item_cols)
+        self._scored = (users, cands)
+        tuner = self._ensure_tuner()
+        served = tuner.serving  # one read: this batch sees one model
+        out = np.array(blend, dtype=np.float32, copy=True)
+        if served.model is None or len(users) == 0:
+            return out
+        deep = self._score(served.model, cands)
+        return _place_on_top(out, blend, cands, deep, np.asarray(item_cols))
+
+    @torch.no_grad()
+    def _score(self, model: CandidateRanker, cands: Candidates) -> np.ndarray:
+        x = torch.from_numpy(cands.features).to(self.device)
+        extra: dict[str, Any] = {}
+        if model.item_embedding is not None:
+            extra = {"candidates": torch.from_numpy(cands.items).to(self.device),
+                     "history": torch.from_numpy(cands.history).to(self.device)}
+        with torch.inference_mode():
+            return model(x, **extra).float().cpu().numpy()
+
+    # ----------------------------------------------------------------------------- learning
+    def learn(self, users: np.ndarray, item_cols: np.ndarray, ts: np.ndarray) -> None:
+        """Learn a batch (after it was scored by `rerank`): window samples, statistics, fine-tune tick."""
+        n = len(users)
+        item_cols = np.asarray(item_cols, dtype=np.int64)
+        tuner = self._ensure_tuner()
+        scored = self._scored
+        self._scored = None
+        if scored is not None and _same(scored[0], users):
+            cands = scored[1]
+            label = cands.label(item_cols)
+            keep = label >= 0
+            if keep.any():
+                arrays: dict[str, np.ndarray] = {
+                    "features": cands.features[keep], "label": label[keep], "n_valid": cands.n_valid[keep]
+                }
+                if self.item_dim:
+                    arrays["candidates"] = cands.items[keep]
+                    arrays["history"] = cands.history[keep]
+                assert self.window is not None
+                self.window.append(self.events + np.flatnonzero(keep), np.asarray(ts)[keep], **arrays)
+        self.features.learn(users, item_cols)
+        self.events += n
+        tuner.tick(self.events)
+
+    def close(self) -> None:
+        """Wait for a running background fine-tune."""
+        if self.tuner is not None:
+            self.tuner.wait()
+
+    def stats(self) -> dict[str, Any]:
+        t = self.tuner
+        rounds = [] if t is None else t.rounds
+        return {
+            "model_version": self.model_version,
+            "rounds": len(rounds),
+            "rejected": 0 if t is None else t.rejected,
+            "skipped_busy": 0 if t is None else t.skipped_busy,
+            "window": 0 if self.window is None else len(self.window),
+            "seconds_per_round": float(np.mean([r.seconds for r in rounds])) if rounds else None,
+            "device": str(self.device),
+        }
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or len(a) == len(b) and bool(np.all(a == b))
+
+
+def _place_on_top(
+    out: np.ndarray, blend: np.ndarray, cands: Candidates, deep: np.ndarray, item_cols: np.ndarray
+) -> np.ndarray:
+    """Write deep scores over the candidates' columns so they rank above every other item."""
+    n, c = cands.items.shape
+    valid = np.arange(c)[None, :] < cands.n_valid[:, None]
+    finite = np.where(np.isfinite(blend), blend, np.nan)
+    floor = np.nanmax(finite, axis=1, initial=-np.inf) if finite.size else np.zeros(n)
+    floor = np.where(np.isfinite(floor), floor, 0.0)
+    low = np.where(valid, deep, np.inf).min(1)
+    lifted = floor[:, None] + 1.0 + (deep - low[:, None])
+    # candidates are model columns: find their score columns (item_cols need not be the identity)
+    lookup = np.full(int(max(item_cols.max(initial=0), cands.items.max(initial=0))) + 1, -1, dtype=np.int64)
+    lookup[item_cols] = np.arange(len(item_cols))
+    rows, slots = np.nonzero(valid)
+    out[rows, lookup[cands.items[rows, slots]]] = lifted[rows, slots]
+    return out

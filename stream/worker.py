@@ -1,0 +1,495 @@
+"""`streamrec worker`: consume events in micro-batches, learn prequentially, publish fresh top-K lists.
+
+`LiveLoop` is the worker without a broker: it validates raw records, turns rejects into dead letters,
+runs score -> evaluate -> learn through the same `prequential_step` as offline replay, debounces
+per user (one list per user per micro-batch, plus an optional delay), keeps the next offset of every
+partition it has applied, and checkpoints state with those offsets. `stream.app.EventConsumer` feeds
+it from Kafka inside the Faust worker.
+
+>>> from learners.popularity import DecayedPopularity
+>>> live = LiveLoop(DecayedPopularity(), k=2)
+>>> letters, recs = live.apply([], [
+...     RawRecord("interactions", 0, 0, 100_000, b"u1", b'{"user_id":"u1","item_id":"a","ts":1}'),
+...     RawRecord("interactions", 0, 1, 100_500, b"u1", b'not json'),
+...     RawRecord("interactions", 0, 2, 101_000, b"u2", b'{"user_id":"u2","item_id":"b","ts":2}')])
+>>> [(dict(d.headers)["reason"], dict(d.headers)["source.offset"]) for d in letters]
+[(b'not_json', b'1')]
+>>> [key for key, _ in recs], live.offsets, live.events_applied
+([b'u1', b'u2'], {('interactions', 0): 3}, 2)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from learners.base import ItemMeta, Recommender
+from stream.config import Settings, add_worker_arguments
+from stream.publisher import RecommendationPublisher
+from stream.schema import Rejection, parse_item, validate_interactions
+
+log = logging.getLogger("streamrec.worker")
+
+LEARNERS: dict[str, str] = {
+    "online": "learners.recommender:OnlineRecommender",
+    "popularity": "learners.popularity:DecayedPopularity",
+}
+
+
+class RawRecord(NamedTuple):
+    """A Kafka record as the loop needs it (aiokafka's `ConsumerRecord` has the same attributes);
+    `timestamp` is the record time in epoch milliseconds, Kafka's unit."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+class DeadLetter(NamedTuple):
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def dead_letter(record: Any, rejection: Rejection) -> DeadLetter:
+    """The `interactions.dlq` record of a refused payload: raw bytes, reason and origin in headers."""
+    return DeadLetter(record.key, record.value if record.value is not None else b"", [
+        ("reason", rejection.reason.encode()),
+        ("message", rejection.message.encode("utf-8", "replace")),
+        ("source.topic", record.topic.encode()),
+        ("source.partition", str(record.partition).encode()),
+        ("source.offset", str(record.offset).encode()),
+    ])
+
+
+def make_learner(spec: str) -> Recommender:
+    """`online` | `popularity` | `module:Class` -> a fresh learner with default hyper-parameters."""
+    target = LEARNERS.get(spec, spec)
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        if spec == "online":  # the full recommender is optional: fall back to the baseline
+            log.warning("learner %s unavailable (%s): using DecayedPopularity", target, exc)
+            return make_learner("popularity")
+        raise SystemExit(f"cannot load learner {spec!r}: {exc}") from None
+    return cls()
+
+
+def _prequential(k: int) -> tuple[Any, Any]:
+    """`learners.evaluate`'s `prequential_step` and a fresh `PrequentialEvaluator`, when available."""
+    try:
+        from learners.evaluate import PrequentialEvaluator, prequential_step
+    except ImportError:
+        return None, None
+    # a live worker keeps totals and rolling windows only, not one rank per event forever
+    return prequential_step, PrequentialEvaluator(k=k, keep_events=False)
+
+
+Due = tuple[str, float, float | None]  # (user, event_ts, trigger_ts) of a list to publish
+
+
+class LiveLoop:
+    """The worker's logic without a broker (see the module docstring). All learner calls must run on
+    `executor` (one thread) or under `lock`: the learner is not thread-safe."""
+
+    def __init__(self, learner: Recommender, k: int = 10, debounce: float = 0.0, evaluate: bool = True,
+                 state_dir: str | Path | None = None, metrics: Any = None) -> None:
+        self.learner = learner
+        self.debounce = debounce
+        self.state_dir = None if state_dir is None else Path(state_dir)
+        self.metrics = metrics
+        self.publisher = RecommendationPublisher(learner, k)
+        self.step, self.evaluator = _prequential(k) if evaluate else (None, None)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
+        self.lock = threading.RLock()
+        # next offset per (topic, partition): the state reflects exactly the records before it
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.batches_applied = 0
+        self.applied_count = 0  # valid interactions learned (kept in checkpoints)
+        self.dead_letters: dict[str, int] = {}
+        self.records_since_checkpoint = 0  # records consumed (good or not) since the last checkpoint
+        self.last_checkpoint: dict[str, Any] = {"path": None, "offsets": {}, "created": None}
+        self.on_checkpoint: Any = None  # called with (path, offsets) after each checkpoint
+        self.assignment: list[str] = []  # "topic:partition" this worker consumes (set by the consumer)
+        self._pending: dict[str, tuple[float, float | None, float]] = {}  # user -> (event_ts, trigger, due)
+
+    # -- applying ----------------------------------------------------------------------------------
+    def apply(self, items: Sequence[Any], interactions: Sequence[Any]) -> tuple[list[DeadLetter], list]:
+        """One micro-batch: items first (new items are known before events about them), then
+        interactions. Returns dead letters and due `recommendations` records."""
+        with self.lock:
+            t0 = time.perf_counter()
+            letters = self._apply_items(self._fresh(items)) if items else []
+            records = self._fresh(interactions)
+            n_good = 0
+            if records:
+                more, n_good = self._apply_interactions(records)
+                letters += more
+            for letter in letters:
+                reason = dict(letter.headers)["reason"].decode()
+                self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+            recs = self.due_records()
+            if self.metrics is not None:
+                self.metrics.observe_batch(len(records), n_good, time.perf_counter() - t0)
+                for letter in letters:
+                    self.metrics.observe_dlq(dict(letter.headers)["reason"].decode())
+            return letters, recs
+
+    def _fresh(self, records: Sequence[Any]) -> list[Any]:
+        """Drop records the state already reflects (redelivered after a restart), advance offsets."""
+        offsets = self.offsets
+        fresh = [r for r in records if r.offset >= offsets.get((r.topic, r.partition), 0)]
+        for r in fresh:
+            offsets[(r.topic, r.partition)] = r.offset + 1
+        self.records_since_checkpoint += len(fresh)
+        return fresh
+
+    def _apply_interactions(self, records: list[Any]) -> tuple[list[DeadLetter], int]:
+        record_ts = [None if r.timestamp is None else r.timestamp / 1000.0 for r in records]
+        if len(records) > 1:  # several partitions: merge by record time (stable keeps each partition's order)
+            order = np.argsort(np.asarray([t or 0.0 for t in record_ts]), kind="stable")
+            records = [records[i] for i in order]
+            record_ts = [record_ts[i] for i in order]
+        vb = validate_interactions([r.value for r in records], record_ts,
+                                   [f"{r.topic}:{r.partition}:{r.offset}" for r in records])
+        letters = [dead_letter(records[i], rej) for i, rej in vb.rejects]
+        batch = vb.batch
+        if len(batch):
+            try:
+                if self.step is not None:
+                    self.step(self.learner, self.evaluator, batch)
+                else:
+                    self.learner.learn_many(batch)
+            except Exception as exc:  # noqa: BLE001 - a learner bug must not stop the stream
+                log.exception("learning a batch of %d events failed: dead-lettering it", len(batch))
+                rejection = Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                return letters + [dead_letter(records[i], rejection) for i in vb.positions.tolist()], 0
+            self.batches_applied += 1
+            self.applied_count += len(batch)
+            version = getattr(self.learner, "model_version", None)
+            self.publisher.model_version = self.batches_applied if version is None else version
+            if self.metrics is not None:
+                self.metrics.set_model_version(int(self.publisher.model_version))
+                quality = self.quality()
+                if quality:
+                    self.metrics.set_quality(**quality)
+            self._mark_touched(batch.user.tolist(), batch.ts.tolist(),
+                               [record_ts[i] for i in vb.positions.tolist()])
+        return letters, len(batch)
+
+    def _apply_items(self, records: list[Any]) -> list[DeadLetter]:
+        items: list[ItemMeta] = []
+        letters = []
+        for r in records:
+            parsed = parse_item(r.value)
+            if isinstance(parsed, Rejection):
+                letters.append(dead_letter(r, parsed))
+            else:
+                items.append(parsed)
+        if items:
+            self.learner.add_items(items)
+        return letters
+
+    def quality(self) -> dict[str, float]:
+        """Rolling prequential AUC, HR@K, NDCG@K (as `StreamMetrics.set_quality` keywords)."""
+        if self.evaluator is None:
+            return {}
+        rolling = self.evaluator.rolling()
+        k = self.evaluator.k
+        return {"auc": rolling["auc"], "hr_at_10": rolling[f"hr@{k}"], "ndcg_at_10": rolling[f"ndcg@{k}"]}
+
+    # -- publishing --------------------------------------------------------------------------------
+    def _mark_touched(self, users: list[str], event_ts: list[float], trigger_ts: list[float | None]) -> None:
+        last = {u: i for i, u in enumerate(users)}  # each user's last event in the batch
+        due = time.time() + self.debounce
+        pending = self._pending
+        for user, i in last.items():
+            prev = pending.get(user)
+            # the first unpublished event sets the deadline: a busy user still gets a list per window
+            pending[user] = (event_ts[i], trigger_ts[i], due if prev is None else prev[2])
+
+    def due_users(self, now: float | None = None, force: bool = False) -> list[Due]:
+        """Pop the users whose list is due: (user, event_ts, trigger_ts)."""
+        pending = self._pending
+        if force or self.debounce <= 0:
+            due = [(u, e, t) for u, (e, t, _) in pending.items()]
+            pending.clear()
+            return due
+        now = time.time() if now is None else now
+        due = [(u, e, t) for u, (e, t, d) in pending.items() if d <= now]
+        for u, _, _ in due:
+            del pending[u]
+        return due
+
+    def due_records(self, force: bool = False) -> list[tuple[bytes, bytes]]:
+        """`recommendations` (key, value) records of the users whose list is due."""
+        with self.lock:
+            due = self.due_users(force=force)
+            if not due:
+                return []
+            users, event_ts, trigger_ts = zip(*due, strict=True)
+            recs = self.publisher.records(users, event_ts, trigger_ts)
+        if self.metrics is not None:
+            now = time.time()
+            self.metrics.observe_publish_latency(np.asarray([now - t for t in trigger_ts if t is not None]),
+                                                 len(recs))
+        return recs
+
+    def final_records(self) -> tuple[list[DeadLetter], list[tuple[bytes, bytes]]]:
+        """Everything still pending (shutdown, revocation), as (dead letters, records)."""
+        return [], self.due_records(force=True)
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def events_applied(self) -> int:
+        """Valid interactions the learner state reflects: the learner's own count when it keeps one
+        (it survives checkpoints and `--init-state`), else the loop's."""
+        count = getattr(self.learner, "events_applied", None)
+        return int(count) if count is not None else self.applied_count
+
+    def checkpoint(self) -> Path | None:
+        """Save learner state + offsets + counters atomically under `state_dir`; None without one."""
+        from stream.checkpoint import save_checkpoint
+
+        if self.state_dir is None:
+            return None
+        with self.lock:
+            offsets = {f"{t}:{p}": o for (t, p), o in self.offsets.items()}
+            meta = {"model_version": self.publisher.model_version, "batches_applied": self.batches_applied,
+                    "applied_count": self.applied_count, "dead_letters": self.dead_letters,
+                    "learner": type(self.learner).__name__}
+            path = save_checkpoint(self.state_dir, self.learner.state_dict(), offsets, meta)
+            self.records_since_checkpoint = 0
+        self.last_checkpoint = {"path": str(path), "offsets": offsets, "created": time.time()}
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path, offsets)
+        log.info("checkpoint %s at %s", path.name, offsets)
+        return path
+
+    def restore(self, init_state: str | Path | None = None) -> str | None:
+        """Load the newest checkpoint of `state_dir` (state, offsets, counters); without one, start
+        warm from `init_state` (a replay's saved state: its offsets mean nothing here). Returns what
+        was loaded."""
+        from stream.checkpoint import load_latest_checkpoint
+
+        found = load_latest_checkpoint(self.state_dir) if self.state_dir is not None else None
+        if found is not None:
+            state, offsets, meta = found
+            self.learner.load_state_dict(state)
+            self.offsets = {(t, int(p)): int(o) for t, p, o in
+                            ((key.rsplit(":", 1)[0], key.rsplit(":", 1)[1], o) for key, o in offsets.items())}
+            self.batches_applied = int(meta.get("batches_applied", 0))
+            self.applied_count = int(meta.get("applied_count", 0))
+            self.dead_letters = dict(meta.get("dead_letters", {}))
+            version = meta.get("model_version", self.batches_applied)
+            self.publisher.model_version = version
+            self.last_checkpoint = {"path": meta["checkpoint"]["path"], "offsets": offsets,
+                                    "created": meta["checkpoint"]["created"]}
+            return meta["checkpoint"]["path"]
+        if init_state:
+            loaded = load_latest_checkpoint(init_state)
+            if loaded is None:
+                raise SystemExit(f"--init-state {init_state}: no readable checkpoint there")
+            self.learner.load_state_dict(loaded[0])
+            return str(init_state)
+        return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_worker_arguments(parser)
+
+
+def _health_extra(live: LiveLoop) -> dict[str, Any]:
+    return {"events_applied": live.events_applied, "assigned": list(live.assignment),
+            "dlq": dict(live.dead_letters),
+            "dlq_total": sum(live.dead_letters.values()), "model_version": live.publisher.model_version,
+            "checkpoint": dict(live.last_checkpoint),
+            "offsets": {f"{t}:{p}": o for (t, p), o in sorted(live.offsets.items())}}
+
+
+class _LockedRecommender:
+    """The learner as the HTTP views see it: every call under the loop's lock."""
+
+    def __init__(self, live: LiveLoop) -> None:
+        self.live = live
+
+    def recommend(self, user_ids: Sequence[str], k: int = 10) -> Any:
+        with self.live.lock:
+            return self.live.learner.recommend(user_ids, k)
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust
+
+    from stream.app import EventConsumer, ensure_topics, make_app
+    from stream.http import LiveService, register_routes
+    from stream.metrics import SeriesRecorder, StreamMetrics
+
+    settings = Settings.from_args(args)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("kafka", "aiokafka"):  # client chatter drowns the worker's own debug lines
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        created = ensure_topics(settings)
+    except ConnectionError as exc:
+        print(f"streamrec worker: {exc}", flush=True)
+        return 2
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    metrics, recorder = StreamMetrics(), SeriesRecorder()
+    learner = make_learner(settings.learner)
+    live = LiveLoop(learner, k=settings.k, debounce=settings.debounce, state_dir=settings.state_dir,
+                    metrics=metrics)
+    loaded = live.restore(settings.init_state or None)
+    service = LiveService(_LockedRecommender(live), metrics, recorder,
+                          extra_health=lambda: _health_extra(live))
+    live.on_checkpoint = service.note_checkpoint
+    if live.last_checkpoint["path"]:
+        service.note_checkpoint(live.last_checkpoint["path"], live.last_checkpoint["offsets"])
+    metrics.set_model_version(int(live.publisher.model_version or 0))
+
+    def on_lag(lag: dict[tuple[str, int], int]) -> None:
+        metrics.set_lag(lag)
+        recorder.record(live.events_applied, lag=float(sum(lag.values())), **live.quality())
+
+    app = make_app(settings)
+    register_routes(app, service)
+    consumer = EventConsumer(settings, live, on_lag=on_lag)
+    print(json.dumps({"worker": type(learner).__name__, "bootstrap": settings.bootstrap,
+                      "topic_prefix": settings.topic_prefix, "restored": loaded,
+                      "web": f"http://{settings.web_host}:{settings.web_port}"}), flush=True)
+    worker = faust.Worker(app, consumer, loglevel=settings.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+class WorkerProcess:
+    """`streamrec worker` in a child process (tests, benches, demos); a context manager that always
+    stops it. `kill()` is the crash (SIGKILL); `stop()` the graceful SIGTERM.
+
+    >>> w = WorkerProcess("127.0.0.1:9092", "t-", "/tmp/state", web_port=16099)  # doctest: +SKIP
+    >>> with w.start():                                                          # doctest: +SKIP
+    ...     w.wait_ready(); w.health()["events_applied"]
+    """
+
+    def __init__(self, bootstrap: str, topic_prefix: str, state_dir: str | Path, web_port: int | None = None,
+                 args: Sequence[str] = (), log_path: str | Path | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topic_prefix = topic_prefix
+        self.state_dir = Path(state_dir)
+        if web_port is None:
+            from stream.broker import free_port
+
+            web_port = free_port()
+        self.web_port = web_port
+        self.args = list(args)
+        self.log_path = Path(log_path) if log_path is not None else self.state_dir / "worker.log"
+        self.proc: Any = None
+
+    def command(self) -> list[str]:
+        import shutil
+        import sys
+
+        cmd = [sys.executable, "-m", "stream.cli", "worker", "--bootstrap", self.bootstrap,
+               "--topic-prefix", self.topic_prefix, "--state-dir", str(self.state_dir),
+               "--web-port", str(self.web_port), *self.args]
+        setpriv = shutil.which("setpriv")  # the worker dies with us: no orphan after a killed test run
+        return [setpriv, "--pdeathsig", "TERM", *cmd] if setpriv else cmd
+
+    def start(self) -> WorkerProcess:
+        import subprocess
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(self.command(), stdout=log_file, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        return self
+
+    def health(self, timeout: float = 2.0) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the worker answers `/health` with partitions assigned; return that health."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                health = self.health()
+                if health.get("assigned"):
+                    return health
+                last = health
+            except OSError as exc:
+                last = exc
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout}s ({last!r}):\n{self.log_tail()}")
+
+    def wait_applied(self, n: int, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until `events_applied` reaches `n`; return that health."""
+        deadline = time.monotonic() + timeout
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                health = self.health()
+                if health["events_applied"] >= n:
+                    return health
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"events_applied {health.get('events_applied')} < {n} after {timeout}s:\n"
+                           f"{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no checkpoint at exit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait (final publish + checkpoint); SIGKILL after `timeout`."""
+        import subprocess
+
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def __enter__(self) -> WorkerProcess:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

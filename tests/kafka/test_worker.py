@@ -1,0 +1,148 @@
+"""The live loop: `LiveLoop` on its own, then `streamrec worker` against the real broker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from learners.base import Interactions
+from learners.popularity import DecayedPopularity
+from learners.synthetic import generate
+from stream.config import Settings
+from stream.producer import encode_events, make_producer, send_records
+from stream.publisher import read_topic
+from stream.worker import LiveLoop, RawRecord, WorkerProcess
+
+
+def records_of(log: Interactions, topic: str = "interactions", partitions: int = 1) -> list[RawRecord]:
+    out = []
+    per_partition = [0] * partitions
+    for n, (key, value) in enumerate(encode_events(log)):
+        p = n % partitions
+        out.append(RawRecord(topic, p, per_partition[p], 1_000_000 + n, key, value))
+        per_partition[p] += 1
+    return out
+
+
+def event(user: str, item: str, ts: float) -> bytes:
+    return json.dumps({"user_id": user, "item_id": item, "ts": ts}).encode()
+
+
+# -- LiveLoop without a broker ----------------------------------------------------------------------
+def test_burst_from_one_user_yields_one_list_per_batch() -> None:
+    live = LiveLoop(DecayedPopularity(), k=3)
+    batch = [RawRecord("interactions", 0, n, 5_000 + n, b"u", event("u", f"i{n % 4}", 10.0 + n))
+             for n in range(50)]
+    letters, recs = live.apply([], batch)
+    assert letters == [] and [key for key, _ in recs] == [b"u"]
+    value = json.loads(recs[0][1])
+    assert value["user_id"] == "u" and len(value["items"]) == 3
+    assert value["event_ts"] == 59.0  # the user's last event of the batch
+    assert value["trigger_ts"] == pytest.approx(5.049)  # its record time, in seconds
+    assert value["published_ts"] >= value["trigger_ts"]
+    assert set(value["items"][0]) == {"item_id", "score", "source"}
+
+
+def test_debounce_holds_a_users_list_until_due() -> None:
+    live = LiveLoop(DecayedPopularity(), k=2, debounce=60.0)
+    _, recs = live.apply([], [RawRecord("interactions", 0, 0, 1_000, b"u", event("u", "a", 1.0))])
+    assert recs == []
+    _, recs = live.apply([], [RawRecord("interactions", 0, 1, 2_000, b"u", event("u", "b", 2.0))])
+    assert recs == []  # still inside the window of the first event
+    assert live.due_users(now=0.0) == []
+    (user, event_ts, trigger), = live.due_users(force=True)
+    assert (user, event_ts, trigger) == ("u", 2.0, 2.0)
+
+
+def test_redelivered_records_are_not_applied_twice() -> None:
+    log = generate(n_events=200, seed=3).log
+    recs = records_of(log, partitions=2)
+    live = LiveLoop(DecayedPopularity(), evaluate=False)
+    live.apply([], recs[:120])
+    live.apply([], recs[60:])  # a consumer restarted from an older position
+    assert live.events_applied == 200
+    assert live.offsets == {("interactions", 0): 100, ("interactions", 1): 100}
+
+
+def test_learner_failure_dead_letters_the_batch_and_the_loop_goes_on() -> None:
+    class Fragile(DecayedPopularity):
+        def learn_many(self, batch: Interactions) -> None:
+            if "boom" in batch.item.tolist():
+                raise RuntimeError("learner bug")
+            super().learn_many(batch)
+
+    live = LiveLoop(Fragile(), evaluate=False)
+    letters, _ = live.apply([], [RawRecord("interactions", 0, 0, 0, b"u", event("u", "boom", 1.0))])
+    assert [dict(d.headers)["reason"] for d in letters] == [b"processing_error"]
+    assert b"learner bug" in dict(letters[0].headers)["message"]
+    letters, recs = live.apply([], [RawRecord("interactions", 0, 1, 0, b"u", event("u", "fine", 2.0))])
+    assert letters == [] and live.events_applied == 1 and recs
+
+
+def test_checkpoint_restores_state_and_offsets(tmp_path: Path) -> None:
+    log = generate(n_events=300, seed=4).log
+    recs = records_of(log, partitions=3)
+    live = LiveLoop(DecayedPopularity(), state_dir=tmp_path)
+    live.apply([], recs[:200])
+    live.checkpoint()
+    before = live.learner.recommend(["x"], 5)
+    live.apply([], recs[200:])  # not checkpointed: lost by a crash, replayed after restart
+
+    fresh = LiveLoop(DecayedPopularity(), state_dir=tmp_path)
+    assert fresh.restore().endswith("ckpt-000000000001")
+    assert fresh.events_applied == 200
+    assert fresh.learner.recommend(["x"], 5) == before
+    assert sum(fresh.offsets.values()) == 200
+    fresh.apply([], recs)  # the whole partition again: only the 100 unseen records count
+    assert fresh.events_applied == 300
+
+
+def test_items_are_announced_and_bad_items_dead_lettered() -> None:
+    live = LiveLoop(DecayedPopularity(), evaluate=False)
+    letters, _ = live.apply([
+        RawRecord("items", 0, 0, 0, b"new", b'{"item_id": "new", "title": "Fresh", "tags": ["x"]}'),
+        RawRecord("items", 0, 1, 0, b"bad", b'{"item_id": "bad", "tags": "x"}'),
+    ], [])
+    assert [dict(d.headers)["reason"] for d in letters] == [b"bad_tags"]
+    assert live.learner.item_cols(np.array(["new", "bad"], dtype=object)).tolist()[1] == -1
+    assert live.learner.item_cols(np.array(["new"], dtype=object))[0] >= 0
+
+
+# -- the worker process on the real broker ----------------------------------------------------------
+@pytest.mark.kafka
+def test_every_touched_user_gets_a_fresh_list(kafka_bootstrap: str, topic_prefix: str,
+                                              tmp_path: Path) -> None:
+    log = generate(n_events=600, seed=5).log
+    users = set(log.user.tolist())
+    settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "state",
+                       args=["--learner", "popularity", "--k", "5"]) as worker:
+        worker.wait_ready()
+        producer = make_producer(settings)
+        try:
+            send_records(producer, settings.topic("interactions"), encode_events(log))
+        finally:
+            producer.close()
+        health = worker.wait_applied(len(log), timeout=30)
+        assert health["dlq_total"] == 0 and health["events_applied"] == len(log)
+
+        def all_users(records: list) -> bool:
+            return {r.key.decode() for r in records} >= users
+        recs = read_topic(kafka_bootstrap, settings.topic("recommendations"), timeout=20, until=all_users)
+    seen = {r.key.decode() for r in recs}
+    assert seen >= users
+    last = {}
+    for r in recs:
+        value = json.loads(r.value)
+        assert value["user_id"] == r.key.decode()
+        assert 0 < len(value["items"]) <= 5
+        assert value["published_ts"] >= value["trigger_ts"] > 0
+        last[value["user_id"]] = value
+    # each user's final list answers that user's final event
+    final_ts = {u: t for u, t in zip(log.user.tolist(), log.ts.tolist(), strict=True)}
+    assert all(last[u]["event_ts"] == pytest.approx(final_ts[u]) for u in users)
+    assert worker.proc.returncode == 0  # SIGTERM: clean exit
+    assert list((tmp_path / "state").glob("ckpt-*"))  # ... with a checkpoint at shutdown
