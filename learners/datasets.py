@@ -74,19 +74,18 @@ def _floats(path: Path, column: Sequence[bytes], first_lines: Sequence[int], wha
 
 def _columnar(path: Path, lines: list[bytes], first: int, sep: bytes, n_fields: int):
     """Non-blank lines of a delimited file as (line numbers, raw lines, field columns)."""
-    numbers, kept, rows = [], [], []
-    for n, line in enumerate(lines, first):
-        if not line.strip():
-            continue
-        row = line.split(sep)
-        if len(row) != n_fields:
-            raise ValueError(
-                f"{path}:{n}: expected {n_fields} fields separated by {sep!r}, got {len(row)}: {line[:80]!r}"
-            )
-        numbers.append(n)
-        kept.append(line)
-        rows.append(row)
-    columns = list(zip(*rows, strict=True)) if rows else [()] * n_fields
+    numbers = [n for n, line in enumerate(lines, first) if line.strip()]
+    kept = [lines[n - first] for n in numbers]
+    counts = np.fromiter((line.count(sep) for line in kept), np.int64, len(kept))
+    bad = np.flatnonzero(counts != n_fields - 1)
+    if len(bad):
+        n, line = numbers[bad[0]], kept[bad[0]]
+        raise ValueError(
+            f"{path}:{n}: expected {n_fields} fields separated by {sep!r}, "
+            f"got {counts[bad[0]] + 1}: {line[:80]!r}"
+        )
+    tokens = sep.join(kept).split(sep) if kept else []
+    columns = [tokens[k::n_fields] for k in range(n_fields)]
     return numbers, kept, columns
 
 

@@ -72,8 +72,8 @@ class PrequentialEvaluator:
     keep_events
         Keep per-evaluated-event ranks and positions (replay reports, drift experiments); a live
         worker passes False and keeps only totals and rolling windows.
-    max_rows
-        Rows ranked at once (bounds the memory of the masks: max_rows x items).
+    max_cells
+        Rows x items ranked at once: chunks that stay in the CPU cache (and bound the masks' memory).
     """
 
     def __init__(
@@ -84,11 +84,11 @@ class PrequentialEvaluator:
         coverage_every: int = 32,
         seed: int = 0,
         keep_events: bool = True,
-        max_rows: int = 128,
+        max_cells: int = 1 << 18,
         series_max: int = 10_000,
     ) -> None:
-        if k < 1 or window < 1 or coverage_every < 1 or max_rows < 1:
-            raise ValueError("k, window, coverage_every and max_rows must be positive")
+        if k < 1 or window < 1 or coverage_every < 1 or max_cells < 1:
+            raise ValueError("k, window, coverage_every and max_cells must be positive")
         if n_negatives is not None and n_negatives < 1:
             raise ValueError(f"n_negatives must be positive or None, got {n_negatives}")
         self.k = k
@@ -97,7 +97,7 @@ class PrequentialEvaluator:
         self.coverage_every = coverage_every
         self.seed = seed
         self.keep_events = keep_events
-        self.max_rows = max_rows
+        self.max_cells = max_cells
         self.series_max = series_max
         self.reset()
 
@@ -364,9 +364,10 @@ class PrequentialEvaluator:
             self._refresh_model_cols(model, item_ids, item_cols)
             layout = self._score_layout(item_cols, scores.shape[1])
             seen = np.packbits(self._seen[: self._n_slots])
+            chunk = max(16, self.max_cells // max(self._n_slots, 1))
             ranks = [  # row chunks that stay in cache
-                self._rank(plan, rows[lo: lo + self.max_rows], scores, layout, seen, self.evaluated + lo)
-                for lo in range(0, len(rows), self.max_rows)
+                self._rank(plan, rows[lo: lo + chunk], scores, layout, seen, self.evaluated + lo)
+                for lo in range(0, len(rows), chunk)
             ]
             result["rank"] = np.concatenate(ranks)
             # candidates = items seen before the event minus the user's history (all seen items)
@@ -556,6 +557,6 @@ def prequential_step(model: Recommender, evaluator: PrequentialEvaluator, batch:
         predictions = model.predict_many(batch)
     result = evaluator.observe(batch, scores, cols, model, predictions=predictions)
     if monitor is not None and len(result["rank"]):
-        monitor.update(result["hit"], model)
+        monitor.update(result["hit"], model, result["position"])
     model.learn_many(batch)
     return result

@@ -30,6 +30,9 @@ from stream.config import TOPICS, Settings
 
 log = logging.getLogger("streamrec.app")
 
+SEND_TIMEOUT_S = 10.0  # one send waiting for broker metadata before we retry it
+STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to deliver before it gives up
+
 # Per-topic Kafka configs: the latest list per user is all a reader of `recommendations` needs.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "recommendations": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
@@ -125,6 +128,9 @@ class EventConsumer(Service):
         self.producer: Any = None
         self._last_checkpoint = time.monotonic()
         self._batch_lock = asyncio.Lock()
+        self._inflight: list[tuple[str, bytes | None, bytes, Any, Any]] = []  # (topic, key, value, hdrs, fut)
+        self._give_up_at = float("inf")  # when stopping: stop retrying sends after this (monotonic)
+        self._undelivered = False  # some applied batch's records were never sent: never checkpoint again
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -145,12 +151,17 @@ class EventConsumer(Service):
         await self.consumer.start()
 
     async def on_stop(self) -> None:
+        self._give_up_at = time.monotonic() + STOP_GRACE_S
         async with self._batch_lock:  # let the batch in flight finish, then save where we are
             if self.consumer is not None:
                 try:
                     await self._publish(*await self._in_learner(self.live.final_records))
                     if self.live.records_since_checkpoint:
                         await self.checkpoint()
+                    else:
+                        await self._settle()
+                except Undelivered as exc:
+                    log.warning("%s: no final checkpoint; a restart replays from the previous one", exc)
                 except Exception:  # noqa: BLE001 - still stop the clients
                     log.exception("final checkpoint failed")
                 await self.consumer.stop()
@@ -163,7 +174,6 @@ class EventConsumer(Service):
     @Service.task
     async def _consume(self) -> None:
         s = self.settings
-        topic_items = s.topic("items")
         timeout_ms = max(1, int(s.batch_timeout * 1000))
         while not self.should_stop:
             try:
@@ -172,43 +182,93 @@ class EventConsumer(Service):
                 log.warning("fetch failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
-            async with self._batch_lock:
-                if self.should_stop:
-                    break
-                items, interactions = [], []
-                for tp, records in got.items():
-                    (items if tp.topic == topic_items else interactions).extend(records)
-                t0 = time.perf_counter()
-                if items or interactions:
-                    letters, recs = await self._in_learner(self.live.apply, items, interactions)
-                else:
-                    letters, recs = [], await self._in_learner(self.live.due_records)
-                t1 = time.perf_counter()
-                await self._publish(letters, recs)
-                if got:
-                    log.debug("batch: %d items, %d interactions -> %d dead letters, %d lists; apply %.1f ms, "
-                              "send %.1f ms", len(items), len(interactions), len(letters), len(recs),
-                              1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1))
-                if self.live.records_since_checkpoint and (
-                        self.live.records_since_checkpoint >= s.checkpoint_events
-                        or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds):
-                    await self.checkpoint()
-            if self.on_lag is not None and got:
-                self.on_lag(self.lag())
+            try:
+                async with self._batch_lock:
+                    if self.should_stop:
+                        break
+                    await self._process(got)
+                if self.on_lag is not None and got:
+                    self.on_lag(self.lag())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the worker outlives any single batch
+                log.exception("processing a batch failed; going on")
+                await asyncio.sleep(0.1)
+
+    async def _process(self, got: dict) -> None:
+        s = self.settings
+        topic_items = s.topic("items")
+        items, interactions = [], []
+        for tp, records in got.items():
+            (items if tp.topic == topic_items else interactions).extend(records)
+        t0 = time.perf_counter()
+        if items or interactions:
+            letters, recs = await self._in_learner(self.live.apply, items, interactions)
+        else:
+            letters, recs = [], await self._in_learner(self.live.due_records)
+        t1 = time.perf_counter()
+        await self._publish(letters, recs)
+        self.live.timing_sums["send_s"] += time.perf_counter() - t1
+        if got:
+            log.debug("batch: %d items, %d interactions -> %d dead letters, %d lists; apply %.1f ms, "
+                      "send %.1f ms", len(items), len(interactions), len(letters), len(recs),
+                      1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1))
+        since = self.live.records_since_checkpoint
+        if since and (since >= s.checkpoint_events
+                      or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds):
+            await self.checkpoint()
 
     async def _publish(self, letters: list, recs: list[tuple[bytes, bytes]]) -> None:
-        send = self.producer.send
+        """Send dead letters and lists; the previous batch's sends are confirmed (and failures resent)
+        first, so delivery is at-least-once, a user's lists stay in order, and waiting for acks
+        overlaps with the next batch's work."""
+        await self._settle()
         dlq, topic = self.settings.topic("interactions.dlq"), self.settings.topic("recommendations")
         for letter in letters:
-            await send(dlq, letter.value, key=letter.key, headers=letter.headers)
+            await self._send(dlq, letter.key, letter.value, letter.headers)
         for key, value in recs:
-            await send(topic, value, key=key)
+            await self._send(topic, key, value, None)
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        while True:
+            try:
+                future = await asyncio.wait_for(self.producer.send(topic, value, key=key, headers=headers),
+                                                timeout=SEND_TIMEOUT_S)
+                self._inflight.append((topic, key, value, headers, future))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. broker away: wait, keep the record
+                self._maybe_give_up(exc)
+                log.warning("send to %s failed (%r); retrying", topic, exc)
+                await asyncio.sleep(0.5)
+
+    def _maybe_give_up(self, exc: BaseException) -> None:
+        if self.should_stop and time.monotonic() > self._give_up_at:
+            self._undelivered = True
+            raise Undelivered(f"records still undelivered after {STOP_GRACE_S:.0f}s of stopping ({exc!r})")
+
+    async def _settle(self) -> None:
+        """Wait for every in-flight send; resend the failed ones until they are acknowledged."""
+        while self._inflight:
+            pending, self._inflight = self._inflight, []
+            results = await asyncio.gather(*(f for *_, f in pending), return_exceptions=True)
+            failed = [p for p, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+            if failed:
+                error = next(r for r in results if isinstance(r, BaseException))
+                self._maybe_give_up(error)
+                log.warning("%d sends failed (%r); resending", len(failed), error)
+                await asyncio.sleep(0.5)
+                for topic, key, value, headers, _ in failed:
+                    await self._send(topic, key, value, headers)
 
     async def checkpoint(self) -> None:
-        """Save state + offsets (after every record they reflect has been delivered), then commit."""
+        """Save state + offsets once every record they reflect is delivered, then commit them."""
         from aiokafka import TopicPartition
 
-        await self.producer.flush()  # lists and dead letters of the saved events are out first
+        await self._settle()  # lists and dead letters of the saved events are out first
+        if self._undelivered:
+            raise Undelivered("records of applied events were dropped")
         path = await self._in_learner(self.live.checkpoint)
         self._last_checkpoint = time.monotonic()
         if path is None:
@@ -230,6 +290,10 @@ class EventConsumer(Service):
                 key = (tp.topic, tp.partition)
                 out[key] = max(0, high - self.live.offsets.get(key, 0))
         return out
+
+
+class Undelivered(RuntimeError):  # noqa: N818 - reads as a state: "records undelivered"
+    """Sends kept failing while stopping: the state must not be checkpointed past them."""
 
 
 class _Rebalance(ConsumerRebalanceListener):

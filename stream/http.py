@@ -12,8 +12,11 @@
 - `GET /api/series?since=<unix time>`: the dashboard's time series as JSON.
 
 Bad parameters get a 400 with `{"error": ..., "detail": ...}`; a failing service gets a 500 JSON
-error, never a traceback. `target` is an `aiohttp.web.Application`, its router, or a Faust app (its
-aiohttp driver's `web.web_app`); routes must be added before the server starts.
+error, never a traceback. The endpoints are read-only and unauthenticated: the worker binds them to
+127.0.0.1 by default (Faust's `web_bind`; docker-compose publishes the port on 127.0.0.1 only).
+
+`target` is an `aiohttp.web.Application`, its router, or a Faust app (its aiohttp driver's
+`web.web_app`); routes must be added before the server starts.
 
 >>> from aiohttp import web
 >>> from stream.metrics import SeriesRecorder, StreamMetrics
@@ -112,11 +115,12 @@ class LiveService:
     def model_version(self) -> int | None:
         return self.metrics.current_model_version
 
-    def note_checkpoint(self, path: str | Path | None, offsets: Mapping[str, int],
+    def note_checkpoint(self, path: str | Path | None, offsets: Mapping[Any, int],
                         created: float | None = None) -> None:
+        """Offsets keyed "topic:partition" or (topic, partition)."""
         with self._lock:
             self._checkpoint = {"path": None if path is None else str(path),
-                                "offsets": {str(k): int(v) for k, v in offsets.items()},
+                                "offsets": {_offset_key(k): int(v) for k, v in offsets.items()},
                                 "created": time.time() if created is None else created}
         self.metrics.mark_checkpoint(self._checkpoint["created"])
 
@@ -144,6 +148,11 @@ class LiveService:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+def _offset_key(key: Any) -> str:
+    """The "topic:partition" form of a str key or a (topic, partition) tuple."""
+    return f"{key[0]}:{key[1]}" if isinstance(key, tuple) else str(key)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     body = json.dumps(data, allow_nan=False, default=_json_default, separators=(",", ":"))
     return web.Response(text=body, status=status, content_type="application/json", headers=_SECURITY_HEADERS)

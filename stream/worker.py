@@ -125,6 +125,8 @@ class LiveLoop:
         self.last_checkpoint: dict[str, Any] = {"path": None, "offsets": {}, "created": None}
         self.on_checkpoint: Any = None  # called with (path, offsets) after each checkpoint
         self.assignment: list[str] = []  # "topic:partition" this worker consumes (set by the consumer)
+        # where the time goes, summed over batches: record time -> start of apply, apply, send
+        self.timing_sums = {"batches": 0, "events": 0, "wait_s": 0.0, "apply_s": 0.0, "send_s": 0.0}
         self._pending: dict[str, tuple[float, float | None, float]] = {}  # user -> (event_ts, trigger, due)
 
     # -- applying ----------------------------------------------------------------------------------
@@ -133,6 +135,7 @@ class LiveLoop:
         interactions. Returns dead letters and due `recommendations` records."""
         with self.lock:
             t0 = time.perf_counter()
+            started = time.time()
             letters = self._apply_items(self._fresh(items)) if items else []
             records = self._fresh(interactions)
             n_good = 0
@@ -143,8 +146,15 @@ class LiveLoop:
                 reason = dict(letter.headers)["reason"].decode()
                 self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
             recs = self.due_records()
+            elapsed = time.perf_counter() - t0
+            sums = self.timing_sums
+            sums["batches"] += 1
+            stamps = [r.timestamp for r in records if r.timestamp is not None]
+            sums["events"] += len(stamps)
+            sums["wait_s"] += len(stamps) * started - sum(stamps) / 1000.0
+            sums["apply_s"] += elapsed
             if self.metrics is not None:
-                self.metrics.observe_batch(len(records), n_good, time.perf_counter() - t0)
+                self.metrics.observe_batch(len(records), n_good, elapsed)
                 for letter in letters:
                     self.metrics.observe_dlq(dict(letter.headers)["reason"].decode())
             return letters, recs
@@ -212,6 +222,16 @@ class LiveLoop:
         k = self.evaluator.k
         return {"auc": rolling["auc"], "hr_at_10": rolling[f"hr@{k}"], "ndcg_at_10": rolling[f"ndcg@{k}"]}
 
+    def timings(self) -> dict[str, float]:
+        """Mean ms per event waiting in Kafka (record time -> apply starts), per batch applying and
+        sending: where the end-to-end latency goes."""
+        s = self.timing_sums
+        batches = max(s["batches"], 1)
+        return {"batches": s["batches"], "events_per_batch": s["events"] / batches,
+                "kafka_wait_ms_per_event": 1e3 * s["wait_s"] / max(s["events"], 1),
+                "apply_ms_per_batch": 1e3 * s["apply_s"] / batches,
+                "send_ms_per_batch": 1e3 * s["send_s"] / batches}
+
     # -- publishing --------------------------------------------------------------------------------
     def _mark_touched(self, users: list[str], event_ts: list[float], trigger_ts: list[float | None]) -> None:
         last = {u: i for i, u in enumerate(users)}  # each user's last event in the batch
@@ -242,7 +262,11 @@ class LiveLoop:
             if not due:
                 return []
             users, event_ts, trigger_ts = zip(*due, strict=True)
-            recs = self.publisher.records(users, event_ts, trigger_ts)
+            try:
+                recs = self.publisher.records(users, event_ts, trigger_ts)
+            except Exception:  # noqa: BLE001 - a learner bug costs these lists, not the worker
+                log.exception("recommend() failed for %d users; their lists are skipped", len(users))
+                return []
         if self.metrics is not None:
             now = time.time()
             self.metrics.observe_publish_latency(np.asarray([now - t for t in trigger_ts if t is not None]),
@@ -317,7 +341,7 @@ def _health_extra(live: LiveLoop) -> dict[str, Any]:
     return {"events_applied": live.events_applied, "assigned": list(live.assignment),
             "dlq": dict(live.dead_letters),
             "dlq_total": sum(live.dead_letters.values()), "model_version": live.publisher.model_version,
-            "checkpoint": dict(live.last_checkpoint),
+            "checkpoint": dict(live.last_checkpoint), "timings": live.timings(),
             "offsets": {f"{t}:{p}": o for (t, p), o in sorted(live.offsets.items())}}
 
 

@@ -261,8 +261,10 @@ def test_dashboard_is_served_locally(server):
         assert f'id="chart-{chart}" data-points="0"' in html
     status, headers, js = get(server.url + "/dashboard/dashboard.js")
     assert status == 200 and headers["Content-Type"].startswith("text/javascript") and b"/api/series" in js
-    status, headers, _ = get(server.url + "/dashboard/dashboard.css")
+    status, headers, css = get(server.url + "/dashboard/dashboard.css")
     assert status == 200 and headers["Content-Type"].startswith("text/css")
+    for asset in (js, css):  # nothing fetched from elsewhere
+        assert b"http://" not in asset and b"https://" not in asset and b"@import" not in asset
     assert get(server.url + "/dashboard/../stream/http.py")[0] == 404
     assert get(server.url + "/dashboard/secret.py")[0] == 404
 
@@ -341,3 +343,11 @@ def test_grafana_and_alerts_use_existing_metric_names():
     assert "path: /var/lib/grafana/dashboards" in provider
     for alert in ("StreamrecConsumerLagGrowing", "StreamrecHitRateFalling", "StreamrecDLQRateHigh"):
         assert f"- alert: {alert}" in alerts
+
+
+def test_note_checkpoint_accepts_tuple_keys(model):
+    metrics = StreamMetrics()
+    service = LiveService(model, metrics, SeriesRecorder())
+    service.note_checkpoint("/s/ckpt-000000000001", {("interactions", 2): 17}, created=5.0)
+    assert service.health()["checkpoint"]["offsets"] == {"interactions:2": 17}
+    assert samples(metrics)[("streamrec_last_checkpoint_timestamp_seconds", ())] == 5.0

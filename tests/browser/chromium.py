@@ -127,7 +127,12 @@ class Chromium:
 
     def _cleanup_files(self) -> None:
         if getattr(self, "_profile", None):
-            shutil.rmtree(self._profile, ignore_errors=True)
+            # Chromium's helper processes may still flush into the profile just after the main exits.
+            for _ in range(20):
+                shutil.rmtree(self._profile, ignore_errors=True)
+                if not Path(self._profile).exists():
+                    break
+                time.sleep(0.1)
             self._profile = None
 
     def __enter__(self) -> Chromium:

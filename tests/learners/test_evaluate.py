@@ -14,7 +14,8 @@ from learners.synthetic import generate
 
 def make_batch(pairs: list[tuple[str, str]], kind: str = "click") -> Interactions:
     return Interactions.from_records(
-        [{"user_id": u, "item_id": i, "type": kind, "value": 1.0, "ts": float(t)} for t, (u, i) in enumerate(pairs)]
+        [{"user_id": u, "item_id": i, "type": kind, "value": 1.0, "ts": float(t)}
+         for t, (u, i) in enumerate(pairs)]
     )
 
 
@@ -118,8 +119,11 @@ class ShuffledModel(TableModel):
         return scores[:, self.order], cols[self.order]
 
 
-@pytest.mark.parametrize("batch_size", [1, 5, 50, 1000])
-def test_matches_the_per_event_reference_with_permuted_and_missing_columns(batch_size: int) -> None:
+@pytest.mark.parametrize(("batch_size", "max_cells"), [(1, 1 << 18), (5, 1 << 18), (50, 1), (1000, 1 << 18),
+                                                     (1000, 1)])
+def test_matches_the_per_event_reference_with_permuted_and_missing_columns(
+    batch_size: int, max_cells: int
+) -> None:
     stream = generate(n_events=800, n_users=40, n_items=48, n_clusters=4, seed=5)
     log = stream.log
     rng = np.random.default_rng(2)
@@ -127,7 +131,7 @@ def test_matches_the_per_event_reference_with_permuted_and_missing_columns(batch
     table = {(u, i): float(rng.integers(0, 5)) for u in set(log.user.tolist()) for i in items}
     drop = set(items[:4])
     model = ShuffledModel(items, table, drop)
-    ev = PrequentialEvaluator(k=10)
+    ev = PrequentialEvaluator(k=10, max_cells=max_cells)  # max_cells=1: chunks of 16 rows
     for lo in range(0, len(log), batch_size):
         prequential_step(model, ev, log[lo: lo + batch_size])
 
@@ -140,6 +144,21 @@ def test_matches_the_per_event_reference_with_permuted_and_missing_columns(batch
     np.testing.assert_allclose(kept["rank"], ranks)
     hits = np.array(ranks) < 10
     assert ev.report()["hr@10"] == pytest.approx(hits.mean())
+
+
+def test_matches_the_reference_when_columns_are_the_models_catalog() -> None:
+    stream = generate(n_events=700, n_users=30, n_items=40, n_clusters=4, seed=8)
+    log = stream.log
+    rng = np.random.default_rng(4)
+    catalog = [m.item_id for m in stream.items] + ["never-clicked"]
+    table = {(u, i): float(rng.integers(0, 3)) for u in set(log.user.tolist()) for i in catalog}
+    model = TableModel(catalog, table)  # knows the whole catalog from the start: slots follow its columns
+    ev = PrequentialEvaluator(max_cells=1)
+    for lo in range(0, len(log), 37):
+        prequential_step(model, ev, log[lo: lo + 37])
+    positions, ranks = reference_ranks(log, lambda k, u, j: table[(u, j)])
+    assert ev.kept()["position"].tolist() == positions
+    np.testing.assert_allclose(ev.kept()["rank"], ranks)
 
 
 class CountingPopularity:

@@ -1,0 +1,89 @@
+"""Concept-drift detection on the prequential hit stream, with an adaptation hook on the model.
+
+`DriftMonitor` feeds river's `drift.ADWIN` with the mean hit rate of every `chunk` evaluated events
+(one ADWIN update per chunk instead of per event: ADWIN's update costs about 2 µs in Python). When
+ADWIN detects a change and the recent hit rate is *lower* than before, it calls `model.on_drift()`
+(the learner forgets faster / boosts its learning rate / resets windows) and counts a detection; a
+rise (the model warming up) is not a drift to adapt to. river is imported lazily, so `learners`
+stays importable without it.
+
+>>> import numpy as np
+>>> monitor = DriftMonitor(chunk=20)
+>>> rng = np.random.default_rng(0)
+>>> for _ in range(50):
+...     _ = monitor.update(rng.random(100) < 0.4)
+>>> monitor.detections
+0
+>>> for _ in range(20):
+...     _ = monitor.update(rng.random(100) < 0.05)
+>>> monitor.detections >= 1
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class DriftMonitor:
+    """Counts drops of the hit rate found by ADWIN and tells the model about each.
+
+    Parameters
+    ----------
+    delta
+        ADWIN's confidence (smaller: fewer false alarms, slower detection).
+    chunk
+        Evaluated events averaged into one ADWIN observation.
+    cooldown
+        Evaluated events after a detection during which no further one is raised (the model is
+        re-adapting; its hit rate is expected to move).
+    """
+
+    def __init__(self, delta: float = 0.002, chunk: int = 32, cooldown: int = 2000) -> None:
+        if not 0 < delta < 1 or chunk < 1 or cooldown < 0:
+            raise ValueError("need 0 < delta < 1, chunk >= 1 and cooldown >= 0")
+        self.delta = delta
+        self.chunk = chunk
+        self.cooldown = cooldown
+        self.detections = 0
+        self.positions: list[int] = []  # stream positions of the detections
+        self._adwin: Any = None
+        self._carry = np.empty(0)
+        self._seen = 0  # evaluated events so far
+        self._quiet_until = 0
+
+    def _detector(self) -> Any:
+        if self._adwin is None:
+            from river import drift
+
+            self._adwin = drift.ADWIN(delta=self.delta, clock=1, grace_period=5, min_window_length=3)
+        return self._adwin
+
+    def update(self, hits: np.ndarray, model: Any = None, positions: np.ndarray | None = None) -> bool:
+        """Feed the hits (0/1) of a batch's evaluated events; True when a drop was detected."""
+        carried = len(self._carry)
+        values = np.concatenate([self._carry, np.asarray(hits, np.float64)])
+        n_full = len(values) // self.chunk
+        self._carry = values[n_full * self.chunk:]
+        detector = self._detector()
+        detected = False
+        means = values[: n_full * self.chunk].reshape(n_full, self.chunk).mean(axis=1)
+        for j, mean in enumerate(means.tolist()):
+            before = detector.estimation
+            detector.update(mean)
+            end = (j + 1) * self.chunk - carried  # events of this batch up to the chunk's end
+            evaluated = self._seen + end
+            if detector.drift_detected and detector.estimation < before and evaluated >= self._quiet_until:
+                detected = True
+                self.detections += 1
+                self._quiet_until = evaluated + self.cooldown
+                if positions is not None and len(positions):
+                    self.positions.append(int(positions[min(max(end - 1, 0), len(positions) - 1)]))
+                else:
+                    self.positions.append(evaluated)
+                if model is not None and hasattr(model, "on_drift"):
+                    model.on_drift()
+        self._seen += len(hits)
+        return detected
