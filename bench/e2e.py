@@ -111,17 +111,27 @@ def run_worker(bootstrap: str, prefix: str, state: Path, args: list[str]) -> Any
 
 
 def bench(bootstrap: str, log: Interactions, rate: float, workdir: Path, worker_args: list[str],
-          say: Any = print) -> dict[str, Any]:
-    from stream.config import Settings
+          say: Any = print, parts: str = "abc", clean_rate: float | None = None) -> dict[str, Any]:
     from stream.producer import encode_events
-    from stream.publisher import read_topic
 
     records = encode_events(log)
-    n = len(records)
     run_id = f"e2e{int(time.time())}"
-    out: dict[str, Any] = {"events": n}
+    out: dict[str, Any] = {"events": len(records)}
+    if "a" in parts:
+        out.update(_throughput(bootstrap, records, run_id, workdir, worker_args, say))
+    if "b" in parts:
+        out.update(_latency(bootstrap, records, rate, run_id, workdir, worker_args, say))
+    if "c" in parts:
+        out.update(_flood(bootstrap, records, run_id, workdir, worker_args, say,
+                          out.get("events_per_s", clean_rate)))
+    return out
 
-    # (a) throughput: pre-filled topic, then the worker drains it
+
+def _throughput(bootstrap: str, records: list, run_id: str, workdir: Path, worker_args: list[str],
+                say: Any) -> dict[str, Any]:
+    from stream.config import Settings
+
+    n, out = len(records), {}
     clean = Settings(bootstrap=bootstrap, topic_prefix=f"{run_id}.clean.")
     out["produce_events_per_s"] = produce(clean, records)
     say(f"(a) produced {n} events at {out['produce_events_per_s']:,.0f}/s; draining...")
@@ -131,8 +141,15 @@ def bench(bootstrap: str, log: Interactions, rate: float, workdir: Path, worker_
     out["events_per_s"] = a["events_per_s"]
     out["clean"] = a
     say(f"(a) {a['events_per_s']:,.0f} events/s through the worker ({a['seconds']:.2f}s)")
+    return out
 
-    # (b) latency at a fixed rate, worker already running
+
+def _latency(bootstrap: str, records: list, rate: float, run_id: str, workdir: Path,
+             worker_args: list[str], say: Any) -> dict[str, Any]:
+    from stream.config import Settings
+    from stream.publisher import read_topic
+
+    n, out = len(records), {}
     paced = Settings(bootstrap=bootstrap, topic_prefix=f"{run_id}.paced.")
     paced_records = records[: int(rate * 20)] if n > rate * 20 else records
     with run_worker(bootstrap, paced.topic_prefix, workdir, worker_args) as worker:
@@ -151,8 +168,14 @@ def bench(bootstrap: str, log: Interactions, rate: float, workdir: Path, worker_
                max_ms=float(lat.max()), paced_rate=achieved, lists=len(lat), paced_timings=b["timings"])
     say(f"(b) at {achieved:,.0f} events/s: {len(lat)} lists, latency p50 {out['p50_ms']:.1f} ms, "
         f"p99 {out['p99_ms']:.1f} ms, max {out['max_ms']:.1f} ms; timings {b['timings']}")
+    return out
 
-    # (c) flood: as many malformed payloads as good events, interleaved
+
+def _flood(bootstrap: str, records: list, run_id: str, workdir: Path, worker_args: list[str],
+           say: Any, clean_rate: float | None) -> dict[str, Any]:
+    from stream.config import Settings
+
+    n, out = len(records), {}
     flood = Settings(bootstrap=bootstrap, topic_prefix=f"{run_id}.flood.")
     bad = flood_payloads(n)
     produce(flood, interleave(records, bad))
@@ -164,10 +187,12 @@ def bench(bootstrap: str, log: Interactions, rate: float, workdir: Path, worker_
         while dlq < len(bad) and time.monotonic() < deadline:
             time.sleep(0.1)
             dlq = worker.health()["dlq_total"]
-    out.update(flood_events_per_s=c["events_per_s"], flood_ratio=c["events_per_s"] / out["events_per_s"],
-               flood_dead_letters=dlq, flood_bad=len(bad))
-    say(f"(c) flood: {c['events_per_s']:,.0f} good events/s = {out['flood_ratio']:.0%} of clean; "
-        f"{dlq}/{len(bad)} malformed in the DLQ")
+    ratio = c["events_per_s"] / clean_rate if clean_rate else None
+    out.update(flood_events_per_s=c["events_per_s"], flood_ratio=ratio, flood_dead_letters=dlq,
+               flood_bad=len(bad), flood_timings=c["timings"])
+    say(f"(c) flood: {c['events_per_s']:,.0f} good events/s"
+        + (f" = {ratio:.0%} of clean" if ratio else "") + f"; {dlq}/{len(bad)} malformed in the DLQ; "
+        f"timings {c['timings']}")
     return out
 
 
@@ -179,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s of the latency run")
     parser.add_argument("--bootstrap", help="use this broker instead of starting a private one")
     parser.add_argument("--learner", default="online", help="worker learner (online|popularity)")
+    parser.add_argument("--parts", default="abc", help="which runs: a (throughput), b (latency), c (flood)")
+    parser.add_argument("--clean-rate", type=float,
+                        help="events/s of (a) when --parts skips it (for c's ratio)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     say = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
@@ -196,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = kafka.bootstrap
         try:
             say(f"broker {bootstrap}; log {name}: {len(log)} events; learner {args.learner}")
-            out = bench(bootstrap, log, args.rate, workdir, worker_args, say=say)
+            out = bench(bootstrap, log, args.rate, workdir, worker_args, say=say, parts=args.parts,
+                        clean_rate=args.clean_rate)
         finally:
             if kafka is not None:
                 kafka.down()

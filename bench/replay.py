@@ -27,6 +27,7 @@ from learners.datasets import FORMATS, read_items, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, add_due_items, prequential_step
 
 CATALOG_NAMES = ("u.item", "movies.csv", "items.jsonl")
+MODELS = ("online", "popularity", "trending")
 SERIES_POINTS = 500
 
 
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="item catalog (u.item, movies.csv or items JSONL; default: one next to the log)")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the rolling metrics here")
+    parser.add_argument("--model", choices=MODELS, default="online",
+                        help="learner: online (OnlineRecommender, default), popularity or trending baselines")
     parser.add_argument("--no-deep", action="store_true", help="disable the deep (PyTorch) source")
     parser.add_argument("--save-state", type=Path, metavar="DIR",
                         help="write the final learner state as a worker checkpoint into DIR")
@@ -48,23 +51,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def deep_source(seed: int = 0) -> Any:
+    """The deep (PyTorch) source for `OnlineRecommender(deep=...)`, or None while `learners.deep`
+    offers no `build_source(seed=...)` factory."""
+    try:
+        from learners.deep import build_source
+    except ImportError:
+        return None
+    return build_source(seed=seed)
+
+
 def build_model(args: argparse.Namespace) -> Recommender:
-    """The learner a replay runs: `OnlineRecommender` (deep source unless --no-deep), else the
-    `DecayedPopularity` baseline when the blended recommender is not available."""
+    """The learner a replay runs: `OnlineRecommender` with the deep source unless `--no-deep` (the
+    `DecayedPopularity` baseline while the blended recommender is not available)."""
+    seed = getattr(args, "seed", 0)
+    kind = getattr(args, "model", "online")
+    if kind == "popularity":
+        from learners.popularity import Popularity
+
+        return Popularity()
     try:
         from learners.recommender import OnlineRecommender
     except ImportError:
+        kind = "trending"
+    if kind == "trending":
         from learners.popularity import DecayedPopularity
 
         return DecayedPopularity()
-    deep = not getattr(args, "no_deep", False)
-    try:
-        return OnlineRecommender(deep=deep, seed=getattr(args, "seed", 0))
-    except TypeError:  # an OnlineRecommender without these keywords
-        try:
-            return OnlineRecommender(deep=deep)
-        except TypeError:
-            return OnlineRecommender()
+    deep = None if getattr(args, "no_deep", False) else deep_source(seed)
+    return OnlineRecommender(deep=deep, seed=seed)
 
 
 def load_stream(args: argparse.Namespace) -> tuple[Interactions, list[ItemMeta], str, dict[str, Any]]:

@@ -196,6 +196,8 @@ def sort_by_time(log: Interactions) -> Interactions:
 def sniff_format(path: str | Path) -> str:
     """Guess the log format from a folder's file names or a file's first line."""
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
     if path.is_dir():
         if any(path.glob("*train_full*.txt")) or any(path.glob("*test*.txt")):
             return "yoochoose"

@@ -39,14 +39,19 @@ class DriftMonitor:
     cooldown
         Evaluated events after a detection during which no further one is raised (the model is
         re-adapting; its hit rate is expected to move).
+    adapt
+        Call `model.on_drift()` on a detection (False: only count, e.g. a control run).
     """
 
-    def __init__(self, delta: float = 0.002, chunk: int = 32, cooldown: int = 2000) -> None:
+    def __init__(
+        self, delta: float = 0.002, chunk: int = 32, cooldown: int = 2000, adapt: bool = True
+    ) -> None:
         if not 0 < delta < 1 or chunk < 1 or cooldown < 0:
             raise ValueError("need 0 < delta < 1, chunk >= 1 and cooldown >= 0")
         self.delta = delta
         self.chunk = chunk
         self.cooldown = cooldown
+        self.adapt = adapt
         self.detections = 0
         self.positions: list[int] = []  # stream positions of the detections
         self._adwin: Any = None
@@ -83,7 +88,7 @@ class DriftMonitor:
                     self.positions.append(int(positions[min(max(end - 1, 0), len(positions) - 1)]))
                 else:
                     self.positions.append(evaluated)
-                if model is not None and hasattr(model, "on_drift"):
+                if self.adapt and model is not None and hasattr(model, "on_drift"):
                     model.on_drift()
         self._seen += len(hits)
         return detected

@@ -76,12 +76,15 @@ def generate(
     p_sequential: float = 0.5,
     p_explore: float = 0.1,
     concurrent_sessions: int = 16,
+    cluster_skew: float = 0.0,
     seed: int = 0,
 ) -> SyntheticStream:
     """Generate `n_events` click events (see the module docstring for the structure).
 
     `switch_at` is an event index, or a fraction of `n_events`; from that event on, a `drift_fraction`
-    of users prefer cluster `(c + shift) % n_clusters` instead of `c`. Ground truth in `truth`.
+    of users prefer cluster `(c + shift) % n_clusters` instead of `c`. With `cluster_skew` > 0 users
+    prefer low-numbered clusters (weight exp(-skew * c)), so the switch also moves global popularity.
+    Ground truth in `truth`.
     """
     if n_events < 1 or n_users < 1 or n_clusters < 2 or n_items < 2 * n_clusters:
         raise ValueError("need n_events >= 1, n_users >= 1, n_clusters >= 2 and n_items >= 2 * n_clusters")
@@ -106,7 +109,8 @@ def generate(
     rng.shuffle(base_weight)  # popularity is independent of chain position
     fresh_for = max(1, n_events // 20)
 
-    user_cluster = rng.integers(n_clusters, size=n_users)
+    cluster_p = np.exp(-cluster_skew * np.arange(n_clusters))
+    user_cluster = rng.choice(n_clusters, size=n_users, p=cluster_p / cluster_p.sum())
     shift = int(rng.integers(1, n_clusters))
     drifting = rng.random(n_users) < drift_fraction
     after_cluster = np.where(drifting, (user_cluster + shift) % n_clusters, user_cluster)

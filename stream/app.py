@@ -24,14 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from stream.config import TOPICS, Settings
 
 log = logging.getLogger("streamrec.app")
 
-SEND_TIMEOUT_S = 10.0  # one send waiting for broker metadata before we retry it
 STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to deliver before it gives up
+MAX_BATCH_BYTES = 1024 * 1024  # the broker's default message.max.bytes
+_partitioner = DefaultPartitioner()
+
+
+def _fit(value: bytes) -> bytes:
+    """A dead letter's raw value, cut so that it fits a batch with its headers (only a payload near the
+    broker's own size limit is ever cut)."""
+    limit = MAX_BATCH_BYTES - 16 * 1024
+    return value if len(value) <= limit else value[:limit]
 
 # Per-topic Kafka configs: the latest list per user is all a reader of `recommendations` needs.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
@@ -128,7 +137,8 @@ class EventConsumer(Service):
         self.producer: Any = None
         self._last_checkpoint = time.monotonic()
         self._batch_lock = asyncio.Lock()
-        self._inflight: list[tuple[str, bytes | None, bytes, Any, Any]] = []  # (topic, key, value, hdrs, fut)
+        self._inflight: list[tuple[str, int, list, Any]] = []  # (topic, partition, records, future)
+        self._key_partition: dict[bytes, int] = {}
         self._give_up_at = float("inf")  # when stopping: stop retrying sends after this (monotonic)
         self._undelivered = False  # some applied batch's records were never sent: never checkpoint again
         super().__init__(**kwargs)
@@ -139,7 +149,8 @@ class EventConsumer(Service):
         s = self.settings
         conn = s.aiokafka_kwargs()
         self.producer = AIOKafkaProducer(client_id=f"{s.group_id}-producer", acks=1, linger_ms=5,
-                                         max_batch_size=256 * 1024, request_timeout_ms=30_000, **conn)
+                                         max_batch_size=MAX_BATCH_BYTES, max_request_size=MAX_BATCH_BYTES,
+                                         request_timeout_ms=10_000, **conn)
         self.consumer = AIOKafkaConsumer(
             client_id=f"{s.group_id}-consumer", group_id=s.group_id, group_instance_id=instance_id(s),
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.batch_size,
@@ -219,29 +230,66 @@ class EventConsumer(Service):
             await self.checkpoint()
 
     async def _publish(self, letters: list, recs: list[tuple[bytes, bytes]]) -> None:
-        """Send dead letters and lists; the previous batch's sends are confirmed (and failures resent)
-        first, so delivery is at-least-once, a user's lists stay in order, and waiting for acks
-        overlaps with the next batch's work."""
+        """Send dead letters and lists in per-partition batches (no per-record coroutine: a flood of
+        bad records must not slow the good ones down). The previous batch's sends are confirmed (and
+        failures resent) first: delivery is at-least-once, a user's lists stay in order, and waiting
+        for acks overlaps with the next batch's work."""
         await self._settle()
-        dlq, topic = self.settings.topic("interactions.dlq"), self.settings.topic("recommendations")
-        for letter in letters:
-            await self._send(dlq, letter.key, letter.value, letter.headers)
-        for key, value in recs:
-            await self._send(topic, key, value, None)
+        if letters:
+            topic = self.settings.topic("interactions.dlq")
+            n = len(await self.producer.partitions_for(topic))
+            by_partition: dict[int, list] = {}
+            for letter in letters:  # the source partition's order carries over to the DLQ
+                by_partition.setdefault(letter.source_partition % n, []).append(
+                    (letter.key, _fit(letter.value), letter.headers))
+            for partition, records in by_partition.items():
+                await self._send_batch(topic, partition, records)
+        if recs:
+            topic = self.settings.topic("recommendations")
+            parts = sorted(await self.producer.partitions_for(topic))
+            by_partition = {}
+            for key, value in recs:  # Kafka's murmur2 key partitioning: compaction needs one home per user
+                partition = self._key_partition.get(key)
+                if partition is None:
+                    if len(self._key_partition) > 1_000_000:
+                        self._key_partition.clear()
+                    partition = self._key_partition[key] = _partitioner(key, parts, parts)
+                by_partition.setdefault(partition, []).append((key, value, None))
+            for partition, records in by_partition.items():
+                await self._send_batch(topic, partition, records)
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+    async def _send_batch(self, topic: str, partition: int, records: list) -> None:
+        """Queue `records` (key, value, headers) for one partition; keeps each batch's future."""
+        batch = self.producer.create_batch()
+        chunk: list = []
+        for record in records:
+            key, value, headers = record
+            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                if chunk:  # batch full: ship it, start another
+                    await self._submit(topic, partition, batch, chunk)
+                    batch, chunk = self.producer.create_batch(), []
+                if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                    log.error("a %d-byte record cannot be sent to %s: dropped", len(value), topic)
+                    continue
+            chunk.append(record)
+        if chunk:
+            await self._submit(topic, partition, batch, chunk)
+
+    async def _submit(self, topic: str, partition: int, batch: Any, chunk: list) -> None:
         while True:
-            try:
-                future = await asyncio.wait_for(self.producer.send(topic, value, key=key, headers=headers),
-                                                timeout=SEND_TIMEOUT_S)
-                self._inflight.append((topic, key, value, headers, future))
+            try:  # bounded by the producer's request_timeout_ms when the broker is away
+                future = await self.producer.send_batch(batch, topic, partition=partition)
+                self._inflight.append((topic, partition, chunk, future))
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - e.g. broker away: wait, keep the record
+            except Exception as exc:  # noqa: BLE001 - e.g. broker away: wait, keep the records
                 self._maybe_give_up(exc)
-                log.warning("send to %s failed (%r); retrying", topic, exc)
+                log.warning("send to %s:%d failed (%r); retrying", topic, partition, exc)
                 await asyncio.sleep(0.5)
+                batch = self.producer.create_batch()  # a submitted-and-failed builder is closed
+                for key, value, headers in chunk:
+                    batch.append(key=key, value=value, timestamp=None, headers=headers or [])
 
     def _maybe_give_up(self, exc: BaseException) -> None:
         if self.should_stop and time.monotonic() > self._give_up_at:
@@ -249,7 +297,7 @@ class EventConsumer(Service):
             raise Undelivered(f"records still undelivered after {STOP_GRACE_S:.0f}s of stopping ({exc!r})")
 
     async def _settle(self) -> None:
-        """Wait for every in-flight send; resend the failed ones until they are acknowledged."""
+        """Wait for every in-flight batch; resend the failed ones until they are acknowledged."""
         while self._inflight:
             pending, self._inflight = self._inflight, []
             results = await asyncio.gather(*(f for *_, f in pending), return_exceptions=True)
@@ -257,10 +305,10 @@ class EventConsumer(Service):
             if failed:
                 error = next(r for r in results if isinstance(r, BaseException))
                 self._maybe_give_up(error)
-                log.warning("%d sends failed (%r); resending", len(failed), error)
+                log.warning("%d batches failed (%r); resending", len(failed), error)
                 await asyncio.sleep(0.5)
-                for topic, key, value, headers, _ in failed:
-                    await self._send(topic, key, value, headers)
+                for topic, partition, chunk, _ in failed:
+                    await self._send_batch(topic, partition, chunk)
 
     async def checkpoint(self) -> None:
         """Save state + offsets once every record they reflect is delivered, then commit them."""

@@ -14,8 +14,9 @@ Rejection(reason='non_finite', message='value is not finite: nan')
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -52,6 +53,8 @@ class _Reject(Exception):  # noqa: N818 - internal control flow, never escapes t
 
 _decoder = json.JSONDecoder()
 _decode = _decoder.decode
+_scan = json.scanner.make_scanner(_decoder)  # the C scanner: one value, no wrapper (the hot path)
+_JSON_SPACE = " \t\n\r"
 
 
 def _load_object(raw: bytes | bytearray | memoryview | str | None) -> dict[str, Any]:
@@ -59,19 +62,22 @@ def _load_object(raw: bytes | bytearray | memoryview | str | None) -> dict[str, 
         raise _Reject("not_json", "empty record value (tombstone)")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise _Reject("oversize", f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    if isinstance(raw, str):
-        text = raw
-    else:
-        try:
-            text = bytes(raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Reject("not_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    kind = type(raw)
     try:
-        obj = _decode(text)
+        text = raw.decode("utf-8") if kind is bytes else raw if kind is str else bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject("not_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        try:
+            obj, end = _scan(text, 0)
+        except StopIteration:  # leading whitespace, or no JSON value at all: the slow path says which
+            obj, end = _decode(text), len(text)
+        if end != len(text) and text[end:].strip(_JSON_SPACE):
+            _decode(text)  # raises "Extra data" with the position
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, deep nesting
         raise _Reject("not_json", f"value is not JSON: {str(exc)[:200]}") from None
     if type(obj) is not dict:
-        raise _Reject("not_object", f"value is a JSON {type(obj).__name__}, not an object")
+        raise _Reject("not_object", f"value is a JSON {_json_type(obj)}, not an object")
     return obj
 
 
@@ -190,17 +196,17 @@ class ValidatedBatch(NamedTuple):
 
 
 def validate_interactions(
-    raws: Sequence[Any], record_ts: Sequence[float] | None = None,
-    fallback_ids: Sequence[str] | None = None,
+    raws: Sequence[Any], record_ts: Sequence[float | None] | None = None,
+    fallback_id: Callable[[int], str] | None = None,
 ) -> ValidatedBatch:
     """Validate a micro-batch of raw `interactions` values into an `Interactions` batch.
 
-    `record_ts[i]` (the Kafka record time, seconds) stands in for a missing `ts`; `fallback_ids[i]`
+    `record_ts[i]` (the Kafka record time, seconds) stands in for a missing `ts`; `fallback_id(i)`
     (e.g. "topic:partition:offset") for a missing `event_id`.
 
-    >>> vb = validate_interactions([b'{"user_id":"u","item_id":"i"}', b'[]'], record_ts=[5.0], fallback_ids=["t:0:0", "t:0:1"])
+    >>> vb = validate_interactions([b'{"user_id":"u","item_id":"i"}', b'[]'], record_ts=[5.0], fallback_id="t:0:{}".format)
     >>> vb.batch.ts.tolist(), vb.batch.event_id.tolist(), vb.rejects
-    ([5.0], ['t:0:0'], [(1, Rejection(reason='not_object', message='value is a JSON list, not an object'))])
+    ([5.0], ['t:0:0'], [(1, Rejection(reason='not_object', message='value is a JSON array, not an object'))])
     """  # noqa: E501
     n = len(raws)
     user: list[str] = []
@@ -223,7 +229,7 @@ def validate_interactions(
             t = float(record_ts[i]) if record_ts is not None and record_ts[i] is not None else 0.0
         eid = ev["event_id"]
         if eid is None:
-            eid = fallback_ids[i] if fallback_ids is not None else f"#{i}"
+            eid = fallback_id(i) if fallback_id is not None else f"#{i}"
         user.append(ev["user_id"])
         item.append(ev["item_id"])
         value.append(ev["value"])

@@ -26,6 +26,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,6 +63,8 @@ class DeadLetter(NamedTuple):
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
+    reason: str = ""
+    source_partition: int = 0
 
 
 def dead_letter(record: Any, rejection: Rejection) -> DeadLetter:
@@ -72,7 +75,7 @@ def dead_letter(record: Any, rejection: Rejection) -> DeadLetter:
         ("source.topic", record.topic.encode()),
         ("source.partition", str(record.partition).encode()),
         ("source.offset", str(record.offset).encode()),
-    ])
+    ], rejection.reason, record.partition)
 
 
 def make_learner(spec: str) -> Recommender:
@@ -142,9 +145,9 @@ class LiveLoop:
             if records:
                 more, n_good = self._apply_interactions(records)
                 letters += more
+            counts = self.dead_letters
             for letter in letters:
-                reason = dict(letter.headers)["reason"].decode()
-                self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+                counts[letter.reason] = counts.get(letter.reason, 0) + 1
             recs = self.due_records()
             elapsed = time.perf_counter() - t0
             sums = self.timing_sums
@@ -155,8 +158,8 @@ class LiveLoop:
             sums["apply_s"] += elapsed
             if self.metrics is not None:
                 self.metrics.observe_batch(len(records), n_good, elapsed)
-                for letter in letters:
-                    self.metrics.observe_dlq(dict(letter.headers)["reason"].decode())
+                for reason, n in Counter(letter.reason for letter in letters).items():
+                    self.metrics.observe_dlq(reason, n)
             return letters, recs
 
     def _fresh(self, records: Sequence[Any]) -> list[Any]:
@@ -174,8 +177,10 @@ class LiveLoop:
             order = np.argsort(np.asarray([t or 0.0 for t in record_ts]), kind="stable")
             records = [records[i] for i in order]
             record_ts = [record_ts[i] for i in order]
-        vb = validate_interactions([r.value for r in records], record_ts,
-                                   [f"{r.topic}:{r.partition}:{r.offset}" for r in records])
+        def fallback_id(i: int) -> str:  # only for events without an event_id
+            r = records[i]
+            return f"{r.topic}:{r.partition}:{r.offset}"
+        vb = validate_interactions([r.value for r in records], record_ts, fallback_id)
         letters = [dead_letter(records[i], rej) for i, rej in vb.rejects]
         batch = vb.batch
         if len(batch):

@@ -135,7 +135,7 @@ def test_validate_batch_keeps_good_ones_in_order_and_locates_bad_ones() -> None:
     raws = [ev(user_id="a", ts=1), b"oops", ev(user_id="b", ts=...), ev(type="nope"),
             ev(user_id="c", event_id=..., type="purchase", value=2.5, ts=3)]
     vb = validate_interactions(raws, record_ts=[10.0, 11.0, 12.0, 13.0, 14.0],
-                               fallback_ids=["t:0:0", "t:0:1", "t:0:2", "t:0:3", "t:0:4"])
+                               fallback_id="t:0:{}".format)
     assert vb.positions.tolist() == [0, 2, 4]
     assert [(i, r.reason) for i, r in vb.rejects] == [(1, "not_json"), (3, "unknown_type")]
     b = vb.batch

@@ -1,24 +1,28 @@
 """Candidates and their features for the deep re-ranker (the first stage of the two-stage pattern).
 
-Given the online sources' score rows for a micro-batch (one row per event, one column per known item),
-`CandidateFeatures.build` keeps each event's top-C items of the blend that the user has not interacted
-with yet (the evaluation protocol's candidates) and describes every candidate:
+Given the online sources' score rows for a micro-batch (one row per event, one column per item),
+`CandidateFeatures.build` keeps each event's top-C items of the blend that the user has not
+interacted with yet (the evaluation protocol's candidates) and describes every candidate:
 
-- per source: its score standardized over the row's candidates, and a signed log of the raw score;
+- per source: its score standardized over the row's candidates, a signed log of the raw score, and
+  the score's share of the row's positive mass (how peaked the source is on it);
 - the blend's standardized score and the candidate's rank in the first stage;
 - the item's all-time and recent (decayed) interaction counts, events since it was last seen and
   since it first appeared (its age);
-- the user's own history with it (how recently, how often it is among their last `history` items,
-  with the batch's earlier events as context) and the length of the user's history.
+- the user: seconds since their previous event, the popularity of their last item, how many recent
+  items they have.
 
-Everything is computed from state learned before the batch, vectorized over (event, candidate).
+Users and items are the recommender's dense columns; each event's recent items (most recent first,
+the batch's earlier events included) come with the batch. Everything is computed from state learned
+before the batch, vectorized over (event, candidate).
 
 >>> import numpy as np
->>> feats = CandidateFeatures(n_candidates=2, history=3)
+>>> feats = CandidateFeatures(n_candidates=2)
 >>> blend = np.array([[0.1, 0.9, 0.5]], dtype=np.float32)
->>> c = feats.build(np.array(["u"], dtype=object), np.array([7]), blend, {"pop": blend}, np.array([7, 8, 9]))
+>>> recent = np.array([[-1, -1]])
+>>> c = feats.build(np.array([0]), recent, np.zeros((1, 2)), np.zeros(1), blend, {"pop": blend}, np.arange(3))
 >>> c.items.tolist(), c.features.shape, c.n_valid.tolist()
-([[8, 9]], (1, 2, 11), [2])
+([[1, 2]], (1, 2, 12), [2])
 """
 
 from __future__ import annotations
@@ -28,18 +32,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from learners.ids import IdIndex, grow_rows
+from learners.ids import grow_rows
 
 OWN_FEATURES: tuple[str, ...] = (
     "blend_z", "blend_rank", "count_log", "recent_log", "since_seen_log", "age_log",
-    "user_seen_recency", "user_seen_count", "user_history_log",
+    "user_gap_log", "last_item_count_log", "user_recent_log",
 )
+PER_SOURCE: tuple[str, ...] = ("z", "signed_log", "share")
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """The candidates of a batch: model item columns [n, C] (-1 padding), features [n, C, F] float32,
-    n_valid [n] and each event's user history [n, L] of item columns (-1 padding)."""
+    """The candidates of a batch: item columns [n, C] (-1 padding), features [n, C, F] float32,
+    n_valid [n] (valid candidates come first) and each event's recent items [n, L]."""
 
     items: np.ndarray
     features: np.ndarray
@@ -48,7 +53,8 @@ class Candidates:
 
     def label(self, item_cols: np.ndarray) -> np.ndarray:
         """Position of each event's taken item among its candidates, -1 when it is not one."""
-        hit = self.items == np.asarray(item_cols)[:, None]
+        item_cols = np.asarray(item_cols)
+        hit = (self.items == item_cols[:, None]) & (item_cols[:, None] >= 0)
         return np.where(hit.any(1), hit.argmax(1), -1)
 
 
@@ -59,35 +65,21 @@ class CandidateFeatures:
     ----------
     n_candidates
         Candidates kept per event (top of the blend).
-    history
-        Recent items remembered per user.
-    exclude_seen
-        Never make an item the user already interacted with a candidate (bitmap of users x items).
     recent_half_life
         Half-life, in events, of the "recent" item counts.
-    max_users
-        Capacity of the user index (least recently seen users are forgotten beyond it).
+    exclude_seen
+        Never make an item the user already interacted with a candidate (bitmap of users x items).
     """
 
     def __init__(
-        self,
-        n_candidates: int = 50,
-        history: int = 20,
-        exclude_seen: bool = True,
-        recent_half_life: float = 2000.0,
-        max_users: int | None = None,
+        self, n_candidates: int = 50, recent_half_life: float = 2000.0, exclude_seen: bool = True
     ) -> None:
-        if n_candidates < 1 or history < 1:
-            raise ValueError("n_candidates and history must be positive")
+        if n_candidates < 1:
+            raise ValueError(f"n_candidates must be positive, got {n_candidates}")
         self.n_candidates = n_candidates
-        self.history = history
-        self.exclude_seen = exclude_seen
         self.recent_half_life = recent_half_life
-        self.max_users = max_users
+        self.exclude_seen = exclude_seen
         self.source_names: tuple[str, ...] | None = None
-        self._users = IdIndex(capacity=max_users)
-        self._hist = np.full((16, history), -1, dtype=np.int64)
-        self._user_n = np.zeros(16, dtype=np.int64)
         self._seen = np.zeros((16, 2), dtype=np.uint8)  # users x items, bit-packed
         self._count = np.zeros(16)
         self._recent = np.zeros(16)  # stored at weight 2**((clock - ref) / half_life)
@@ -100,20 +92,24 @@ class CandidateFeatures:
     def n_features(self) -> int:
         if self.source_names is None:
             raise ValueError("n_features is known after the first build (it depends on the sources)")
-        return len(OWN_FEATURES) + 2 * len(self.source_names)
+        return len(OWN_FEATURES) + len(PER_SOURCE) * len(self.source_names)
 
     # ----------------------------------------------------------------------------- features
     def build(
         self,
         users: np.ndarray,
-        batch_items: np.ndarray,
+        recent: np.ndarray,
+        recent_ts: np.ndarray,
+        ts: np.ndarray,
         blend: np.ndarray,
         sources: Mapping[str, np.ndarray],
         item_cols: np.ndarray,
     ) -> Candidates:
-        """Candidates of each event (top-C of `blend`, whose columns are the model columns `item_cols`)
-        and their features; `batch_items` (the events' own item columns, -1 unknown) serve only as the
-        context of the same user's later events in the batch."""
+        """Candidates of each event and their features.
+
+        `users` are user columns (-1 unknown), `recent`/`recent_ts` each event's previous items and
+        their times (most recent first, -1 padding), `blend` and `sources[name]` score rows [n, m] whose
+        column j is item column `item_cols[j]`."""
         n, m = blend.shape
         names = tuple(sorted(sources))
         if self.source_names is None:
@@ -122,10 +118,10 @@ class CandidateFeatures:
             raise ValueError(f"sources changed from {self.source_names} to {names}")
         c = self.n_candidates
         item_cols = np.asarray(item_cols, dtype=np.int64)
-        hist = self._event_history(users, batch_items)
-        finite = np.where(np.isfinite(blend), blend, -np.inf)
+        recent = np.asarray(recent, dtype=np.int64)
+        finite = np.where(np.isfinite(blend), blend, -np.inf).astype(np.float32)
         if self.exclude_seen:  # the user's own items are no recommendation (nor evaluated as one)
-            finite[self._seen_mask(users, batch_items, item_cols)] = -np.inf
+            self._mask_seen(finite, np.asarray(users, dtype=np.int64), recent, item_cols)
         if m > c:
             top = np.argpartition(-finite, c - 1, axis=1)[:, :c]
         else:
@@ -143,101 +139,62 @@ class CandidateFeatures:
         f[..., 0] = _row_z(top_blend, valid)
         f[..., 1] = np.log1p(np.arange(width, dtype=np.float32))
         safe = np.where(valid, cand, 0)
-        self._grow(int(safe.max(initial=0)) + 1)
+        self._grow(int(max(safe.max(initial=0), recent.max(initial=0))) + 1)
         f[..., 2] = np.log1p(self._count[safe])
         f[..., 3] = np.log1p(self._recent[safe] * 2.0 ** ((self._ref - self.events) / self.recent_half_life))
         seen = self._last[safe] >= 0
         f[..., 4] = np.where(seen, np.log1p(self.events - self._last[safe]), np.log1p(self.events + 1.0))
         f[..., 5] = np.where(seen, np.log1p(self.events - self._first[safe]), 0.0)
-        same = (cand[:, :, None] == hist[:, None, :]) & (cand[:, :, None] >= 0)
-        steps = np.arange(1, self.history + 1, dtype=np.float32) / self.history
-        f[..., 6] = (same * steps).max(-1)
-        f[..., 7] = same.sum(-1)
-        f[..., 8] = np.log1p((hist >= 0).sum(1, keepdims=True))
+        has_prev = recent[:, 0] >= 0 if recent.shape[1] else np.zeros(n, dtype=bool)
+        if has_prev.any():
+            gap = np.maximum(np.asarray(ts, dtype=np.float64) - np.asarray(recent_ts)[:, 0], 0.0)
+            f[..., 6] = np.where(has_prev, np.log1p(gap), 0.0)[:, None]
+            last_count = self._count[np.maximum(recent[:, 0], 0)]
+            f[..., 7] = np.where(has_prev, np.log1p(last_count), 0.0)[:, None]
+        f[..., 8] = np.log1p((recent >= 0).sum(1, keepdims=True))
         base = len(OWN_FEATURES)
         for s, name in enumerate(names):
-            raw = np.take_along_axis(np.asarray(sources[name], dtype=np.float32), top, 1)
-            raw = np.where(np.isfinite(raw), raw, 0.0)
-            f[..., base + 2 * s] = _row_z(raw, valid)
-            f[..., base + 2 * s + 1] = np.sign(raw) * np.log1p(np.abs(raw))
+            row = np.asarray(sources[name], dtype=np.float32)
+            row = np.where(np.isfinite(row), row, 0.0)
+            raw = np.take_along_axis(row, top, 1)
+            mass = np.maximum(row, 0.0).sum(1, keepdims=True)
+            j = base + len(PER_SOURCE) * s
+            f[..., j] = _row_z(raw, valid)
+            f[..., j + 1] = np.sign(raw) * np.log1p(np.abs(raw))
+            f[..., j + 2] = np.where(mass > 0, raw / np.where(mass > 0, mass, 1.0), 0.0)
         f[~valid] = 0.0
         items = np.full((n, c), -1, dtype=np.int64)
         items[:, :width] = cand
-        return Candidates(items=items, features=feats, n_valid=n_valid.astype(np.int64), history=hist)
+        return Candidates(items=items, features=feats, n_valid=n_valid.astype(np.int64), history=recent)
 
-    def _seen_mask(self, users: np.ndarray, batch_items: np.ndarray, item_cols: np.ndarray) -> np.ndarray:
-        """[n, m]: score column j's item is among the event's user's items (earlier batch events too)."""
-        n, m = len(users), len(item_cols)
-        ucols = self._users.cols(users, add=False)
-        known = ucols >= 0
-        mask = np.zeros((n, m), dtype=bool)
-        width = self._seen.shape[1] * 8
-        inside = item_cols < width
+    def _mask_seen(
+        self, scores: np.ndarray, users: np.ndarray, recent: np.ndarray, item_cols: np.ndarray
+    ) -> None:
+        """Set -inf where the column's item is one of the event's user's items: the bitmap of their
+        learned events plus their recent items (which include the batch's earlier events)."""
+        n, m = scores.shape
+        known = (users >= 0) & (users < len(self._seen))
+        inside = item_cols < self._seen.shape[1] * 8
         if known.any() and inside.any():
-            bits = np.unpackbits(self._seen[ucols[known]], axis=1)
-            mask[np.ix_(known, inside)] = bits[:, item_cols[inside]].astype(bool)
-        batch_items = np.asarray(batch_items, dtype=np.int64)
-        if n > 1:
-            lookup = np.full(int(max(item_cols.max(initial=0), batch_items.max(initial=0))) + 1, -1, np.int64)
+            bits = np.unpackbits(self._seen[users[known]], axis=1)[:, item_cols[inside]].astype(bool)
+            block = scores[np.ix_(known, inside)]
+            block[bits] = -np.inf
+            scores[np.ix_(known, inside)] = block
+        if recent.size:
+            lookup = np.full(int(max(item_cols.max(initial=0), recent.max(initial=0))) + 1, -1, np.int64)
             lookup[item_cols] = np.arange(m)
-            order, rank = _group_ranks(users)
-            sorted_cols = np.where(batch_items >= 0, lookup[np.maximum(batch_items, 0)], -1)[order]
-            rows = np.arange(n)
-            for j in range(1, int(rank.max(initial=0)) + 1):  # the j-th earlier event of the same user
-                take = (rank >= j) & (sorted_cols[np.maximum(rows - j, 0)] >= 0)
-                mask[order[take], sorted_cols[rows[take] - j]] = True
-        return mask
-
-    def _event_history(self, users: np.ndarray, batch_items: np.ndarray | None) -> np.ndarray:
-        """Each event's user's last `history` items before it: the stored history, then the batch's
-        earlier events of the same user (`batch_items`, item columns, -1 unknown) when given."""
-        n, length = len(users), self.history
-        ucols = self._users.cols(users, add=False)
-        stored = np.where((ucols >= 0)[:, None], self._hist[np.maximum(ucols, 0)], -1)
-        if batch_items is None or n == 0:
-            return stored
-        order, rank = _group_ranks(users)
-        sorted_items = np.asarray(batch_items, dtype=np.int64)[order]
-        sorted_stored = stored[order]
-        rows = np.arange(n)
-        out = np.empty((n, length), dtype=np.int64)
-        for j in range(1, length + 1):  # the j-th most recent item before each event
-            in_batch = sorted_items[np.maximum(rows - j, 0)]
-            in_store = sorted_stored[rows, np.clip(length - (j - rank), 0, length - 1)]
-            out[:, length - j] = np.where(rank >= j, in_batch, in_store)
-        result = np.empty_like(out)
-        result[order] = out
-        return result
+            cols = np.where(recent >= 0, lookup[np.maximum(recent, 0)], -1)
+            rows, which = np.nonzero(cols >= 0)
+            scores[rows, cols[rows, which]] = -np.inf
 
     # ----------------------------------------------------------------------------- learning
     def learn(self, users: np.ndarray, item_cols: np.ndarray) -> None:
-        """Update the statistics with a learned batch (item columns of the same index as `build`)."""
+        """Update the statistics with a learned batch (user and item columns; events in order)."""
         n = len(users)
         if n == 0:
             return
+        users = np.asarray(users, dtype=np.int64)
         item_cols = np.asarray(item_cols, dtype=np.int64)
-        hist = self._event_history(users, item_cols)
-        ucols = self._users.cols(users)
-        freed = self._users.pop_freed()  # rows of forgotten users, some reused right now
-        self._hist = grow_rows(self._hist, self._users.n_cols, fill=-1)
-        self._user_n = grow_rows(self._user_n, self._users.n_cols)
-        self._seen = grow_rows(self._seen, self._users.n_cols)
-        self._hist[freed] = -1
-        self._user_n[freed] = 0
-        self._seen[freed] = 0
-        # the last event of each user in the batch carries that user's final history
-        last = np.unique(ucols[::-1], return_index=True)[1]
-        last = n - 1 - last
-        self._hist[ucols[last]] = np.concatenate([hist[last, 1:], item_cols[last, None]], axis=1)
-        np.add.at(self._user_n, ucols, 1)
-        if self.exclude_seen:
-            width = max(self._seen.shape[1], (int(item_cols.max()) + 8) // 8)
-            if width > self._seen.shape[1]:
-                grown = np.zeros((len(self._seen), max(width, 2 * self._seen.shape[1])), dtype=np.uint8)
-                grown[:, : self._seen.shape[1]] = self._seen
-                self._seen = grown
-            np.bitwise_or.at(self._seen, (ucols, item_cols >> 3), (128 >> (item_cols & 7)).astype(np.uint8))
-
         self._grow(int(item_cols.max()) + 1)
         clock = self.events + np.arange(n, dtype=np.float64)
         if (clock[-1] - self._ref) / self.recent_half_life > 200.0:
@@ -250,10 +207,18 @@ class CandidateFeatures:
         first = np.full(len(self._first), np.inf)
         np.minimum.at(first, item_cols[new], clock[new])
         self._first = np.where(np.isfinite(first), first, self._first)
+        if self.exclude_seen:
+            width = max(self._seen.shape[1], (int(item_cols.max()) + 8) // 8)
+            if width > self._seen.shape[1]:
+                grown = np.zeros((len(self._seen), max(width, 2 * self._seen.shape[1])), dtype=np.uint8)
+                grown[:, : self._seen.shape[1]] = self._seen
+                self._seen = grown
+            self._seen = grow_rows(self._seen, int(users.max()) + 1)
+            np.bitwise_or.at(self._seen, (users, item_cols >> 3), (128 >> (item_cols & 7)).astype(np.uint8))
         self.events += n
 
     def reset_items(self, item_cols: np.ndarray) -> None:
-        """Forget the statistics of freed item columns (their ids were evicted)."""
+        """Forget the statistics of recycled item columns (their ids were evicted)."""
         cols = np.asarray(item_cols, dtype=np.int64)
         cols = cols[cols < len(self._count)]
         self._count[cols] = 0.0
@@ -265,23 +230,16 @@ class CandidateFeatures:
         np.bitwise_and.at(keep, inside >> 3, ~(128 >> (inside & 7)).astype(np.uint8))
         self._seen &= keep
 
+    def reset_users(self, user_cols: np.ndarray) -> None:
+        """Forget the items of recycled user columns."""
+        cols = np.asarray(user_cols, dtype=np.int64)
+        self._seen[cols[cols < len(self._seen)]] = 0
+
     def _grow(self, n_cols: int) -> None:
         self._count = grow_rows(self._count, n_cols)
         self._recent = grow_rows(self._recent, n_cols)
         self._last = grow_rows(self._last, n_cols, fill=-1.0)
         self._first = grow_rows(self._first, n_cols, fill=-1.0)
-
-
-def _group_ranks(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A stable order grouping the events by user, and each event's number of earlier events of the
-    same user in the batch (in that order)."""
-    keys = np.asarray(users).astype(str)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    n = len(keys)
-    start = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1] if n else np.zeros(0, int)
-    rank = np.arange(n) - np.repeat(start, np.diff(np.r_[start, n]))
-    return order, rank
 
 
 def _row_z(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -1,21 +1,32 @@
-"""The deep stage of the recommender: re-rank the online sources' top candidates with a fine-tuned MLP.
+"""The deep stage of the recommender: re-rank the online blend's top candidates with a fine-tuned MLP.
 
-`DeepReranker` sits after the online blend. For a scored micro-batch it takes the blend row and every
-source's row of each event, keeps the top `n_candidates` of the blend, describes them
-(`CandidateFeatures`) and re-scores them with the serving `CandidateRanker`; candidates then rank above
-the other items in the ranker's order, the rest keep the blend's order. Before the first accepted
-fine-tune (version 0) it keeps the blend's order. When the same batch is learned, each event whose
-item was a candidate becomes a training sample in the sliding window (its features as they were when
-it was scored), and the `WindowedFineTuner` retrains in the background every `every_events` events.
+`DeepReranker` is the second stage after `OnlineRecommender`'s linear blend. For a scored micro-batch
+it takes the blend and every source's scores, keeps each event's top `n_candidates` of the blend the
+user has not interacted with, describes them (`CandidateFeatures`) and re-scores them with the serving
+`CandidateRanker`; candidates then rank above the other items in the ranker's order, the rest keep
+the blend's order. Before the first accepted fine-tune (model version 0) it keeps the blend's order.
+When the same batch is learned, each event whose item was a candidate becomes a training sample in
+the sliding window (its features as they were when it was scored), and the `WindowedFineTuner`
+retrains every `every_events` events: in a background thread live, synchronously with a delayed swap
+in replay (`background=False`).
+
+The recommender's side (duck-typed, `ctx` is a `learners.cooccurrence.BatchContext`)::
+
+    scores = reranker.rerank(ctx, blend, sources)  # in _score, after the blend: (B, n_items)
+    reranker.learn(ctx)                             # in learn_many, with the batch's columns
+    reranker.reset_items(cols); reranker.reset_users(cols)   # recycled columns
+
+`sources` maps each source name to its (B, n_items) scores or an (n_items,) row shared by all events.
 
 >>> import numpy as np
->>> rr = DeepReranker(n_candidates=3, history=2, every_events=None, every_seconds=3600.0, device="cpu")
->>> users = np.array(["u1", "u2"], dtype=object)
+>>> from types import SimpleNamespace
+>>> rr = DeepReranker(n_candidates=3, every_events=None, every_seconds=3600.0, device="cpu")
 >>> blend = np.array([[0.3, 0.2, 0.1, 0.0], [0.0, 0.1, 0.2, 0.3]], dtype=np.float32)
->>> out = rr.rerank(users, np.array([0, 3]), blend, {"pop": blend}, np.arange(4))
->>> out.argsort(1)[:, ::-1].tolist()  # no model yet: the blend's order
+>>> ctx = SimpleNamespace(users=np.array([0, 1]), items=np.array([1, 2]), ts=np.array([0.0, 1.0]),
+...                       recent=np.full((2, 3), -1), recent_ts=np.zeros((2, 3)), n_items=4)
+>>> rr.rerank(ctx, blend, {"pop": blend}).argsort(1)[:, ::-1].tolist()  # no model yet: blend order
 [[0, 1, 2, 3], [3, 2, 1, 0]]
->>> rr.learn(users, np.array([1, 2]), np.array([0.0, 1.0]))
+>>> rr.learn(ctx)
 >>> len(rr.window)  # both taken items were candidates: two training samples
 2
 >>> rr.close()
@@ -41,8 +52,8 @@ class DeepReranker:
 
     Parameters
     ----------
-    n_candidates, history
-        Candidates re-ranked per event; recent items remembered per user.
+    n_candidates
+        Candidates re-ranked per event.
     hidden
         The ranker MLP's hidden widths.
     item_dim
@@ -68,7 +79,6 @@ class DeepReranker:
     def __init__(
         self,
         n_candidates: int = 50,
-        history: int = 20,
         hidden: Sequence[int] = (64, 32),
         item_dim: int = 0,
         max_items: int = 1 << 16,
@@ -87,7 +97,6 @@ class DeepReranker:
         seed: int = 0,
     ) -> None:
         self.n_candidates = n_candidates
-        self.history = history
         self.hidden = tuple(hidden)
         self.item_dim = item_dim
         self.max_items = max_items
@@ -104,7 +113,7 @@ class DeepReranker:
         self.threads = threads
         self.device = resolve_device(device)
         self.seed = seed
-        self.features = CandidateFeatures(n_candidates, history)
+        self.features = CandidateFeatures(n_candidates)
         self.window: SlidingWindow | None = None
         self.tuner: WindowedFineTuner | None = None
         self._scored: tuple[np.ndarray, Candidates] | None = None  # the last batch scored
@@ -120,10 +129,10 @@ class DeepReranker:
         if self.item_vectors is not None:
             model.load_item_vectors(self.item_vectors)
 
-    def _ensure_tuner(self) -> WindowedFineTuner:
+    def _ensure_tuner(self, history: int = 0) -> WindowedFineTuner:
         if self.tuner is None:
             torch.manual_seed(self.seed)
-            history = self.history if self.item_dim else 0
+            history = history if self.item_dim else 0
             fields = sample_fields(self.n_candidates, self.features.n_features, history)
             self.window = SlidingWindow(
                 self.window_events, fields, self.device, span_events=self.window_events,
@@ -143,27 +152,21 @@ class DeepReranker:
         return 0 if self.tuner is None else self.tuner.serving.version
 
     # ----------------------------------------------------------------------------- serving
-    def rerank(
-        self,
-        users: np.ndarray,
-        batch_items: np.ndarray,
-        blend: np.ndarray,
-        sources: Mapping[str, np.ndarray],
-        item_cols: np.ndarray,
-    ) -> np.ndarray:
-        """Final scores [n, m] for the blend's columns: candidates in the deep order above the rest.
-
-        `batch_items` are the events' own item columns (-1 unknown), used only as the context of later
-        events of the same user; `item_cols` maps score columns to model item columns."""
-        cands = self.features.build(users, batch_items, blend, sources, item_cols)
-        self._scored = (users, cands)
-        tuner = self._ensure_tuner()
+    def rerank(self, ctx: Any, blend: np.ndarray, sources: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Final scores (B, n_items): the blend's top candidates in the deep order above the rest."""
+        n_items = int(ctx.n_items)
+        rows = {name: np.broadcast_to(v, blend.shape) if np.ndim(v) == 1 else v
+                for name, v in sources.items()}
+        cands = self.features.build(ctx.users, ctx.recent, ctx.recent_ts, ctx.ts, blend, rows,
+                                    np.arange(n_items))
+        self._scored = (ctx.ts, cands)
+        tuner = self._ensure_tuner(cands.history.shape[1])
         served = tuner.serving  # one read: this batch sees one model
         out = np.array(blend, dtype=np.float32, copy=True)
-        if served.model is None or len(users) == 0:
+        if served.model is None or len(blend) == 0:
             return out
         deep = self._score(served.model, cands)
-        return _place_on_top(out, blend, cands, deep, np.asarray(item_cols))
+        return _place_on_top(out, blend, cands, deep)
 
     @torch.no_grad()
     def _score(self, model: CandidateRanker, cands: Candidates) -> np.ndarray:
@@ -176,16 +179,15 @@ class DeepReranker:
             return model(x, **extra).float().cpu().numpy()
 
     # ----------------------------------------------------------------------------- learning
-    def learn(self, users: np.ndarray, item_cols: np.ndarray, ts: np.ndarray) -> None:
-        """Learn a batch (after it was scored by `rerank`): window samples, statistics, fine-tune tick."""
-        n = len(users)
-        item_cols = np.asarray(item_cols, dtype=np.int64)
-        tuner = self._ensure_tuner()
-        scored = self._scored
-        self._scored = None
-        if scored is not None and _same(scored[0], users):
+    def learn(self, ctx: Any) -> None:
+        """Learn a batch after `rerank` scored it: window samples, statistics, fine-tune tick."""
+        items = np.asarray(ctx.items, dtype=np.int64)
+        n = len(items)
+        tuner = self.tuner  # None until the first scored batch told the feature width
+        scored, self._scored = self._scored, None
+        if tuner is not None and scored is not None and _same(scored[0], ctx.ts):
             cands = scored[1]
-            label = cands.label(item_cols)
+            label = cands.label(items)
             keep = label >= 0
             if keep.any():
                 arrays: dict[str, np.ndarray] = {
@@ -195,10 +197,17 @@ class DeepReranker:
                     arrays["candidates"] = cands.items[keep]
                     arrays["history"] = cands.history[keep]
                 assert self.window is not None
-                self.window.append(self.events + np.flatnonzero(keep), np.asarray(ts)[keep], **arrays)
-        self.features.learn(users, item_cols)
+                self.window.append(self.events + np.flatnonzero(keep), np.asarray(ctx.ts)[keep], **arrays)
+        self.features.learn(ctx.users, items)
         self.events += n
-        tuner.tick(self.events)
+        if tuner is not None:
+            tuner.tick(self.events)
+
+    def reset_items(self, cols: np.ndarray) -> None:
+        self.features.reset_items(cols)
+
+    def reset_users(self, cols: np.ndarray) -> None:
+        self.features.reset_users(cols)
 
     def close(self) -> None:
         """Wait for a running background fine-tune."""
@@ -223,9 +232,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a is b or len(a) == len(b) and bool(np.all(a == b))
 
 
-def _place_on_top(
-    out: np.ndarray, blend: np.ndarray, cands: Candidates, deep: np.ndarray, item_cols: np.ndarray
-) -> np.ndarray:
+def _place_on_top(out: np.ndarray, blend: np.ndarray, cands: Candidates, deep: np.ndarray) -> np.ndarray:
     """Write deep scores over the candidates' columns so they rank above every other item."""
     n, c = cands.items.shape
     valid = np.arange(c)[None, :] < cands.n_valid[:, None]
@@ -234,9 +241,6 @@ def _place_on_top(
     floor = np.where(np.isfinite(floor), floor, 0.0)
     low = np.where(valid, deep, np.inf).min(1)
     lifted = floor[:, None] + 1.0 + (deep - low[:, None])
-    # candidates are model columns: find their score columns (item_cols need not be the identity)
-    lookup = np.full(int(max(item_cols.max(initial=0), cands.items.max(initial=0))) + 1, -1, dtype=np.int64)
-    lookup[item_cols] = np.arange(len(item_cols))
     rows, slots = np.nonzero(valid)
-    out[rows, lookup[cands.items[rows, slots]]] = lifted[rows, slots]
+    out[rows, cands.items[rows, slots]] = lifted[rows, slots]
     return out

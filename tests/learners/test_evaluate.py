@@ -242,3 +242,37 @@ def test_rating_rmse_and_sampled_auc() -> None:
     report = ev.report()
     assert report["rmse"] == pytest.approx(math.sqrt((4 + 4 + 1) / 3))
     assert report["evaluated"] == 1 and math.isnan(report["auc"])  # b's only other item is history
+
+
+def test_evaluate_every_ranks_a_fixed_subsample_of_the_evaluable_events() -> None:
+    log = generate(n_events=900, n_users=30, n_items=40, n_clusters=4, seed=13).log
+    items = sorted(set(log.item.tolist()))
+    rng = np.random.default_rng(5)
+    table = {(u, i): float(rng.random()) for u in set(log.user.tolist()) for i in items}
+    runs = []
+    for every in (1, 3):
+        model, ev = TableModel(items, table), PrequentialEvaluator(evaluate_every=every)
+        for lo in range(0, len(log), 50):
+            prequential_step(model, ev, log[lo: lo + 50])
+        runs.append(ev)
+    full, sampled = runs[0].kept(), runs[1].kept()
+    np.testing.assert_array_equal(sampled["position"], full["position"][::3])
+    np.testing.assert_array_equal(sampled["rank"], full["rank"][::3])
+    assert runs[1].evaluable_seen == runs[0].evaluated
+
+
+def test_popularity_at_batch_size_one_matches_the_per_event_protocol() -> None:
+    """The anchor's setting (learn after every event) with the project's Popularity learner."""
+    popularity = pytest.importorskip("learners.popularity")
+    log = generate(n_events=1500, n_users=50, n_items=60, seed=17).log
+    counts: dict[str, int] = {}
+    scores_by_event: list[dict[str, int]] = []
+    for item in log.item.tolist():
+        scores_by_event.append(dict(counts))
+        counts[item] = counts.get(item, 0) + 1
+    positions, ranks = reference_ranks(log, lambda k, u, j: scores_by_event[k].get(j, 0))
+    model, ev = popularity.Popularity(), PrequentialEvaluator()
+    for lo in range(len(log)):
+        prequential_step(model, ev, log[lo: lo + 1])
+    assert ev.kept()["position"].tolist() == positions
+    np.testing.assert_allclose(ev.kept()["rank"], ranks)

@@ -18,7 +18,7 @@ from stream.cli import main
 def test_synthetic_demo_writes_report_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report_path, plot_path = tmp_path / "r.json", tmp_path / "r.png"
     code = main(["replay", "--limit", "3000", "--report", str(report_path), "--plot", str(plot_path),
-                 "--no-deep", "--quiet", "--batch-size", "200"])
+                 "--no-deep", "--quiet", "--batch-size", "200"])  # the default learner, as in the README
     assert code == 0
     report = json.loads(report_path.read_text())
     assert report["events"] == 3000 and 0 < report["evaluated"] < 3000
@@ -36,7 +36,7 @@ def test_jsonl_replay_with_catalog_and_saved_state(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "events.jsonl", stream.log)
     write_items_jsonl(tmp_path / "items.jsonl", stream.items)
     code = main(["replay", "--data", str(tmp_path / "events.jsonl"), "--report", str(tmp_path / "r.json"),
-                 "--save-state", str(tmp_path / "state"), "--quiet", "--no-deep"])
+                 "--save-state", str(tmp_path / "state"), "--quiet", "--model", "trending"])
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["format"] == "jsonl" and report["items_file"].endswith("items.jsonl")
@@ -52,7 +52,8 @@ def test_movielens_ratings_report_rmse_when_the_model_predicts(tmp_path: Path) -
     rows = [f"{rng.integers(1, 30)}\t{rng.integers(1, 60)}\t{rng.integers(1, 6)}\t{1000 + k}"
             for k in range(800)]
     (tmp_path / "u.data").write_text("\n".join(rows) + "\n")
-    log_args = ["replay", "--data", str(tmp_path / "u.data"), "--report", str(tmp_path / "r.json"), "--quiet"]
+    log_args = ["replay", "--data", str(tmp_path / "u.data"), "--report", str(tmp_path / "r.json"), "--quiet",
+                "--no-deep"]
     assert main(log_args) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["events"] == 800 and report["format"] == "movielens"
@@ -70,7 +71,7 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_replay_function_is_deterministic() -> None:
     log = generate(n_events=2000, seed=9).log
-    args = type("Args", (), {"no_deep": True, "seed": 0})()
+    args = type("Args", (), {"no_deep": True, "seed": 0, "model": "trending"})()
     first, _ = replay(log, build_model(args), batch_size=128, evaluator=PrequentialEvaluator())
     second, _ = replay(log, build_model(args), batch_size=128, evaluator=PrequentialEvaluator())
     np.testing.assert_array_equal(first.ranks(), second.ranks())

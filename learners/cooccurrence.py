@@ -1,0 +1,177 @@
+"""Session signal: item-to-item co-occurrence over each user's recent items.
+
+Every event (u, i) adds a co-occurrence between i and each of u's previous `window` items; the score
+of a candidate j for a user is the position-decayed sum over the user's last `context` items c of an
+asymmetric cosine  C[c, j] / (n_c ** alpha * n_j ** (1 - alpha)),  divided by the sum of the weights.
+Counts live in a dense item x item float32 matrix that grows by doubling (bound the catalog with the
+item index capacity of `OnlineRecommender`).
+
+`recent_context` builds, vectorised, each event's context from the users' pre-batch recent items and
+their own earlier events inside the same batch (never the event itself or later ones).
+
+>>> import numpy as np
+>>> recent = np.array([[7, -1], [-1, -1]])  # user 0 saw item 7 before the batch, user 1 nothing
+>>> ctx, users, new_recent = recent_context(np.array([0, 1, 0]), np.array([1, 2, 3]), recent)
+>>> ctx.tolist(), users.tolist(), new_recent.tolist()
+([[7, -1], [-1, -1], [1, 7]], [0, 1], [[3, 1], [2, -1]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from learners.ids import grow_rows
+
+
+def recent_context(
+    users: np.ndarray, values: np.ndarray, recent: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event, the user's previous values (most recent first), in-batch events included.
+
+    `recent[u]` holds user column u's values before the batch (most recent first, padded). Returns
+    (context[B, L], the batch's distinct users, their recent rows after the batch)."""
+    n = len(users)
+    width = recent.shape[1]
+    order = np.argsort(users, kind="stable")
+    sorted_users = users[order]
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]]) if n else np.zeros(0, int)
+    group = np.cumsum(np.r_[True, sorted_users[1:] != sorted_users[:-1]]) - 1 if n else np.zeros(0, int)
+    position = np.arange(n) - starts[group]  # earlier events of the same user in this batch
+    context = np.empty((n, width), dtype=recent.dtype)
+    idx = np.arange(n)
+    for lag in range(1, width + 1):
+        from_batch = position >= lag
+        context[order, lag - 1] = np.where(
+            from_batch,
+            sorted_values[np.maximum(idx - lag, 0)],
+            recent[sorted_users, np.clip(lag - 1 - position, 0, width - 1)],
+        )
+    sizes = np.diff(np.r_[starts, n])
+    batch_users = sorted_users[starts]
+    new_recent = np.empty((len(starts), width), dtype=recent.dtype)
+    for lag in range(1, width + 1):
+        new_recent[:, lag - 1] = np.where(
+            sizes >= lag,
+            sorted_values[np.maximum(starts + sizes - lag, 0)],
+            recent[batch_users, np.clip(lag - 1 - sizes, 0, width - 1)],
+        )
+    return context, batch_users, new_recent
+
+
+@dataclass
+class BatchContext:
+    """What sources see of a micro-batch: dense columns and each event's recent-item context.
+
+    `recent[e]` are the item columns of the user's events before event e (most recent first, -1
+    padding), `recent_ts` their times. `n_items` is the width of score matrices (item columns)."""
+
+    users: np.ndarray  # (B,) user columns
+    items: np.ndarray  # (B,) item columns, -1 where unknown (scoring unseen items)
+    ts: np.ndarray  # (B,) float64
+    value: np.ndarray  # (B,) float32
+    kind: np.ndarray  # (B,) uint8
+    recent: np.ndarray  # (B, L) int64
+    recent_ts: np.ndarray  # (B, L) float64
+    n_items: int
+    extra: dict = field(default_factory=dict)
+
+
+class CoOccurrence:
+    """Item-to-item co-occurrence source (see module docstring).
+
+    Parameters
+    ----------
+    window
+        How many previous items of the user each new item co-occurs with when learning.
+    context
+        How many of the user's recent items score candidates.
+    decay
+        Weight factor per step back in the context (most recent item: 1).
+    alpha
+        Exponent of the context item's count in the asymmetric cosine (0.5: plain cosine).
+    """
+
+    name = "cooccurrence"
+
+    def __init__(self, window: int = 10, context: int = 10, decay: float = 0.9, alpha: float = 0.7) -> None:
+        self.window = window
+        self.context = context
+        self.decay = decay
+        self.alpha = alpha
+        self.counts = np.zeros((16, 16), dtype=np.float32)
+        self.item_counts = np.zeros(16, dtype=np.float32)
+
+    def resize(self, n_items: int) -> None:
+        if n_items > len(self.counts):
+            # Grow by a quarter, not double: scoring reads whole rows, so spare columns cost time.
+            size = max(n_items, len(self.counts) + len(self.counts) // 4 + 64)
+            grown = np.zeros((size, size), dtype=np.float32)
+            grown[: len(self.counts), : len(self.counts)] = self.counts
+            self.counts = grown
+            self.item_counts = grow_rows(self.item_counts, size)
+
+    def reset_items(self, cols: np.ndarray) -> None:
+        self.counts[cols, :] = 0.0
+        self.counts[:, cols] = 0.0
+        self.item_counts[cols] = 0.0
+
+    def forget(self, factor: float) -> None:
+        self.counts *= factor
+        self.item_counts *= factor
+
+    def learn(self, batch: BatchContext) -> None:
+        self.resize(batch.n_items)
+        previous = batch.recent[:, : self.window]
+        rows = np.repeat(batch.items, previous.shape[1])
+        cols = previous.ravel()
+        keep = (cols >= 0) & (rows >= 0) & (rows != cols)
+        pairs = torch.from_numpy(np.concatenate([rows[keep], cols[keep]]))
+        other = torch.from_numpy(np.concatenate([cols[keep], rows[keep]]))
+        counts = torch.from_numpy(self.counts)
+        counts.index_put_((pairs, other), torch.ones(len(pairs)), accumulate=True)
+        np.add.at(self.item_counts, batch.items[batch.items >= 0], 1.0)
+
+    def _context_weights(self, recent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ctx = recent[:, : self.context]
+        valid = ctx >= 0
+        steps = self.decay ** np.arange(ctx.shape[1], dtype=np.float32)
+        norm = np.maximum(steps[None, :] * valid, 0).sum(1, keepdims=True)
+        n_ctx = np.maximum(self.item_counts[np.maximum(ctx, 0)], 1.0)
+        weights = np.where(valid, steps[None, :] / n_ctx**self.alpha, 0.0) / np.maximum(norm, 1e-12)
+        return np.maximum(ctx, 0), weights.astype(np.float32)
+
+    def _candidate_norm(self, n_items: int) -> np.ndarray:
+        return 1.0 / np.maximum(self.item_counts[:n_items], 1.0) ** (1.0 - self.alpha)
+
+    def score(self, batch: BatchContext) -> np.ndarray:
+        """(B, n_items) similarity of every item to each event's recent items."""
+        self.resize(batch.n_items)
+        ctx, weights = self._context_weights(batch.recent)
+        summed = torch.nn.functional.embedding_bag(
+            torch.from_numpy(ctx), torch.from_numpy(self.counts),
+            per_sample_weights=torch.from_numpy(weights), mode="sum",
+        ).numpy()[:, : batch.n_items]
+        summed *= self._candidate_norm(batch.n_items)[None, :]
+        return summed
+
+    def score_pairs(self, batch: BatchContext, cols: np.ndarray) -> np.ndarray:
+        """Scores of given candidates `cols[B, M]` (what `score` gives at those columns)."""
+        self.resize(batch.n_items)
+        ctx, weights = self._context_weights(batch.recent)
+        gathered = self.counts[ctx[:, :, None], cols[:, None, :]]  # (B, L, M)
+        summed = np.einsum("bl,blm->bm", weights, gathered)
+        return summed * self._candidate_norm(batch.n_items)[cols]
+
+    def state(self, n_items: int) -> dict[str, np.ndarray]:
+        return {"cooc_counts": self.counts[:n_items, :n_items].copy(), "cooc_n": self.item_counts[:n_items].copy()}
+
+    def load(self, items: dict[str, np.ndarray]) -> None:
+        n = len(items["cooc_n"])
+        self.counts = np.zeros((max(n, 16), max(n, 16)), dtype=np.float32)
+        self.counts[:n, :n] = items["cooc_counts"]
+        self.item_counts = np.zeros(max(n, 16), dtype=np.float32)
+        self.item_counts[:n] = items["cooc_n"]
