@@ -140,7 +140,8 @@ def _throughput(bootstrap: str, records: list, run_id: str, workdir: Path, worke
         a = drain_rate(worker, n)
     out["events_per_s"] = a["events_per_s"]
     out["clean"] = a
-    say(f"(a) {a['events_per_s']:,.0f} events/s through the worker ({a['seconds']:.2f}s)")
+    say(f"(a) {a['events_per_s']:,.0f} events/s through the worker ({a['seconds']:.2f}s); "
+        f"timings {a['timings']}")
     return out
 
 

@@ -233,7 +233,9 @@ def run_peers(log: Interactions, args: argparse.Namespace) -> dict[str, Any]:
               file=sys.stderr)
     if not args.no_river:
         for name, make in river_models(args.seed).items():
-            peer, evaluator = RiverPeer(make()), PrequentialEvaluator(evaluate_every=args.river_every)
+            # coverage from every ranked list: river has few of them
+            peer = RiverPeer(make())
+            evaluator = PrequentialEvaluator(evaluate_every=args.river_every, coverage_every=1)
             started = time.perf_counter()
             for lo in range(0, len(log), args.batch_size):
                 river_step(peer, evaluator, log[lo: lo + args.batch_size])

@@ -272,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot:   {args.plot}")
     if args.save_state:
         print(f"state:  {save_state(args.save_state, model, report)}")
+    if args.data is None and not (args.report or args.plot):
+        print("(curves: --plot replay.png, JSON: --report replay.json, a real log: --data PATH)")
     return 0
 
 

@@ -80,6 +80,20 @@ class HashedContent:
         self.vectors[cols] = np.stack([self.embed(m) for m in metas])
         self.n_with_meta += int((~had).sum())
 
+    def has_meta(self, n_items: int) -> np.ndarray:
+        """Which of the first n_items columns have a content vector."""
+        self.resize(n_items)
+        return np.abs(self.vectors[:n_items]).sum(1) > 0
+
+    def set_vectors(self, vectors: np.ndarray) -> None:
+        self.vectors = np.asarray(vectors, dtype=np.float32).copy()
+        self.n_with_meta = int((np.abs(self.vectors).sum(1) > 0).sum()) if len(self.vectors) else 0
+
+    def score_cols(self, recent: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(B, len(cols)) scores of the given item columns only."""
+        self.resize(int(cols.max(initial=0)) + 1)
+        return self.profiles(recent) @ self.vectors[cols].T
+
     def profiles(self, recent: np.ndarray) -> np.ndarray:
         """(B, dim) decayed mean content vector of each event's recent items."""
         valid = recent >= 0

@@ -31,35 +31,41 @@ def recent_context(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per event, the user's previous values (most recent first), in-batch events included.
 
-    `recent[u]` holds user column u's values before the batch (most recent first, padded). Returns
+    `recent[u]` holds user code u's values before the batch (most recent first, padded). Returns
     (context[B, L], the batch's distinct users, their recent rows after the batch)."""
     n = len(users)
     width = recent.shape[1]
     order = np.argsort(users, kind="stable")
     sorted_users = users[order]
     sorted_values = values[order]
-    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]]) if n else np.zeros(0, int)
-    group = np.cumsum(np.r_[True, sorted_users[1:] != sorted_users[:-1]]) - 1 if n else np.zeros(0, int)
-    position = np.arange(n) - starts[group]  # earlier events of the same user in this batch
+    first = np.r_[True, sorted_users[1:] != sorted_users[:-1]] if n else np.zeros(0, bool)
+    starts = np.flatnonzero(first)
+    position = np.arange(n) - starts[np.cumsum(first) - 1]  # earlier events of the same user here
+    lags = np.arange(1, width + 1)
+    # lag l: the user's event l steps back, from this batch while there is one, else from `recent`
+    in_batch = position[:, None] >= lags
+    from_batch = sorted_values[np.maximum(np.arange(n)[:, None] - lags, 0)] if n else np.zeros((0, width))
+    from_recent = recent[sorted_users[:, None], np.maximum(lags - 1 - position[:, None], 0)]
     context = np.empty((n, width), dtype=recent.dtype)
-    idx = np.arange(n)
-    for lag in range(1, width + 1):
-        from_batch = position >= lag
-        context[order, lag - 1] = np.where(
-            from_batch,
-            sorted_values[np.maximum(idx - lag, 0)],
-            recent[sorted_users, np.clip(lag - 1 - position, 0, width - 1)],
-        )
+    context[order] = np.where(in_batch, from_batch, from_recent)
     sizes = np.diff(np.r_[starts, n])
     batch_users = sorted_users[starts]
-    new_recent = np.empty((len(starts), width), dtype=recent.dtype)
-    for lag in range(1, width + 1):
-        new_recent[:, lag - 1] = np.where(
-            sizes >= lag,
-            sorted_values[np.maximum(starts + sizes - lag, 0)],
-            recent[batch_users, np.clip(lag - 1 - sizes, 0, width - 1)],
-        )
-    return context, batch_users, new_recent
+    ends = starts + sizes
+    new_in_batch = sizes[:, None] >= lags
+    new_from_batch = sorted_values[np.maximum(ends[:, None] - lags, 0)] if n else np.zeros((0, width))
+    new_from_recent = recent[batch_users[:, None], np.maximum(lags - 1 - sizes[:, None], 0)]
+    return context, batch_users, np.where(new_in_batch, new_from_batch, new_from_recent).astype(recent.dtype)
+
+
+def batch_positions(codes: np.ndarray) -> np.ndarray:
+    """For each event, how many earlier events of the batch have the same code (user)."""
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    first = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+    starts = np.flatnonzero(first)
+    position = np.empty(len(codes), dtype=np.int64)
+    position[order] = np.arange(len(codes)) - starts[np.cumsum(first) - 1]
+    return position
 
 
 @dataclass
@@ -67,7 +73,7 @@ class BatchContext:
     """What sources see of a micro-batch: dense columns and each event's recent-item context.
 
     `recent[e]` are the item columns of the user's events before event e (most recent first, -1
-    padding), `recent_ts` their times. `n_items` is the width of score matrices (item columns)."""
+    padding). `n_items` is the width of score matrices (item columns)."""
 
     users: np.ndarray  # (B,) user columns
     items: np.ndarray  # (B,) item columns, -1 where unknown (scoring unseen items)
@@ -75,8 +81,8 @@ class BatchContext:
     value: np.ndarray  # (B,) float32
     kind: np.ndarray  # (B,) uint8
     recent: np.ndarray  # (B, L) int64
-    recent_ts: np.ndarray  # (B, L) float64
     n_items: int
+    stage: np.ndarray | None = None  # (B,) log2 bucket of the user's earlier events (learners.popularity)
     extra: dict = field(default_factory=dict)
 
 

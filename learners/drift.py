@@ -1,7 +1,9 @@
 """Concept-drift detection on the prequential hit stream, with an adaptation hook on the model.
 
 `DriftMonitor` feeds river's `drift.ADWIN` with the mean hit rate of every `chunk` evaluated events
-(one ADWIN update per chunk instead of per event: ADWIN's update costs about 2 µs in Python). When
+(one ADWIN update per chunk instead of per event: ADWIN's update costs about 2 µs in Python; chunks
+of 4 still find a drop of the hit rate within a few hundred events, while chunks of 32 blunt ADWIN's
+bound so much that it can miss a 0.5 -> 0.3 drop altogether). When
 ADWIN detects a change and the recent hit rate is *lower* than before, it calls `model.on_drift()`
 (the learner forgets faster / boosts its learning rate / resets windows) and counts a detection; a
 rise (the model warming up) is not a drift to adapt to. river is imported lazily, so `learners`
@@ -44,7 +46,7 @@ class DriftMonitor:
     """
 
     def __init__(
-        self, delta: float = 0.002, chunk: int = 32, cooldown: int = 2000, adapt: bool = True
+        self, delta: float = 0.002, chunk: int = 4, cooldown: int = 2000, adapt: bool = True
     ) -> None:
         if not 0 < delta < 1 or chunk < 1 or cooldown < 0:
             raise ValueError("need 0 < delta < 1, chunk >= 1 and cooldown >= 0")

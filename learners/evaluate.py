@@ -78,6 +78,9 @@ class PrequentialEvaluator:
         others still update the seen items and histories.
     max_cells
         Rows x items ranked at once: chunks that stay in the CPU cache (and bound the masks' memory).
+    max_users
+        Users whose history is kept (a live worker's bound: the history costs items/8 bytes per user);
+        beyond it the least recently seen user is forgotten and counts as new when back.
     """
 
     def __init__(
@@ -90,10 +93,13 @@ class PrequentialEvaluator:
         keep_events: bool = True,
         evaluate_every: int = 1,
         max_cells: int = 1 << 18,
+        max_users: int | None = None,
         series_max: int = 10_000,
     ) -> None:
         if min(k, window, coverage_every, evaluate_every, max_cells) < 1:
             raise ValueError("k, window, coverage_every, evaluate_every and max_cells must be positive")
+        if max_users is not None and max_users < 1:
+            raise ValueError(f"max_users must be positive or None, got {max_users}")
         if n_negatives is not None and n_negatives < 1:
             raise ValueError(f"n_negatives must be positive or None, got {n_negatives}")
         self.k = k
@@ -104,12 +110,16 @@ class PrequentialEvaluator:
         self.keep_events = keep_events
         self.evaluate_every = evaluate_every
         self.max_cells = max_cells
+        self.max_users = max_users
         self.series_max = series_max
         self.reset()
 
     def reset(self) -> None:
         self._rng = np.random.default_rng(self.seed)
         self._user_slot: dict[str, int] = {}
+        self._user_ids: list[str] = []  # external id of each user slot
+        self._user_last = np.zeros(64)  # stream position a user was last seen at (for max_users)
+        self._free_users: list[int] = []
         self._item_slot: dict[str, int] = {}
         self._slot_item = np.full(64, None, dtype=object)  # external id of each of our item slots
         self._seen = np.zeros(64, bool)  # slot holds an item seen in an earlier batch
@@ -145,10 +155,40 @@ class PrequentialEvaluator:
         slots = np.fromiter(map(self._user_slot.get, users, repeat(-1)), np.int64, len(users))
         missing = np.flatnonzero(slots < 0)
         if len(missing):
-            for x in dict.fromkeys(users[missing].tolist()):
-                self._user_slot[x] = len(self._user_slot)
+            new_users = list(dict.fromkeys(users[missing].tolist()))
+            if self.max_users is not None:
+                self._forget_users(len(self._user_slot) + len(new_users) - self.max_users, slots[slots >= 0])
+            for x in new_users:
+                if self._free_users:
+                    slot = self._free_users.pop()
+                    self._user_ids[slot] = x
+                else:
+                    slot = len(self._user_ids)
+                    self._user_ids.append(x)
+                self._user_slot[x] = slot
             slots[missing] = [self._user_slot[x] for x in users[missing].tolist()]
+        self._user_last = _grow(self._user_last, (len(self._user_ids),), 0.0)
+        self._user_last[slots] = self.events + len(users)
         return slots
+
+    def _forget_users(self, excess: int, keep: np.ndarray) -> None:
+        """Drop the `excess` least recently seen users (not those of the current batch)."""
+        if excess <= 0:
+            return
+        last = self._user_last[: len(self._user_ids)].copy()
+        live = np.zeros(len(self._user_ids), bool)
+        live[list(self._user_slot.values())] = True
+        last[~live] = np.inf
+        last[keep] = np.inf
+        oldest = np.argsort(last, kind="stable")[:excess]
+        oldest = oldest[np.isfinite(last[oldest])]
+        for slot in oldest.tolist():
+            del self._user_slot[self._user_ids[slot]]
+            self._user_ids[slot] = ""
+            self._free_users.append(slot)
+        rows = oldest[oldest < len(self._history)]
+        self._history[rows] = 0
+        self._hist_len[oldest[oldest < len(self._hist_len)]] = 0
 
     def _plan(self, batch: Interactions) -> dict[str, np.ndarray]:
         """Per-event facts before the batch changes any state: user, known item slot (-1 new), first
@@ -197,7 +237,7 @@ class PrequentialEvaluator:
         plan = self._plan(batch)
         self._pending = (batch, plan)
         self.seconds += time.perf_counter() - started
-        return plan["evaluable"]
+        return plan["evaluable"].copy()
 
     def _assign_new_slots(self, batch: Interactions, plan: dict[str, np.ndarray], model: Recommender | None,
                           item_ids: np.ndarray | None, item_cols: np.ndarray | None) -> None:
@@ -297,7 +337,7 @@ class PrequentialEvaluator:
         running = np.cumsum(adds_sorted)
         added = running - adds_sorted  # exclusive running count of additions
         before = added - added[group_start] if n else added  # the same user's additions earlier
-        self._hist_len = _grow(self._hist_len, (self.n_users,), 0)
+        self._hist_len = _grow(self._hist_len, (len(self._user_ids),), 0)
         hist_len = np.empty(n, np.int64)
         hist_len[order] = self._hist_len[user[order]] + before
         plan["hist_len"] = hist_len
@@ -363,7 +403,7 @@ class PrequentialEvaluator:
                 raise ValueError("observe needs the model (or item_ids) to map score columns to items")
         self._assign_new_slots(batch, plan, model, item_ids, item_cols)
         if n:
-            self._history = _grow(self._history, (self.n_users, (self._n_slots + 7) // 8), 0)
+            self._history = _grow(self._history, (len(self._user_ids), (self._n_slots + 7) // 8), 0)
         self._user_groups(plan)
         rows = np.flatnonzero(plan["evaluable"])
         result = {"position": self.events + rows, "rank": np.empty(0), "hit": np.empty(0),
@@ -387,9 +427,10 @@ class PrequentialEvaluator:
             result["n_candidates"] = (seen_before - plan["hist_len"])[rows]
             self._record(result, batch.ts[rows])
         if predictions is not None:
-            rated = batch.kind == RATING
+            predictions = np.asarray(predictions, np.float64)
+            rated = (batch.kind == RATING) & np.isfinite(predictions)  # no prediction: not counted
             if rated.any():
-                err = (np.asarray(predictions, np.float64)[rated] - batch.value[rated]) ** 2
+                err = (predictions[rated] - batch.value[rated]) ** 2
                 self._sums["sq_err"] += float(err.sum())
                 self._n_rated += int(rated.sum())
                 self._rolling["sq_err"].extend(err)

@@ -22,6 +22,11 @@ import torch
 from learners.ids import grow_rows
 
 
+def _scatter_add(table: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """table[rows] += values with repeated rows summed (torch's index_add_: np.add.at is slow)."""
+    torch.from_numpy(table).index_add_(0, torch.from_numpy(rows), torch.from_numpy(values.astype(table.dtype)))
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -66,7 +71,8 @@ class MatrixFactorization:
             if n > len(factors):
                 old = len(factors)
                 grown = grow_rows(factors, n)
-                grown[old:] = self._init_rows(len(grown) - old)
+                if name == "user":  # items start at zero: an unseen item's MF score is 0, not noise
+                    grown[old:] = self._init_rows(len(grown) - old)
                 setattr(self, f"{name}_factors", grown)
                 setattr(self, f"{name}_bias", grow_rows(getattr(self, f"{name}_bias"), n))
 
@@ -75,15 +81,16 @@ class MatrixFactorization:
         self.user_bias[cols] = 0.0
 
     def reset_items(self, cols: np.ndarray) -> None:
-        self.item_factors[cols] = self._init_rows(len(cols))
+        self.item_factors[cols] = 0.0
         self.item_bias[cols] = 0.0
 
-    def score(self, users: np.ndarray, n_items: int | None = None) -> np.ndarray:
-        """(B, n_items) p_u . q_j; users < 0 (unknown) score 0."""
+    def score(self, users: np.ndarray, n_items: int | None = None, scale: float = 1.0) -> np.ndarray:
+        """(B, n_items) scale * p_u . q_j; users < 0 (unknown) score 0."""
         n_items = len(self.item_factors) if n_items is None else n_items
         self.resize(len(self.user_factors), n_items)
+        p = torch.from_numpy(self._users(users) * np.float32(scale))
         # torch, not numpy's BLAS: alternating two thread pools makes both spin (10x slower here)
-        return torch.mm(torch.from_numpy(self._users(users)), torch.from_numpy(self.item_factors[:n_items]).T).numpy()
+        return torch.mm(p, torch.from_numpy(self.item_factors[:n_items]).T).numpy()
 
     def score_pairs(self, users: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return np.einsum("bd,bmd->bm", self._users(users), self.item_factors[cols])
@@ -109,9 +116,9 @@ class MatrixFactorization:
         grad_p = np.einsum("bm,bmd->bd", g, diff) / negatives.shape[1] - self.reg * p
         grad_pos = g.mean(1, keepdims=True) * p - self.reg * q_pos
         grad_neg = -(g[:, :, None] * p[:, None, :]) / negatives.shape[1] - self.reg * q_neg
-        np.add.at(self.user_factors, users, lr * grad_p / per_user[:, None])
-        np.add.at(self.item_factors, items, lr * grad_pos)
-        np.add.at(self.item_factors, negatives.ravel(), lr * grad_neg.reshape(-1, self.dim))
+        _scatter_add(self.user_factors, users, lr * grad_p / per_user[:, None])
+        _scatter_add(self.item_factors, np.concatenate([items, negatives.ravel()]),
+                     lr * np.concatenate([grad_pos, grad_neg.reshape(-1, self.dim)]))
         if ratings is not None:
             rated = np.flatnonzero(~np.isnan(ratings))
             if len(rated):
@@ -127,8 +134,8 @@ class MatrixFactorization:
         p, q = self.user_factors[users], self.item_factors[items]
         np.add.at(self.user_bias, users, lr * (err - self.reg * self.user_bias[users]) / per_user)
         np.add.at(self.item_bias, items, lr * (err - self.reg * self.item_bias[items]))
-        np.add.at(self.user_factors, users, lr * (err[:, None] * q) / per_user[:, None])
-        np.add.at(self.item_factors, items, lr * err[:, None] * p)
+        _scatter_add(self.user_factors, users, lr * (err[:, None] * q) / per_user[:, None])
+        _scatter_add(self.item_factors, items, lr * err[:, None] * p)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Rating predictions; -1 columns (unknown) fall back to the known parts."""

@@ -195,3 +195,44 @@ class Popularity(DecayedPopularity):
 
     def __init__(self, max_items: int | None = None) -> None:
         super().__init__(half_life=math.inf, unit="events", max_items=max_items)
+
+
+class StagePopularity:
+    """Decayed item counts per user stage: the log2 bucket of how many events the user had before
+    (0, 1, 2-3, 4-7, ...). What users take at their first click differs from what they take after a
+    hundred (sign-up pages, landing items, a heavy user's long tail).
+
+    >>> import numpy as np
+    >>> pop = StagePopularity(n_stages=4, half_life=1e9)
+    >>> pop.learn(stage_of(np.array([0, 0, 5])), np.array([1, 1, 2]))
+    >>> [round(float(x), 2) for x in pop.log_table(3)[0]]  # stage 0: item 1 twice
+    [0.0, 1.1, 0.0]
+    """
+
+    def __init__(self, n_stages: int = 12, half_life: float = 5000.0) -> None:
+        self.n_stages = n_stages
+        self.half_life = half_life
+        self.counts = np.zeros((n_stages, 16))
+
+    def learn(self, stages: np.ndarray, cols: np.ndarray) -> None:
+        if not len(cols):
+            return
+        if self.counts.shape[1] <= cols.max():
+            self.counts = grow_rows(self.counts.T, int(cols.max()) + 1).T.copy()
+        if math.isfinite(self.half_life):
+            self.counts *= 0.5 ** (len(cols) / self.half_life)
+        np.add.at(self.counts, (np.minimum(stages, self.n_stages - 1), cols), 1.0)
+
+    def log_table(self, n_cols: int) -> np.ndarray:
+        """(n_stages, n_cols) log1p of the counts (float32)."""
+        if self.counts.shape[1] < n_cols:
+            self.counts = grow_rows(self.counts.T, n_cols).T.copy()
+        return np.log1p(self.counts[:, :n_cols]).astype(np.float32)
+
+    def reset(self, cols: np.ndarray) -> None:
+        self.counts[:, cols[cols < self.counts.shape[1]]] = 0.0
+
+
+def stage_of(n_before: np.ndarray) -> np.ndarray:
+    """Stage of an event: floor(log2(1 + the user's earlier events))."""
+    return np.floor(np.log2(1.0 + np.asarray(n_before, dtype=np.float64))).astype(np.int64)

@@ -22,8 +22,10 @@ Extra-source interface (duck-typed)::
         def score_pairs(self, batch: BatchContext, cols) -> np.ndarray:  # (B, M) at cols[B, M]
         def reset_items(self, cols: np.ndarray) -> None: ...             # item columns recycled
 
-`BatchContext` (learners.cooccurrence) carries the dense user/item columns, ts/value/kind and each
-event's recent items (its own earlier in-batch events included). Columns are those of `item_ids`.
+`BatchContext` (learners.cooccurrence) carries the dense user/item columns, ts/value/kind, each
+event's recent items (its own earlier in-batch events included) and user stage. Columns are those of
+`item_ids`. A `deep=` object with `rerank(...)`/`learn(...)` (learners.deep.DeepReranker; `deep=True`
+builds one) re-ranks the blend's top candidates as a second stage instead.
 
 >>> from learners.base import Interactions
 >>> model = OnlineRecommender(seed=0)
@@ -47,10 +49,10 @@ import numpy as np
 from learners.base import RATING, Interactions, ItemMeta, Recommendation, State
 from learners.blend import Blend
 from learners.content import HashedContent
-from learners.cooccurrence import BatchContext, CoOccurrence, recent_context
+from learners.cooccurrence import BatchContext, CoOccurrence, batch_positions, recent_context
 from learners.ids import IdIndex, grow_rows
 from learners.mf import MatrixFactorization
-from learners.popularity import DecayedCounts
+from learners.popularity import DecayedCounts, StagePopularity, stage_of
 
 _NO_ITEM = -1
 
@@ -64,18 +66,23 @@ class OnlineRecommender:
         How many recent items per user are kept (context of co-occurrence and content).
     window, context, decay, alpha
         Co-occurrence hyper-parameters (`learners.cooccurrence.CoOccurrence`).
-    dim
-        MF factors (0: no MF source).
-    trend_half_life
-        Half-life, in events, of the trending popularity feature.
+    dim, mf_lr
+        MF factors (0: no MF source; `predict_many` then predicts the mean rating) and step size.
+    trend_half_life, stage_half_life
+        Half-lives, in events, of the trending and the per-user-stage popularity features.
     negatives
         Negatives sampled per event for MF and the blend.
+    blend_lr
+        Step size of the online blend weights.
     explore_slots, explore_below
-        Slots of each recommended list kept for items with fewer than `explore_below` interactions.
+        Slots of each recommended list kept for items with fewer than `explore_below` interactions;
+        the content source scores only such items (it is the cold-start signal).
     max_users, max_items, user_idle
         Bounds of the id indexes (least recently seen evicted; users idle for `user_idle` events drop).
     sources
-        Extra sources (see the interface above); `deep` is a shortcut for one.
+        Extra sources (see the interface above).
+    deep
+        True: a `learners.deep.DeepReranker` second stage; or a reranker / source object; None/False: none.
     """
 
     def __init__(
@@ -88,11 +95,12 @@ class OnlineRecommender:
         dim: int = 32,
         mf_lr: float = 0.05,
         trend_half_life: float = 1000.0,
+        stage_half_life: float = 5000.0,
         negatives: int = 8,
         blend_lr: float = 0.02,
         explore_slots: int = 1,
         explore_below: int = 5,
-        max_users: int = 1_000_000,
+        max_users: int = 200_000,
         max_items: int = 20_000,
         user_idle: float | None = None,
         sources: Sequence[Any] = (),
@@ -107,6 +115,7 @@ class OnlineRecommender:
         self.dim = dim
         self.mf_lr = mf_lr
         self.trend_half_life = trend_half_life
+        self.stage_half_life = stage_half_life
         self.negatives = negatives
         self.blend_lr = blend_lr
         self.explore_slots = explore_slots
@@ -130,7 +139,7 @@ class OnlineRecommender:
         self._users = IdIndex(capacity=max_users, max_idle=user_idle)
         self._items = IdIndex(capacity=max_items)
         self._recent_items = np.full((0, recent), _NO_ITEM, dtype=np.int64)
-        self._recent_ts = np.zeros((0, recent), dtype=np.float64)
+        self._last_ts = np.zeros(0, dtype=np.float64)
         self._user_events = np.zeros(0, dtype=np.int64)
         self._item_events = np.zeros(0, dtype=np.int64)
         self.cooc = CoOccurrence(window=min(window, recent), context=min(context, recent), decay=decay,
@@ -139,14 +148,21 @@ class OnlineRecommender:
         self.content = HashedContent(decay=decay)
         self.trending = DecayedCounts(trend_half_life, "events")
         self.all_time = DecayedCounts()
-        names = ["cooccurrence", "trending", "popularity"]
+        self.stages = StagePopularity(half_life=stage_half_life)
+        names = ["cooccurrence", "trending", "popularity", "stage"]
         names += (["mf"] if self.mf else []) + ["content"] + [s.name for s in self.extra_sources]
-        self.blend = Blend(names, lr=blend_lr, init={"cooccurrence": 1.0, "trending": 0.1, "popularity": 0.1})
+        self.blend = Blend(names, lr=blend_lr, init={"cooccurrence": 1.0, "trending": 0.1, "popularity": 0.1,
+                                                     "stage": 0.1, "content": 0.1})
+        self._rating_sum = 0.0
+        self._n_ratings = 0
         self._drift_boost_events = 0
+        self._item_table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._lookup_cache: tuple[Any, Any, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ ids
     @property
     def events_applied(self) -> int:
+        """Interactions learned (sum of the per-item interaction counters)."""
         return int(self._item_events.sum())
 
     def item_ids(self, cols: np.ndarray) -> np.ndarray:
@@ -154,6 +170,25 @@ class OnlineRecommender:
 
     def item_cols(self, item_ids: np.ndarray) -> np.ndarray:
         return self._items.cols(np.asarray(item_ids, dtype=object), add=False)
+
+    def _lookup(self, batch: Interactions) -> tuple[np.ndarray, np.ndarray]:
+        """(user cols, item cols) of a batch, -1 where unknown; `score_many` then `learn_many` of the
+        same batch (the prequential loop) look the ids up once."""
+        cache = self._lookup_cache
+        if cache is not None and cache[0] is batch.user and cache[1] is batch.item:
+            return cache[2].copy(), cache[3].copy()
+        users = self._users.cols(batch.user, add=False)
+        items = self._items.cols(batch.item, add=False)
+        self._lookup_cache = (batch.user, batch.item, users, items)
+        return users.copy(), items.copy()
+
+    def _add_ids(self, index: IdIndex, ids: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        missing = cols < 0
+        if missing.any():
+            cols[missing] = index.cols(ids[missing])
+        if len(cols) and (index.capacity is not None or index.max_idle is not None):
+            index.cols(ids)  # refresh recency for eviction (only when bounded)
+        return cols
 
     def _sync_items(self) -> None:
         """Grow item arrays to the index and reset recycled columns everywhere."""
@@ -163,6 +198,7 @@ class OnlineRecommender:
         self.content.resize(n)
         if self.mf:
             self.mf.resize(len(self.mf.user_factors), n)
+        self._item_table = None
         freed = self._items.pop_freed()
         if len(freed):
             self._item_events[freed] = 0
@@ -170,33 +206,35 @@ class OnlineRecommender:
             self.content.reset_items(freed)
             self.trending.reset(freed)
             self.all_time.reset(freed)
+            self.stages.reset(freed)
             if self.mf:
                 self.mf.reset_items(freed)
             for source in self.extra_sources:
                 source.reset_items(freed)
-            stale = np.isin(self._recent_items, freed)
-            self._recent_items[stale] = _NO_ITEM
+            self._recent_items[np.isin(self._recent_items, freed)] = _NO_ITEM
+            self._lookup_cache = None
 
     def _sync_users(self) -> None:
         n = self._users.n_cols
         self._recent_items = grow_rows(self._recent_items, n, fill=_NO_ITEM)
-        self._recent_ts = grow_rows(self._recent_ts, n)
+        self._last_ts = grow_rows(self._last_ts, n)
         self._user_events = grow_rows(self._user_events, n)
         if self.mf:
             self.mf.resize(n, self._items.n_cols)
         freed = self._users.pop_freed()
         if len(freed):
             self._recent_items[freed] = _NO_ITEM
-            self._recent_ts[freed] = 0.0
+            self._last_ts[freed] = 0.0
             self._user_events[freed] = 0
             if self.mf:
                 self.mf.reset_users(freed)
+            self._lookup_cache = None
 
     # ------------------------------------------------------------------ batch context
     def _context(self, batch: Interactions, users: np.ndarray, items: np.ndarray
-                 ) -> tuple[BatchContext, np.ndarray, np.ndarray, np.ndarray]:
-        """Each event's recent items (pre-batch history + earlier in-batch events); users < 0 are
-        unknown users, grouped by id."""
+                 ) -> tuple[BatchContext, np.ndarray, np.ndarray]:
+        """Each event's recent items (pre-batch history + earlier in-batch events) and stage; users < 0
+        are unknown users, told apart by id."""
         codes = users.copy()
         unknown = codes < 0
         if unknown.any():
@@ -205,58 +243,76 @@ class OnlineRecommender:
         distinct, local = np.unique(codes, return_inverse=True)
         known = distinct < self._users.n_cols
         rows = np.full((len(distinct), self.recent), _NO_ITEM, dtype=np.int64)
-        rows_ts = np.zeros((len(distinct), self.recent))
         rows[known] = self._recent_items[distinct[known]]
-        rows_ts[known] = self._recent_ts[distinct[known]]
         recent, batch_users, new_rows = recent_context(local, items, rows)
-        recent_ts, _, new_ts = recent_context(local, batch.ts, rows_ts)
+        before = np.zeros(len(distinct), dtype=np.int64)
+        before[known] = self._user_events[distinct[known]]
+        stage = stage_of(before[local] + batch_positions(local))
         ctx = BatchContext(users=users, items=items, ts=batch.ts, value=batch.value, kind=batch.kind,
-                           recent=recent, recent_ts=recent_ts, n_items=self._items.n_cols)
-        return ctx, distinct[batch_users], new_rows, new_ts
+                           recent=recent, n_items=self._items.n_cols, stage=stage)
+        return ctx, distinct[batch_users], new_rows
 
     # ------------------------------------------------------------------ scoring
-    def _item_features(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        trending = np.log1p(self.trending.values(n)).astype(np.float32)
-        popular = np.log1p(self.all_time.values(n)).astype(np.float32)
-        return trending, popular
+    def _item_features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(trending, popularity, stage table[n_stages, n]) log counts, cached until the next learn."""
+        if self._item_table is None:
+            n = self._items.n_cols
+            self._item_table = (np.log1p(self.trending.values(n)).astype(np.float32),
+                                np.log1p(self.all_time.values(n)).astype(np.float32),
+                                self.stages.log_table(n))
+        return self._item_table
 
-    def _source_matrices(self, ctx: BatchContext) -> list[tuple[int, np.ndarray]]:
-        """(blend index, (B, n) matrix) of the user-dependent sources."""
-        out: list[tuple[int, np.ndarray]] = [(0, self.cooc.score(ctx))]
-        names = self.blend.names
-        if self.mf:
-            out.append((names.index("mf"), self.mf.score(ctx.users, ctx.n_items)))
-        if self.content.n_with_meta:
-            out.append((names.index("content"), self.content.score(ctx.recent, ctx.n_items)))
-        for source in self.extra_sources:
-            out.append((names.index(source.name), np.asarray(source.score(ctx), dtype=np.float32)))
-        return out
+    def _cold_items(self, n: int) -> np.ndarray:
+        """Columns the content source scores: items with content and few interactions."""
+        if not self.content.n_with_meta:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero((self._item_events[:n] < self.explore_below) & self.content.has_meta(n))
 
-    def _score(self, ctx: BatchContext) -> np.ndarray:
+    def _score(self, ctx: BatchContext, keep_sources: bool = False
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Blended (B, n) scores, and each source's matrix when `keep_sources` (for the reranker)."""
         weights = self.blend.effective().astype(np.float32)
-        trending, popular = self._item_features(ctx.n_items)
-        scores = None
-        for index, matrix in self._source_matrices(ctx):
-            if scores is None:
-                scores = matrix
-                scores *= weights[index]
-            else:
-                scores += weights[index] * matrix
+        names = self.blend.names
+        trending, popular, stage_table = self._item_features()
+        kept: dict[str, np.ndarray] = {}
+        scores = self.cooc.score(ctx)
+        if keep_sources:
+            kept["cooccurrence"] = scores.copy()
+        scores *= weights[0]
         scores += weights[1] * trending + weights[2] * popular
-        return scores
+        stage_rows = np.minimum(ctx.stage, self.stages.n_stages - 1)
+        scores += weights[3] * stage_table[stage_rows]
+        if self.mf:
+            w = weights[names.index("mf")]
+            mf = self.mf.score(ctx.users, ctx.n_items, scale=float(w))
+            scores += mf
+            if keep_sources:
+                kept["mf"] = mf / w if w else mf
+        cold = self._cold_items(ctx.n_items)
+        if len(cold):
+            content = self.content.score_cols(ctx.recent, cold)
+            scores[:, cold] += weights[names.index("content")] * content
+        for source in self.extra_sources:
+            matrix = np.asarray(source.score(ctx), dtype=np.float32)
+            scores += weights[names.index(source.name)] * matrix
+            if keep_sources:
+                kept[source.name] = matrix
+        return scores, kept
 
     def _pair_features(self, ctx: BatchContext, cols: np.ndarray) -> np.ndarray:
-        """(B, M, n_sources) raw source scores at cols[B, M]."""
+        """(B, M, n_sources) raw source scores at cols[B, M] (what `_score` blends there)."""
         names = self.blend.names
         feats = np.zeros((*cols.shape, len(names)), dtype=np.float32)
         feats[..., 0] = self.cooc.score_pairs(ctx, cols)
-        trending, popular = self._item_features(ctx.n_items)
+        trending, popular, stage_table = self._item_features()
         feats[..., 1] = trending[cols]
         feats[..., 2] = popular[cols]
+        feats[..., 3] = stage_table[np.minimum(ctx.stage, self.stages.n_stages - 1)[:, None], cols]
         if self.mf:
             feats[..., names.index("mf")] = self.mf.score_pairs(ctx.users, cols)
         if self.content.n_with_meta:
-            feats[..., names.index("content")] = self.content.score_pairs(ctx.recent, cols)
+            cold = (self._item_events[cols] < self.explore_below).astype(np.float32)
+            feats[..., names.index("content")] = self.content.score_pairs(ctx.recent, cols) * cold
         for source in self.extra_sources:
             feats[..., names.index(source.name)] = source.score_pairs(ctx, cols)
         return feats
@@ -264,30 +320,34 @@ class OnlineRecommender:
     def score_many(self, batch: Interactions) -> tuple[np.ndarray, np.ndarray]:
         """Scores over all item columns for each event, from the state before the batch plus the
         user's earlier events of the batch as context (never the event itself or later ones)."""
-        users = self._users.cols(batch.user, add=False)
-        items = self._items.cols(batch.item, add=False)
+        users, items = self._lookup(batch)
         ctx, *_ = self._context(batch, users, items)
-        return self._score(ctx), np.arange(ctx.n_items)
+        scores, kept = self._score(ctx, keep_sources=self.reranker is not None)
+        cols = np.arange(ctx.n_items)
+        if self.reranker is not None:
+            scores = self.reranker.rerank(batch.user, items, scores, kept, cols, batch.ts)
+        return scores, cols
 
     def predict_many(self, batch: Interactions) -> np.ndarray:
-        """Rating predictions (the MF rating head) for each event's (user, item)."""
+        """Rating predictions for each event's (user, item): the MF rating head, else the mean rating."""
         if not self.mf:
-            raise ValueError("predict_many needs the MF source (dim > 0)")
-        users = self._users.cols(batch.user, add=False)
-        items = self._items.cols(batch.item, add=False)
+            mean = self._rating_sum / self._n_ratings if self._n_ratings else 0.0
+            return np.full(len(batch), mean, dtype=np.float32)
+        users, items = self._lookup(batch)
         return self.mf.predict(users, items)
 
     # ------------------------------------------------------------------ learning
     def _sample_negatives(self, n_events: int, n: int) -> np.ndarray:
         counts = self.all_time.values(self._items.n_cols)
         seen = np.flatnonzero(counts > 0)
-        if len(seen) < 2:
+        if len(seen) < 2 or n < 1:
             return np.zeros((n_events, 0), dtype=np.int64)
         half = n // 2
         uniform = seen[self._rng.integers(0, len(seen), (n_events, n - half))]
         # popularity-proportional negatives are the hard ones a popularity prior gets wrong
         cdf = np.cumsum(counts[seen])
-        popular = seen[np.searchsorted(cdf, self._rng.random((n_events, half)) * cdf[-1], side="right")]
+        popular = seen[np.minimum(np.searchsorted(cdf, self._rng.random((n_events, half)) * cdf[-1],
+                                                  side="right"), len(seen) - 1)]
         return np.concatenate([uniform, popular], 1)
 
     def learn_many(self, batch: Interactions) -> None:
@@ -295,35 +355,45 @@ class OnlineRecommender:
             return
         if not np.isfinite(batch.ts).all() or not np.isfinite(batch.value).all():
             raise ValueError("interactions need finite ts and value")
-        users = self._users.cols(batch.user)
+        users, items = self._lookup(batch)
+        self._lookup_cache = None
+        users = self._add_ids(self._users, batch.user, users)
         self._sync_users()
-        items = self._items.cols(batch.item)
+        items = self._add_ids(self._items, batch.item, items)
         self._sync_items()
-        ctx, batch_users, new_rows, new_ts = self._context(batch, users, items)
+        ctx, batch_users, new_rows = self._context(batch, users, items)
         negatives = self._sample_negatives(len(batch), self.negatives)
         if negatives.shape[1]:
-            # the blend learns from the pre-batch state, as the events would have been scored
+            # the blend learns from the pre-batch state, as the events were scored
             feats = self._pair_features(ctx, np.concatenate([items[:, None], negatives], 1))
             known = self.all_time.values(ctx.n_items)[items] > 0
             self.blend.learn(feats[known, 0], feats[known, 1:])
             if self.mf:
                 ratings = np.where(batch.kind == RATING, batch.value, np.nan).astype(np.float32)
                 self.mf.learn(users, items, negatives, ratings)
+        rated = batch.kind == RATING
+        self._rating_sum += float(batch.value[rated].sum())
+        self._n_ratings += int(rated.sum())
         self.cooc.learn(ctx)
         self.trending.learn(items, batch.ts)
         self.all_time.learn(items, batch.ts)
+        self.stages.learn(ctx.stage, items)
         for source in self.extra_sources:
             source.learn(ctx)
-        np.add.at(self._user_events, users, 1)
-        np.add.at(self._item_events, items, 1)
+        if self.reranker is not None:
+            self.reranker.learn(batch.user, items, batch.ts)
+        self._user_events += np.bincount(users, minlength=len(self._user_events))[: len(self._user_events)]
+        self._item_events += np.bincount(items, minlength=len(self._item_events))[: len(self._item_events)]
         self._recent_items[batch_users] = new_rows
-        self._recent_ts[batch_users] = new_ts
+        self._last_ts[users] = batch.ts
+        self._item_table = None
         if self._drift_boost_events > 0 and self.mf:
             self._drift_boost_events -= len(batch)
             if self._drift_boost_events <= 0:
                 self.mf.lr_scale = 1.0
 
-    def learn_one(self, user_id: str, item_id: str, ts: float, value: float = 1.0, kind: str = "click") -> None:
+    def learn_one(self, user_id: str, item_id: str, ts: float, value: float = 1.0,
+                  kind: str = "click") -> None:
         self.learn_many(Interactions.from_records(
             [{"user_id": user_id, "item_id": item_id, "ts": ts, "value": value, "type": kind}]))
 
@@ -333,6 +403,8 @@ class OnlineRecommender:
         self.cooc.forget(forget)
         self.all_time.counts *= forget
         self.trending.counts *= forget
+        self.stages.counts *= forget
+        self._item_table = None
         if self.mf:
             self.mf.lr_scale = boost
             self._drift_boost_events = boost_events
@@ -349,70 +421,76 @@ class OnlineRecommender:
 
     def recommend(self, user_ids: Sequence[str], k: int = 10, exclude_recent: bool = True
                   ) -> list[list[Recommendation]]:
-        """Top-k per user with each item's score and the source that contributed most; the user's
-        recent items are left out; `explore_slots` slots go to the best new items."""
-        if not len(user_ids) or self._items.n_cols == 0:
+        """Top-k per user with each item's score and the source contributing most to it; the user's
+        recent items are left out; `explore_slots` slots go to the best new items ("explore")."""
+        if not len(user_ids) or not len(self._items) or k < 1:
             return [[] for _ in user_ids]
         ids = np.asarray([str(u) for u in user_ids], dtype=object)
         users = self._users.cols(ids, add=False)
         n = self._items.n_cols
+        known = users >= 0
         recent = np.full((len(ids), self.recent), _NO_ITEM, dtype=np.int64)
-        recent_ts = np.zeros((len(ids), self.recent))
-        recent[users >= 0] = self._recent_items[users[users >= 0]]
-        recent_ts[users >= 0] = self._recent_ts[users[users >= 0]]
+        recent[known] = self._recent_items[users[known]]
+        before = np.zeros(len(ids), dtype=np.int64)
+        before[known] = self._user_events[users[known]]
         ctx = BatchContext(users=users, items=np.full(len(ids), _NO_ITEM), ts=np.zeros(len(ids)),
                            value=np.ones(len(ids), np.float32), kind=np.zeros(len(ids), np.uint8),
-                           recent=recent, recent_ts=recent_ts, n_items=n)
-        scores = self._score(ctx).astype(np.float64)
-        scores[:, ~self._items.live_mask()] = -np.inf
+                           recent=recent, n_items=n, stage=stage_of(before))
+        scores = self._score(ctx)[0].astype(np.float64)
+        live = self._items.live_mask()
+        scores[:, ~live] = -np.inf
         if exclude_recent:
-            rows, cols = np.nonzero(recent >= 0)
-            scores[rows, recent[rows, cols]] = -np.inf
-        new = self._items.live_mask() & (self._item_events[:n] < self.explore_below)
-        lists = []
-        for row in range(len(ids)):
-            lists.append(self._top(scores[row], new, k))
-        picks = np.array([[c for c in cols] + [cols[0]] * (k - len(cols)) for cols in lists]) if lists else None
-        if picks is None or not picks.size:
+            rows, slots = np.nonzero(recent >= 0)
+            scores[rows, recent[rows, slots]] = -np.inf
+        new = live & (self._item_events[:n] < self.explore_below)
+        lists = [self._top(scores[row], new, k) for row in range(len(ids))]
+        width = max(len(x) for x in lists)
+        if width == 0:
             return [[] for _ in ids]
-        feats = self._pair_features(ctx, picks) * self.blend.effective()[None, None, :].astype(np.float32)
+        picks = np.array([x + [x[0] if x else 0] * (width - len(x)) for x in lists], dtype=np.int64)
+        contrib = self._pair_features(ctx, picks) * self.blend.effective().astype(np.float32)
         out = []
-        for row, cols in enumerate(lists):
-            recs = []
-            for j, col in enumerate(cols):
-                source = self.blend.names[int(np.argmax(feats[row, j]))]
-                if new[col] and col not in self._top(scores[row], np.zeros_like(new), k):
-                    source = "explore"
-                recs.append(Recommendation(str(self._items.ids(np.array([col]))[0]), float(scores[row, col]),
-                                           source))
-            out.append(recs)
+        for row, (top, explored) in enumerate(zip(lists, [self._explored(scores[r], new, k, lists[r])
+                                                            for r in range(len(ids))], strict=True)):
+            names = self._items.ids(np.asarray(top, dtype=np.int64))
+            out.append([
+                Recommendation(str(names[j]), float(scores[row, col]),
+                               "explore" if col in explored else self.blend.names[int(np.argmax(contrib[row, j]))])
+                for j, col in enumerate(top)
+            ])
         return out
 
     def _top(self, row: np.ndarray, new: np.ndarray, k: int) -> list[int]:
-        finite = np.isfinite(row)
-        order = np.flatnonzero(finite)
+        """Best k finite columns, the last `explore_slots` of them given to the best new items."""
+        order = np.flatnonzero(np.isfinite(row))
         order = order[np.argsort(-row[order], kind="stable")]
-        top = order[:k].tolist()
         slots = min(self.explore_slots, k - 1) if k > 1 else 0
-        if slots > 0:
-            fresh = [c for c in order.tolist() if new[c] and c not in top[: k - slots]][:slots]
-            if fresh and not all(c in top for c in fresh):
-                kept = [c for c in top if c not in fresh][: k - len(fresh)]
-                top = kept + fresh
-        return top
+        top = order[: k - slots].tolist()
+        fresh = [c for c in order[new[order]].tolist() if c not in top][:slots]
+        rest = [c for c in order[k - slots: k + slots].tolist() if c not in top and c not in fresh]
+        return top + fresh + rest[: k - len(top) - len(fresh)]
+
+    def _explored(self, row: np.ndarray, new: np.ndarray, k: int, top: list[int]) -> set[int]:
+        """Columns of `top` that are there only thanks to an exploration slot."""
+        order = np.flatnonzero(np.isfinite(row))
+        plain = set(order[np.argsort(-row[order], kind="stable")][:k].tolist())
+        return {c for c in top if new[c] and c not in plain}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> State:
+        """Per-user arrays (aligned with users["user_id"]; item references as external ids, so a
+        partition's users can move between workers) and global item arrays (aligned with
+        items["item_id"], "" for free columns)."""
         item_ids, item_seen = self._items.state_arrays()
         n = len(item_ids)
         user_cols = self._users.live_cols()
-        user_ids = self._users.ids(user_cols).astype(str)
         recent = self._recent_items[user_cols]
-        recent_ids = np.where(recent >= 0, item_ids[np.maximum(recent, 0)] if n else "", "").astype(str)
+        recent_ids = np.full(recent.shape, "", dtype=object)
+        recent_ids[recent >= 0] = item_ids[recent[recent >= 0]]
         users: dict[str, np.ndarray] = {
-            "user_id": user_ids,
-            "recent_items": recent_ids,
-            "recent_ts": self._recent_ts[user_cols].copy(),
+            "user_id": self._users.ids(user_cols).astype(str),
+            "recent_items": recent_ids.astype(str),
+            "last_ts": self._last_ts[user_cols].copy(),
             "n_events": self._user_events[user_cols].copy(),
         }
         items: dict[str, np.ndarray] = {
@@ -421,6 +499,7 @@ class OnlineRecommender:
             "n_events": self._item_events[:n].copy(),
             "trending": self.trending.values(n).copy(),
             "popularity": self.all_time.values(n).copy(),
+            "stage_counts": self.stages.counts[:, :n].copy() if n else np.zeros((self.stages.n_stages, 0)),
             "content": self.content.vectors[:n].copy(),
             **self.cooc.state(n),
         }
@@ -436,6 +515,7 @@ class OnlineRecommender:
             "trending_clock": {"clock": self.trending.clock, "n_events": self.trending.n_events},
             "popularity_clock": {"clock": self.all_time.clock, "n_events": self.all_time.n_events},
             "blend": self.blend.state(),
+            "ratings": {"sum": self._rating_sum, "n": self._n_ratings},
             "mf": {"mean": self.mf.mean, "n_ratings": self.mf.n_ratings} if self.mf else None,
             "params": {"recent": self.recent, "dim": self.dim},
         }
@@ -447,7 +527,7 @@ class OnlineRecommender:
             raise ValueError(f"not an OnlineRecommender state: {state.meta.get('kind')!r}")
         params = state.meta.get("params", {})
         if params.get("recent") != self.recent or params.get("dim") != self.dim:
-            raise ValueError(f"state was saved with {params}, this model has recent={self.recent} dim={self.dim}")
+            raise ValueError(f"state saved with {params}; this model has recent={self.recent} dim={self.dim}")
         items, users = state.items, state.users
         self._items = IdIndex(capacity=self.max_items)
         self._items.load_arrays(items["item_id"], items["last_seen"], now=state.meta.get("item_clock", 0.0))
@@ -457,12 +537,15 @@ class OnlineRecommender:
         self.trending.load(items["trending"], state.meta["trending_clock"])
         self.all_time = DecayedCounts()
         self.all_time.load(items["popularity"], state.meta["popularity_clock"])
+        self.stages = StagePopularity(half_life=self.stage_half_life)
+        self.stages.counts = np.zeros((self.stages.n_stages, max(n, 16)))
+        self.stages.counts[:, :n] = items["stage_counts"]
         self.cooc.load(items)
         self.content = HashedContent(decay=self.decay)
-        self.content.resize(n)
-        self.content.vectors[:n] = items["content"]
-        self.content.n_with_meta = int((np.abs(items["content"]).sum(1) > 0).sum()) if n else 0
+        self.content.set_vectors(np.asarray(items["content"], dtype=np.float32))
         self.blend.load(state.meta["blend"])
+        self._rating_sum = float(state.meta["ratings"]["sum"])
+        self._n_ratings = int(state.meta["ratings"]["n"])
         self._users = IdIndex(capacity=self.max_users, max_idle=self.user_idle)
         user_cols = self._users.cols(np.asarray(users["user_id"], dtype=object))
         self._users.pop_freed()
@@ -472,8 +555,8 @@ class OnlineRecommender:
         if recent_ids.size:
             flat = self._items.cols(recent_ids.ravel(), add=False).reshape(recent_ids.shape)
             self._recent_items[user_cols] = np.where(recent_ids == "", _NO_ITEM, flat)
-        self._recent_ts = np.zeros((u, self.recent))
-        self._recent_ts[user_cols] = users["recent_ts"]
+        self._last_ts = np.zeros(u)
+        self._last_ts[user_cols] = users["last_ts"]
         self._user_events = np.zeros(u, dtype=np.int64)
         self._user_events[user_cols] = users["n_events"]
         if self.mf:
@@ -485,3 +568,5 @@ class OnlineRecommender:
             self.mf.item_bias[:n] = items["mf_bias"]
             self.mf.mean = float(state.meta["mf"]["mean"])
             self.mf.n_ratings = int(state.meta["mf"]["n_ratings"])
+        self._item_table = None
+        self._lookup_cache = None

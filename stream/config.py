@@ -34,7 +34,8 @@ class Settings:
     init_state: str = ""
     checkpoint_events: int = 50_000  # checkpoint after this many applied events...
     checkpoint_seconds: float = 30.0  # ...or this many seconds, whichever comes first
-    learner: str = "online"  # online | popularity
+    learner: str = "online"  # online | popularity | module:Class
+    torch_threads: int = 1  # intra-op threads: more only fight the event loop and each other on small CPUs
     log_level: str = "warning"
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
@@ -151,7 +152,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                    help="partitions of topics created at start [STREAMREC_PARTITIONS, 4]")
     g.add_argument("--app-id",
                    help="Faust app id; consumer group = prefix + app id [STREAMREC_APP_ID, streamrec]")
-    g.add_argument("--learner", choices=["online", "popularity"], help="[STREAMREC_LEARNER, online]")
+    g.add_argument("--learner", help="online | popularity | module:Class [STREAMREC_LEARNER, online]")
+    g.add_argument("--torch-threads", type=int, help="torch intra-op threads [STREAMREC_TORCH_THREADS, 1]")
     g.add_argument("--web-host",
                    help="bind address of /metrics, /health, ... [STREAMREC_WEB_HOST, 127.0.0.1]")
     g.add_argument("--web-port", type=int, help="[STREAMREC_WEB_PORT, 6066]")

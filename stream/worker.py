@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -333,8 +335,12 @@ class LiveLoop:
             loaded = load_latest_checkpoint(init_state)
             if loaded is None:
                 raise SystemExit(f"--init-state {init_state}: no readable checkpoint there")
-            self.learner.load_state_dict(loaded[0])
-            return str(init_state)
+            try:
+                self.learner.load_state_dict(loaded[0])
+            except (ValueError, KeyError) as exc:
+                raise SystemExit(f"--init-state {init_state}: does not fit {type(self.learner).__name__} "
+                                 f"({exc}); pass the --learner the replay used") from None
+            return loaded[2]["checkpoint"]["path"]
         return None
 
 
@@ -380,6 +386,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if created:
         log.info("created topics %s", ", ".join(created))
+    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(max(1, settings.torch_threads))
     metrics, recorder = StreamMetrics(), SeriesRecorder()
     learner = make_learner(settings.learner)
     live = LiveLoop(learner, k=settings.k, debounce=settings.debounce, state_dir=settings.state_dir,
@@ -403,6 +413,8 @@ def run(args: argparse.Namespace) -> int:
                       "topic_prefix": settings.topic_prefix, "restored": loaded,
                       "web": f"http://{settings.web_host}:{settings.web_port}"}), flush=True)
     worker = faust.Worker(app, consumer, loglevel=settings.log_level, quiet=True)
+    if not sys.stdout.isatty():
+        worker.spinner = None  # its cursor escapes would litter log files
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

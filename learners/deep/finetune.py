@@ -238,6 +238,7 @@ class WindowedFineTuner:
         n_val = max(1, int(n * self.holdout))
         train = {k: v[: n - n_val] for k, v in data.items()}
         val = {k: v[n - n_val :] for k, v in data.items()}
+        torch.manual_seed(self.seed + trigger_event)  # a new model's initial weights
         model = self.build_model() if serving is None else copy.deepcopy(serving)
         model.to(self.device)
         if serving is None:
@@ -246,7 +247,6 @@ class WindowedFineTuner:
                 self.prepare(model)
         generator = torch.Generator(device=self.device)
         generator.manual_seed(self.seed + trigger_event)
-        torch.manual_seed(self.seed + trigger_event)
         loss_before = self.evaluate_loss(model, train)
         self.train_epochs(model, train, generator)
         loss_after = self.evaluate_loss(model, train)

@@ -37,7 +37,12 @@ class CandidateRanker(nn.Module):
     """
 
     def __init__(
-        self, n_features: int, hidden: Sequence[int] = (64, 32), n_items: int = 0, item_dim: int = 0
+        self,
+        n_features: int,
+        hidden: Sequence[int] = (64, 32),
+        n_items: int = 0,
+        item_dim: int = 0,
+        prior_feature: int | None = None,
     ) -> None:
         super().__init__()
         if n_features < 1:
@@ -46,6 +51,7 @@ class CandidateRanker(nn.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.n_items = int(n_items)
         self.item_dim = int(item_dim)
+        self.prior_feature = prior_feature
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
         width = n_features + (1 if item_dim else 0)
@@ -55,6 +61,13 @@ class CandidateRanker(nn.Module):
             width = h
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
+        self.skip = nn.Linear(n_features + (1 if item_dim else 0), 1, bias=False)
+        nn.init.zeros_(self.skip.weight)
+        if prior_feature is not None:
+            with torch.no_grad():
+                self.skip.weight[0, prior_feature] = 1.0
+                nn.init.zeros_(layers[-1].weight)
+                nn.init.zeros_(layers[-1].bias)
         self.item_embedding = nn.Embedding(max(self.n_items, 1) + 1, item_dim) if item_dim else None
         if self.item_embedding is not None:
             nn.init.normal_(self.item_embedding.weight, std=0.05)
@@ -63,7 +76,7 @@ class CandidateRanker(nn.Module):
 
     def config(self) -> dict[str, object]:
         return {"n_features": self.n_features, "hidden": list(self.hidden), "n_items": self.n_items,
-                "item_dim": self.item_dim}
+                "item_dim": self.item_dim, "prior_feature": self.prior_feature}
 
     @torch.no_grad()
     def fit_standardizer(self, features: torch.Tensor, valid: torch.Tensor | None = None) -> None:
@@ -107,7 +120,7 @@ class CandidateRanker(nn.Module):
             user = h.sum(1) / n_hist  # [B, d]
             match = torch.einsum("bcd,bd->bc", self.item_embedding(cand), user)
             x = torch.cat([x, match.unsqueeze(-1)], dim=-1)
-        return self.mlp(x).squeeze(-1)
+        return (self.mlp(x) + self.skip(x)).squeeze(-1)
 
 
 def listwise_loss(scores: torch.Tensor, label: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:

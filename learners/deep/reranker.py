@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from learners.deep.device import resolve_device
-from learners.deep.features import CandidateFeatures, Candidates
+from learners.deep.features import OWN_FEATURES, CandidateFeatures, Candidates
 from learners.deep.finetune import WindowedFineTuner, sample_fields
 from learners.deep.model import CandidateRanker
 from learners.deep.window import SlidingWindow
@@ -122,7 +122,8 @@ class DeepReranker:
 
     # ----------------------------------------------------------------------------- set-up
     def _build_model(self) -> CandidateRanker:
-        model = CandidateRanker(self.features.n_features, self.hidden, self.max_items, self.item_dim)
+        model = CandidateRanker(self.features.n_features, self.hidden, self.max_items, self.item_dim,
+                                prior_feature=OWN_FEATURES.index("blend_z"))
         return model.to(self.device)
 
     def _warm_start(self, model: CandidateRanker) -> None:

@@ -17,13 +17,14 @@ pytestmark = pytest.mark.kafka
 
 
 def warm_log(start: float, n_users: int = 12, n_items: int = 16, per_user: int = 8) -> Interactions:
-    """User u clicks items u..u+per_user-1 (mod n_items): every item gets >= 5 interactions, so none
-    is new any more, and every user still has unseen items to be recommended."""
+    """User u clicks items u..u+per_user-1 (mod n_items) twice: every item gets >= 5 interactions, so
+    none is new any more, and every user still has unseen items to be recommended."""
     records = []
-    for u in range(n_users):
-        for j in range(per_user):
-            records.append({"user_id": f"u{u}", "item_id": f"old{(u + j) % n_items}", "type": "click",
-                            "ts": start + u * per_user + j})
+    for rnd in range(2):
+        for u in range(n_users):
+            for j in range(per_user):
+                records.append({"user_id": f"u{u}", "item_id": f"old{(u + j) % n_items}", "type": "click",
+                                "ts": start + (rnd * n_users + u) * per_user + j})
     return Interactions.from_records(sorted(records, key=lambda r: r["ts"]))
 
 

@@ -146,3 +146,43 @@ def test_every_touched_user_gets_a_fresh_list(kafka_bootstrap: str, topic_prefix
     assert all(last[u]["event_ts"] == pytest.approx(final_ts[u]) for u in users)
     assert worker.proc.returncode == 0  # SIGTERM: clean exit
     assert list((tmp_path / "state").glob("ckpt-*"))  # ... with a checkpoint at shutdown
+
+
+def test_init_state_starts_warm_from_a_replay_save(tmp_path: Path) -> None:
+    from stream.checkpoint import save_checkpoint
+
+    replayed = DecayedPopularity()
+    replayed.learn_many(generate(n_events=500, seed=6).log)
+    save_checkpoint(tmp_path / "replay", replayed.state_dict(), {"replay:0": 500}, {"source": "replay"})
+
+    live = LiveLoop(DecayedPopularity(), state_dir=tmp_path / "state")
+    assert live.restore(init_state=tmp_path / "replay").endswith("ckpt-000000000001")
+    assert live.events_applied == 500 and live.offsets == {}  # a replay's offsets mean nothing here
+    assert live.learner.recommend(["x"], 5) == replayed.recommend(["x"], 5)
+    with pytest.raises(SystemExit, match="does not fit"):
+        LiveLoop(_OtherKind(), state_dir=tmp_path / "other").restore(init_state=tmp_path / "replay")
+
+
+class _OtherKind(DecayedPopularity):
+    pass
+
+
+def test_settings_flags_override_environment_override_defaults() -> None:
+    import argparse
+
+    from stream.config import add_worker_arguments
+
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    env = {"STREAMREC_BOOTSTRAP": "kafka:29092", "STREAMREC_K": "7", "STREAMREC_BATCH_TIMEOUT": "0.2",
+           "STREAMREC_SECURITY_PROTOCOL": "SASL_SSL", "STREAMREC_SASL_MECHANISM": "SCRAM-SHA-512",
+           "STREAMREC_SASL_USERNAME": "svc", "STREAMREC_SASL_PASSWORD": "secret"}
+    s = Settings.from_args(parser.parse_args(["--k", "3", "--topic-prefix", "p."]), env)
+    assert (s.bootstrap, s.k, s.batch_timeout, s.topic_prefix) == ("kafka:29092", 3, 0.2, "p.")
+    assert s.topic("interactions.dlq") == "p.interactions.dlq" and s.group_id == "p.streamrec"
+    assert s.web_host == "127.0.0.1" and s.web_port == 6066
+    kw = s.kafka_python_kwargs()
+    assert kw["security_protocol"] == "SASL_SSL" and kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kw["sasl_plain_username"] == "svc" and kw["sasl_plain_password"] == "secret"
+    with pytest.raises(SystemExit, match="STREAMREC_K"):
+        Settings.from_env({"STREAMREC_K": "ten"})

@@ -198,10 +198,15 @@ def _model_under_test():
     return DecayedPopularity(half_life=300.0)
 
 
-@pytest.mark.parametrize("make_model", [CountingPopularity, _model_under_test])
+def _online_recommender():
+    recommender = pytest.importorskip("learners.recommender")
+    return recommender.OnlineRecommender(seed=0)
+
+
+@pytest.mark.parametrize("make_model", [CountingPopularity, _model_under_test, _online_recommender])
 def test_changing_later_events_leaves_earlier_ranks_unchanged(make_model) -> None:
     log = generate(n_events=1500, n_users=60, n_items=80, seed=11).log
-    cut, batch_size = 900, 64  # the cut falls inside a batch on purpose
+    cut, batch_size = 930, 64  # the cut falls in the middle of a batch on purpose
     other = generate(n_events=1500, n_users=60, n_items=80, seed=12).log
     changed = Interactions.concat([log[:cut], other[cut:]])
     runs = []
@@ -210,7 +215,8 @@ def test_changing_later_events_leaves_earlier_ranks_unchanged(make_model) -> Non
         for lo in range(0, len(stream), batch_size):
             prequential_step(model, ev, stream[lo: lo + batch_size])
         runs.append(ev.kept())
-    before = [run["position"] < (cut // batch_size) * batch_size for run in runs]
+    # within the cut's batch too: an event's score may use earlier in-batch events, never later ones
+    before = [run["position"] < cut for run in runs]
     np.testing.assert_array_equal(runs[0]["position"][before[0]], runs[1]["position"][before[1]])
     np.testing.assert_array_equal(runs[0]["rank"][before[0]], runs[1]["rank"][before[1]])
     after = [run["position"] >= cut for run in runs]
@@ -276,3 +282,58 @@ def test_popularity_at_batch_size_one_matches_the_per_event_protocol() -> None:
         prequential_step(model, ev, log[lo: lo + 1])
     assert ev.kept()["position"].tolist() == positions
     np.testing.assert_allclose(ev.kept()["rank"], ranks)
+
+
+class ReshufflingModel(TableModel):
+    """Every batch it renumbers its columns and forgets a few items, as a model reusing columns after
+    expiry would: the evaluator must follow the mapping."""
+
+    def __init__(self, items: list[str], table: dict[tuple[str, str], float]) -> None:
+        super().__init__(items, table)
+        self.all_items = list(items)
+        self.calls = 0
+
+    def dropped(self, call: int) -> set[str]:
+        return set(self.all_items[call % 7:: 9])
+
+    def score_many(self, batch: Interactions) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.calls)
+        known = [x for x in self.all_items if x not in self.dropped(self.calls)]
+        self.items = np.array(list(rng.permutation(known)), dtype=object)
+        self.col = {x: c for c, x in enumerate(self.items)}
+        self.calls += 1
+        return super().score_many(batch)
+
+
+def test_follows_column_reuse_between_batches() -> None:
+    log = generate(n_events=800, n_users=30, n_items=45, n_clusters=3, seed=19).log
+    items = sorted(set(log.item.tolist()))
+    rng = np.random.default_rng(6)
+    table = {(u, i): float(rng.integers(0, 4)) for u in set(log.user.tolist()) for i in items}
+    model, ev = ReshufflingModel(items, table), PrequentialEvaluator()
+    batch_size, batch_of_call = 40, {}
+    for lo in range(0, len(log), batch_size):
+        batch = log[lo: lo + batch_size]
+        if ev.evaluable(batch).any():
+            batch_of_call[lo // batch_size] = model.calls  # the model is asked once per scored batch
+        prequential_step(model, ev, batch)
+
+    def score_of(k: int, u: str, j: str) -> float:
+        return -math.inf if j in model.dropped(batch_of_call[k // batch_size]) else table[(u, j)]
+
+    positions, ranks = reference_ranks(log, score_of)
+    assert ev.kept()["position"].tolist() == positions
+    np.testing.assert_allclose(ev.kept()["rank"], ranks)
+
+
+def test_max_users_bounds_the_history_and_forgets_the_least_recent() -> None:
+    ev = PrequentialEvaluator(max_users=2)
+    model = TableModel(["x", "y"], {})
+    for pairs in ([("a", "x"), ("b", "y")], [("c", "x")], [("b", "x")], [("a", "x")]):
+        prequential_step(model, ev, make_batch(pairs))
+    assert ev.n_users == 2
+    # "a" was forgotten when "c" came (a and b tie on recency: the first goes), so a's repeat of x at
+    # position 4 is evaluable again; then "c" (least recent) made room for "a"
+    assert ev.kept()["position"].tolist() == [2, 3, 4]
+    # c is new again (its x counts), b still remembers y (a repeat is not evaluable)
+    assert ev.evaluable(make_batch([("c", "x"), ("b", "y")])).tolist() == [True, False]

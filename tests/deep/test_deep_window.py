@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+
+from learners.deep.window import SlidingWindow
+
+
+def _append(window: SlidingWindow, events: np.ndarray, ts: np.ndarray) -> None:
+    window.append(events, ts, x=events.astype(np.float32)[:, None], y=events)
+
+
+def _window(**kwargs) -> SlidingWindow:
+    return SlidingWindow(kwargs.pop("capacity", 100), {"x": ((1,), torch.float32), "y": ((), torch.int64)},
+                         **kwargs)
+
+
+def test_capacity_keeps_the_newest_in_arrival_order():
+    window = _window(capacity=5)
+    for lo in range(0, 12, 4):
+        _append(window, np.arange(lo, lo + 4), np.zeros(4))
+    assert len(window) == 5
+    assert window.snapshot()["y"].tolist() == [7, 8, 9, 10, 11]
+
+
+def test_span_in_events_and_age_in_seconds_bound_the_snapshot():
+    window = _window(span_events=10)
+    _append(window, np.arange(0, 30, 3), np.arange(10, dtype=np.float64))
+    assert window.snapshot()["y"].tolist() == [18, 21, 24, 27]  # events > 27 - 10
+    aged = _window(max_age_s=2.5)
+    _append(aged, np.arange(10), np.arange(10, dtype=np.float64))
+    assert aged.snapshot()["y"].tolist() == [7, 8, 9]
+
+
+def test_snapshot_before_an_event_excludes_it_and_is_a_copy():
+    window = _window()
+    _append(window, np.arange(10), np.zeros(10))
+    snap = window.snapshot(before_event=6)
+    assert snap["y"].tolist() == list(range(6))
+    _append(window, np.arange(10, 20), np.zeros(10))  # the stream goes on while a round trains
+    assert snap["y"].tolist() == list(range(6))
+
+
+def test_bad_fields_are_rejected_with_a_clear_error():
+    window = _window()
+    with pytest.raises(ValueError, match="needs fields"):
+        window.append(np.arange(2), np.zeros(2), x=np.zeros((2, 1), np.float32))
+    with pytest.raises(ValueError, match="per-sample shape"):
+        window.append(np.arange(2), np.zeros(2), x=np.zeros((2, 3), np.float32), y=np.arange(2))
+    with pytest.raises(ValueError, match="capacity"):
+        _window(capacity=0)
