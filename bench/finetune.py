@@ -6,6 +6,11 @@ is exactly what `WindowedFineTuner.run_round` does live: copy, train `--epochs` 
 the newest slice. CPU runs use torch on one thread, as the background fine-tuner does.
 
     python bench/finetune.py --device cpu --json
+    python bench/finetune.py --stream-impact ../shared/data/yoochoose-clicks-100k --limit 30000
+
+`--stream-impact LOG` instead replays LOG (test-then-train) through `OnlineRecommender` with the deep
+stage fine-tuning in the background (as live) and compares the stream's throughput in micro-batches
+that ran while a fine-tune was running against those that did not.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ def synthetic_window(
 
 
 def measure(args: argparse.Namespace) -> dict[str, object]:
+    main_threads = _threads_seen_by_main(args.threads)  # before this thread sets its own
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
@@ -91,7 +97,50 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "main_thread_threads_after_trainer": _threads_seen_by_main(args.threads),
+        "main_thread_threads_after_trainer": main_threads,
+    }
+
+
+def stream_impact(args: argparse.Namespace) -> dict[str, object]:
+    """Stream throughput while background fine-tunes run vs. while none does (same replay)."""
+    from learners.datasets import read_log
+    from learners.deep.reranker import DeepReranker
+    from learners.recommender import OnlineRecommender
+
+    log = read_log(args.stream_impact)
+    if args.limit:
+        log = log[: args.limit]
+    deep = DeepReranker(every_events=args.interval, background=True, device=args.device, seed=args.seed,
+                        epochs=args.epochs, batch_size=args.batch_size)
+    model = OnlineRecommender(deep=deep, seed=args.seed)
+    busy_t = idle_t = 0.0
+    busy_n = idle_n = 0
+    for lo in range(0, len(log), args.stream_batch):
+        batch = log[lo: lo + args.stream_batch]
+        running = deep.tuner is not None and deep.tuner.busy(deep.events)
+        start = time.perf_counter()
+        model.score_many(batch)
+        model.learn_many(batch)
+        took = time.perf_counter() - start
+        running = running and deep.tuner is not None and deep.tuner.busy(deep.events)
+        if lo < args.warmup_events:
+            continue
+        if running:
+            busy_t, busy_n = busy_t + took, busy_n + len(batch)
+        else:
+            idle_t, idle_n = idle_t + took, idle_n + len(batch)
+    deep.close()
+    idle_rate = idle_n / idle_t if idle_t else float("nan")
+    busy_rate = busy_n / busy_t if busy_t else float("nan")
+    return {
+        "events_per_s_idle": round(idle_rate, 1),
+        "events_per_s_during_finetune": round(busy_rate, 1),
+        "throughput_drop": round(1.0 - busy_rate / idle_rate, 4) if idle_t and busy_t else None,
+        "events_idle": idle_n,
+        "events_during_finetune": busy_n,
+        **{k: v for k, v in deep.stats().items() if k != "window"},
+        "interval_events": args.interval,
+        "torch_threads_main": torch.get_num_threads(),
     }
 
 
@@ -118,11 +167,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--stream-impact", metavar="LOG", help="measure the stream's slowdown during "
+                        "background fine-tunes on this log instead")
+    parser.add_argument("--limit", type=int, default=30_000, help="events of LOG (--stream-impact)")
+    parser.add_argument("--stream-batch", type=int, default=256, help="micro-batch (--stream-impact)")
+    parser.add_argument("--warmup-events", type=int, default=5_000, help="not timed (--stream-impact)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = measure(args)
+        result = stream_impact(args) if args.stream_impact else measure(args)
     except ValueError as exc:
         print(f"finetune bench: {exc}", file=sys.stderr)
         return 2

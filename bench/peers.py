@@ -127,7 +127,7 @@ class CoOccurrencePeer:
         n = len(self._ids)
         counts = self._counts[:n, :n]
         norm = counts.sum(axis=1) + 1.0
-        scores = np.zeros((len(batch), n), np.float32)
+        scores = np.zeros((len(batch), n), np.float64)
         earlier: dict[str, list[int]] = {}  # the batch's own earlier events are context too
         for r, (user, item) in enumerate(zip(batch.user.tolist(), batch.item.tolist(), strict=True)):
             context = self._history.get(user, []) + earlier.get(user, [])
@@ -138,7 +138,7 @@ class CoOccurrencePeer:
             if col >= 0:
                 earlier.setdefault(user, []).append(col)
         pop = self._pop[:n] * 2.0 ** (-(self._clock - self._last[:n]) / self.half_life)
-        scores += (self.popularity_share * pop / (pop.max(initial=0.0) + 1e-9)).astype(np.float32)
+        scores += (self.popularity_share * pop / (pop.max(initial=0.0) + 1e-9))
         return scores, np.arange(n)
 
     def item_cols(self, ids: np.ndarray) -> np.ndarray:
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"peers: {exc}", file=sys.stderr)
             return 2
-        title = str(data)
+        title = f"{Path(data).resolve().parent.name}/{Path(data).name}"
     if args.limit:
         log = log[: args.limit]
     print(f"peers on {title}: {len(log):,} events", file=sys.stderr)

@@ -105,7 +105,8 @@ class HashedContent:
     def score(self, recent: np.ndarray, n_items: int) -> np.ndarray:
         self.resize(n_items)
         # torch, not numpy's BLAS (see learners.mf)
-        return torch.mm(torch.from_numpy(self.profiles(recent)), torch.from_numpy(self.vectors[:n_items]).T).numpy()
+        profiles = torch.from_numpy(self.profiles(recent))
+        return torch.mm(profiles, torch.from_numpy(self.vectors[:n_items]).T).numpy()
 
     def score_pairs(self, recent: np.ndarray, cols: np.ndarray) -> np.ndarray:
         self.resize(int(cols.max(initial=0)) + 1)

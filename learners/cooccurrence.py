@@ -101,9 +101,10 @@ class CoOccurrence:
         Exponent of the context item's count in the asymmetric cosine (0.5: plain cosine).
     """
 
-    name = "cooccurrence"
-
-    def __init__(self, window: int = 10, context: int = 10, decay: float = 0.9, alpha: float = 0.7) -> None:
+    def __init__(self, window: int = 10, context: int = 10, decay: float = 0.9, alpha: float = 0.7,
+                 directed: bool = False, name: str = "cooccurrence") -> None:
+        self.name = name
+        self.directed = directed
         self.window = window
         self.context = context
         self.decay = decay
@@ -135,10 +136,16 @@ class CoOccurrence:
         rows = np.repeat(batch.items, previous.shape[1])
         cols = previous.ravel()
         keep = (cols >= 0) & (rows >= 0) & (rows != cols)
-        pairs = torch.from_numpy(np.concatenate([rows[keep], cols[keep]]))
-        other = torch.from_numpy(np.concatenate([cols[keep], rows[keep]]))
+        if self.directed:  # earlier item -> later item only, closer steps weigh more
+            weight = np.tile(self.decay ** np.arange(previous.shape[1], dtype=np.float32), len(batch.items))
+            pairs, other, weight = cols[keep], rows[keep], weight[keep]
+        else:
+            pairs = np.concatenate([rows[keep], cols[keep]])
+            other = np.concatenate([cols[keep], rows[keep]])
+            weight = np.ones(len(pairs), dtype=np.float32)
         counts = torch.from_numpy(self.counts)
-        counts.index_put_((pairs, other), torch.ones(len(pairs)), accumulate=True)
+        counts.index_put_((torch.from_numpy(pairs), torch.from_numpy(other)), torch.from_numpy(weight),
+                          accumulate=True)
         np.add.at(self.item_counts, batch.items[batch.items >= 0], 1.0)
 
     def _context_weights(self, recent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,11 +180,12 @@ class CoOccurrence:
         return summed * self._candidate_norm(batch.n_items)[cols]
 
     def state(self, n_items: int) -> dict[str, np.ndarray]:
-        return {"cooc_counts": self.counts[:n_items, :n_items].copy(), "cooc_n": self.item_counts[:n_items].copy()}
+        return {f"{self.name}_counts": self.counts[:n_items, :n_items].copy(),
+                f"{self.name}_n": self.item_counts[:n_items].copy()}
 
     def load(self, items: dict[str, np.ndarray]) -> None:
-        n = len(items["cooc_n"])
+        n = len(items[f"{self.name}_n"])
         self.counts = np.zeros((max(n, 16), max(n, 16)), dtype=np.float32)
-        self.counts[:n, :n] = items["cooc_counts"]
+        self.counts[:n, :n] = items[f"{self.name}_counts"]
         self.item_counts = np.zeros(max(n, 16), dtype=np.float32)
-        self.item_counts[:n] = items["cooc_n"]
+        self.item_counts[:n] = items[f"{self.name}_n"]

@@ -24,7 +24,8 @@ from learners.ids import grow_rows
 
 def _scatter_add(table: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
     """table[rows] += values with repeated rows summed (torch's index_add_: np.add.at is slow)."""
-    torch.from_numpy(table).index_add_(0, torch.from_numpy(rows), torch.from_numpy(values.astype(table.dtype)))
+    source = torch.from_numpy(values.astype(table.dtype))
+    torch.from_numpy(table).index_add_(0, torch.from_numpy(rows), source)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from learners.base import RATING, Interactions, ItemMeta, Recommendation, State
 from learners.blend import Blend
@@ -90,13 +91,17 @@ class OnlineRecommender:
         recent: int = 10,
         window: int = 10,
         context: int = 10,
-        decay: float = 0.9,
+        decay: float = 0.8,
         alpha: float = 0.7,
         dim: int = 32,
         mf_lr: float = 0.05,
+        blend_mf: bool = False,
         trend_half_life: float = 1000.0,
+        now_half_life: float | None = None,
         stage_half_life: float = 5000.0,
+        transitions: int = 0,
         negatives: int = 8,
+        hard_negatives: int = 0,
         blend_lr: float = 0.02,
         explore_slots: int = 1,
         explore_below: int = 5,
@@ -114,9 +119,13 @@ class OnlineRecommender:
         self.alpha = alpha
         self.dim = dim
         self.mf_lr = mf_lr
+        self.blend_mf = blend_mf
         self.trend_half_life = trend_half_life
+        self.now_half_life = now_half_life
         self.stage_half_life = stage_half_life
+        self.transitions = transitions
         self.negatives = negatives
+        self.hard_negatives = hard_negatives
         self.blend_lr = blend_lr
         self.explore_slots = explore_slots
         self.explore_below = explore_below
@@ -144,20 +153,29 @@ class OnlineRecommender:
         self._item_events = np.zeros(0, dtype=np.int64)
         self.cooc = CoOccurrence(window=min(window, recent), context=min(context, recent), decay=decay,
                                  alpha=alpha)
+        self.trans = None
+        if transitions:  # directed "what comes next" counts over the last `transitions` items
+            self.trans = CoOccurrence(window=min(transitions, recent), context=min(transitions, recent),
+                                      decay=0.5, alpha=alpha, directed=True, name="transitions")
         self.mf = MatrixFactorization(dim=dim, lr=mf_lr, seed=seed) if dim else None
         self.content = HashedContent(decay=decay)
         self.trending = DecayedCounts(trend_half_life, "events")
+        self.now = DecayedCounts(now_half_life or 100.0, "events")
         self.all_time = DecayedCounts()
         self.stages = StagePopularity(half_life=stage_half_life)
-        names = ["cooccurrence", "trending", "popularity", "stage"]
-        names += (["mf"] if self.mf else []) + ["content"] + [s.name for s in self.extra_sources]
+        names = ["cooccurrence", "trending", "popularity", "stage"] + (["now"] if now_half_life else [])
+        names += ["mf"] if self.mf and blend_mf else []
+        names += (["transitions"] if self.trans else []) + ["content"] + [s.name for s in self.extra_sources]
         self.blend = Blend(names, lr=blend_lr, init={"cooccurrence": 1.0, "trending": 0.1, "popularity": 0.1,
-                                                     "stage": 0.1, "content": 0.1})
+                                                     "stage": 0.1, "content": 0.1,
+                                                     "transitions": 0.2})
         self._rating_sum = 0.0
         self._n_ratings = 0
         self._drift_boost_events = 0
         self._item_table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._lookup_cache: tuple[Any, Any, np.ndarray, np.ndarray] | None = None
+        self._top_cache: tuple[Any, np.ndarray] | None = None  # (batch.user, top columns) of score_many
+        self._seen = np.zeros((0, 0), dtype=np.uint8)  # users x items bitmap of learned interactions
 
     # ------------------------------------------------------------------ ids
     @property
@@ -195,6 +213,8 @@ class OnlineRecommender:
         n = self._items.n_cols
         self._item_events = grow_rows(self._item_events, n)
         self.cooc.resize(n)
+        if self.trans:
+            self.trans.resize(n)
         self.content.resize(n)
         if self.mf:
             self.mf.resize(len(self.mf.user_factors), n)
@@ -203,9 +223,12 @@ class OnlineRecommender:
         if len(freed):
             self._item_events[freed] = 0
             self.cooc.reset_items(freed)
+            if self.trans:
+                self.trans.reset_items(freed)
             self.content.reset_items(freed)
             self.trending.reset(freed)
             self.all_time.reset(freed)
+            self.now.reset(freed)
             self.stages.reset(freed)
             if self.mf:
                 self.mf.reset_items(freed)
@@ -253,13 +276,17 @@ class OnlineRecommender:
         return ctx, distinct[batch_users], new_rows
 
     # ------------------------------------------------------------------ scoring
-    def _item_features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(trending, popularity, stage table[n_stages, n]) log counts, cached until the next learn."""
+    def _item_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """Log counts: (item features[n, 4]: trending, popularity, unused stage slot, now;
+        stage table[n_stages, n]), cached until the next learn."""
         if self._item_table is None:
             n = self._items.n_cols
-            self._item_table = (np.log1p(self.trending.values(n)).astype(np.float32),
-                                np.log1p(self.all_time.values(n)).astype(np.float32),
-                                self.stages.log_table(n))
+            feats = np.zeros((n, 4), dtype=np.float32)
+            feats[:, 0] = np.log1p(self.trending.values(n))
+            feats[:, 1] = np.log1p(self.all_time.values(n))
+            if self.now_half_life:
+                feats[:, 3] = np.log1p(self.now.values(n))
+            self._item_table = (feats, self.stages.log_table(n))
         return self._item_table
 
     def _cold_items(self, n: int) -> np.ndarray:
@@ -273,21 +300,30 @@ class OnlineRecommender:
         """Blended (B, n) scores, and each source's matrix when `keep_sources` (for the reranker)."""
         weights = self.blend.effective().astype(np.float32)
         names = self.blend.names
-        trending, popular, stage_table = self._item_features()
+        item_feats, stage_table = self._item_features()
         kept: dict[str, np.ndarray] = {}
         scores = self.cooc.score(ctx)
         if keep_sources:
             kept["cooccurrence"] = scores.copy()
         scores *= weights[0]
-        scores += weights[1] * trending + weights[2] * popular
-        stage_rows = np.minimum(ctx.stage, self.stages.n_stages - 1)
-        scores += weights[3] * stage_table[stage_rows]
-        if self.mf:
+        # user-independent features folded into one row per stage: one pass over the matrix
+        item_weights = np.array([weights[1], weights[2], 0.0,
+                                 weights[names.index("now")] if "now" in names else 0.0], dtype=np.float32)
+        per_stage = weights[3] * stage_table + (item_feats @ item_weights)[None, :]
+        scores += per_stage[np.minimum(ctx.stage, self.stages.n_stages - 1)]
+        if self.mf and self.blend_mf:
             w = weights[names.index("mf")]
             mf = self.mf.score(ctx.users, ctx.n_items, scale=float(w))
             scores += mf
             if keep_sources:
                 kept["mf"] = mf / w if w else mf
+        if self.trans:
+            w = weights[names.index("transitions")]
+            trans = self.trans.score(ctx)
+            if keep_sources:
+                kept["transitions"] = trans.copy()
+            trans *= w
+            scores += trans
         cold = self._cold_items(ctx.n_items)
         if len(cold):
             content = self.content.score_cols(ctx.recent, cold)
@@ -304,12 +340,15 @@ class OnlineRecommender:
         names = self.blend.names
         feats = np.zeros((*cols.shape, len(names)), dtype=np.float32)
         feats[..., 0] = self.cooc.score_pairs(ctx, cols)
-        trending, popular, stage_table = self._item_features()
-        feats[..., 1] = trending[cols]
-        feats[..., 2] = popular[cols]
+        item_feats, stage_table = self._item_features()
+        feats[..., 1:3] = item_feats[cols, :2]
+        if "now" in names:
+            feats[..., names.index("now")] = item_feats[cols, 3]
         feats[..., 3] = stage_table[np.minimum(ctx.stage, self.stages.n_stages - 1)[:, None], cols]
-        if self.mf:
+        if self.mf and self.blend_mf:
             feats[..., names.index("mf")] = self.mf.score_pairs(ctx.users, cols)
+        if self.trans:
+            feats[..., names.index("transitions")] = self.trans.score_pairs(ctx, cols)
         if self.content.n_with_meta:
             cold = (self._item_events[cols] < self.explore_below).astype(np.float32)
             feats[..., names.index("content")] = self.content.score_pairs(ctx.recent, cols) * cold
@@ -324,6 +363,11 @@ class OnlineRecommender:
         ctx, *_ = self._context(batch, users, items)
         scores, kept = self._score(ctx, keep_sources=self.reranker is not None)
         cols = np.arange(ctx.n_items)
+        if self.hard_negatives and ctx.n_items > 1:
+            # the blend's best-ranked items are the hard negatives `learn_many` of this batch trains on
+            depth = min(4 * self.hard_negatives, ctx.n_items)
+            top = torch.topk(torch.from_numpy(scores), depth, dim=1, sorted=False).indices.numpy()
+            self._top_cache = (batch.user, top)
         if self.reranker is not None:
             scores = self.reranker.rerank(batch.user, items, scores, kept, cols, batch.ts)
         return scores, cols
@@ -365,7 +409,8 @@ class OnlineRecommender:
         negatives = self._sample_negatives(len(batch), self.negatives)
         if negatives.shape[1]:
             # the blend learns from the pre-batch state, as the events were scored
-            feats = self._pair_features(ctx, np.concatenate([items[:, None], negatives], 1))
+            blend_negatives = np.concatenate([negatives, self._hard_negatives(batch, ctx, negatives)], 1)
+            feats = self._pair_features(ctx, np.concatenate([items[:, None], blend_negatives], 1))
             known = self.all_time.values(ctx.n_items)[items] > 0
             self.blend.learn(feats[known, 0], feats[known, 1:])
             if self.mf:
@@ -375,13 +420,18 @@ class OnlineRecommender:
         self._rating_sum += float(batch.value[rated].sum())
         self._n_ratings += int(rated.sum())
         self.cooc.learn(ctx)
+        if self.trans:
+            self.trans.learn(ctx)
         self.trending.learn(items, batch.ts)
         self.all_time.learn(items, batch.ts)
+        self.now.learn(items, batch.ts)
         self.stages.learn(ctx.stage, items)
         for source in self.extra_sources:
             source.learn(ctx)
         if self.reranker is not None:
             self.reranker.learn(batch.user, items, batch.ts)
+        if self.hard_negatives:
+            self._mark_seen(users, items)
         self._user_events += np.bincount(users, minlength=len(self._user_events))[: len(self._user_events)]
         self._item_events += np.bincount(items, minlength=len(self._item_events))[: len(self._item_events)]
         self._recent_items[batch_users] = new_rows
@@ -392,19 +442,61 @@ class OnlineRecommender:
             if self._drift_boost_events <= 0:
                 self.mf.lr_scale = 1.0
 
+    def _mark_seen(self, users: np.ndarray, items: np.ndarray) -> None:
+        need_u, need_i = self._users.n_cols, (self._items.n_cols + 7) // 8
+        if self._seen.shape[0] < need_u or self._seen.shape[1] < need_i:
+            grown = np.zeros((max(need_u, 2 * self._seen.shape[0]), max(need_i, 2 * self._seen.shape[1])),
+                             dtype=np.uint8)
+            grown[: self._seen.shape[0], : self._seen.shape[1]] = self._seen
+            self._seen = grown
+        np.bitwise_or.at(self._seen, (users, items >> 3), (128 >> (items & 7)).astype(np.uint8))
+
+    def _is_seen(self, users: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """users[B] x cols[B, M]: learned interaction before this batch."""
+        u = np.broadcast_to(users[:, None], cols.shape)
+        inside = (u < self._seen.shape[0]) & ((cols >> 3) < self._seen.shape[1]) & (u >= 0)
+        out = np.zeros(cols.shape, dtype=bool)
+        out[inside] = (self._seen[u[inside], cols[inside] >> 3] & (128 >> (cols[inside] & 7))) != 0
+        return out
+
+    def _hard_negatives(self, batch: Interactions, ctx: BatchContext, fallback: np.ndarray) -> np.ndarray:
+        """`hard_negatives` per event from the top of this batch's scores (when `score_many` saw it),
+        leaving out the event's item and the user's history; fallback negatives fill the gaps."""
+        cache, self._top_cache = self._top_cache, None
+        n = self.hard_negatives
+        if not n or cache is None or cache[0] is not batch.user:
+            return np.zeros((len(batch), 0), dtype=np.int64)
+        top = cache[1]
+        bad = (top == ctx.items[:, None]) | self._is_seen(ctx.users, top) | (top >= ctx.n_items)
+        bad |= (top[:, :, None] == ctx.recent[:, None, :]).any(2)
+        # keep the first n good ones per row: sort good columns first, stably
+        order = np.argsort(bad, axis=1, kind="stable")[:, :n]
+        picked = np.take_along_axis(top, order, 1)
+        missing = np.take_along_axis(bad, order, 1)
+        return np.where(missing, fallback[:, :n] if fallback.shape[1] >= n else picked, picked)
+
     def learn_one(self, user_id: str, item_id: str, ts: float, value: float = 1.0,
                   kind: str = "click") -> None:
         self.learn_many(Interactions.from_records(
             [{"user_id": user_id, "item_id": item_id, "ts": ts, "value": value, "type": kind}]))
 
-    def on_drift(self, forget: float = 0.3, boost: float = 3.0, boost_events: int = 5000) -> None:
-        """Adapt after a detected drift: shrink the accumulated counts (old co-occurrences and
-        popularity weigh less than new ones) and raise the MF step size for a while."""
+    def on_drift(self, forget: float = 0.7, keep_recent: int | None = None, boost: float = 2.0,
+                 boost_events: int = 2000) -> None:
+        """Adapt after a detected drift (a drop of the hit rate): accumulated counts shrink by `forget`
+        so new co-occurrences and popularity outweigh old ones, MF learns `boost` times faster for
+        `boost_events` events, and with `keep_recent` users' older recent items stop steering their
+        scores. Mild by default: on real logs detections are often noise (ML-100K raises 5)."""
+        if keep_recent is not None:
+            self._recent_items[:, keep_recent:] = _NO_ITEM
         self.cooc.forget(forget)
+        if self.trans:
+            self.trans.forget(forget)
         self.all_time.counts *= forget
         self.trending.counts *= forget
+        self.now.counts *= forget
         self.stages.counts *= forget
         self._item_table = None
+        self._lookup_cache = None
         if self.mf:
             self.mf.lr_scale = boost
             self._drift_boost_events = boost_events
@@ -454,8 +546,8 @@ class OnlineRecommender:
                                                             for r in range(len(ids))], strict=True)):
             names = self._items.ids(np.asarray(top, dtype=np.int64))
             out.append([
-                Recommendation(str(names[j]), float(scores[row, col]),
-                               "explore" if col in explored else self.blend.names[int(np.argmax(contrib[row, j]))])
+                Recommendation(str(names[j]), float(scores[row, col]), "explore" if col in explored
+                               else self.blend.names[int(np.argmax(contrib[row, j]))])
                 for j, col in enumerate(top)
             ])
         return out
@@ -498,10 +590,12 @@ class OnlineRecommender:
             "last_seen": item_seen,
             "n_events": self._item_events[:n].copy(),
             "trending": self.trending.values(n).copy(),
+            "now": self.now.values(n).copy(),
             "popularity": self.all_time.values(n).copy(),
             "stage_counts": self.stages.counts[:, :n].copy() if n else np.zeros((self.stages.n_stages, 0)),
             "content": self.content.vectors[:n].copy(),
             **self.cooc.state(n),
+            **(self.trans.state(n) if self.trans else {}),
         }
         if self.mf:
             users["mf_factors"] = self.mf.user_factors[user_cols].copy()
@@ -513,11 +607,12 @@ class OnlineRecommender:
             "events_applied": self.events_applied,
             "item_clock": self._items.now,
             "trending_clock": {"clock": self.trending.clock, "n_events": self.trending.n_events},
+            "now_clock": {"clock": self.now.clock, "n_events": self.now.n_events},
             "popularity_clock": {"clock": self.all_time.clock, "n_events": self.all_time.n_events},
             "blend": self.blend.state(),
             "ratings": {"sum": self._rating_sum, "n": self._n_ratings},
             "mf": {"mean": self.mf.mean, "n_ratings": self.mf.n_ratings} if self.mf else None,
-            "params": {"recent": self.recent, "dim": self.dim},
+            "params": {"recent": self.recent, "dim": self.dim, "transitions": self.transitions},
         }
         return State(users=users, items=items, meta=meta)
 
@@ -526,7 +621,8 @@ class OnlineRecommender:
         if state.meta.get("kind") != "OnlineRecommender":
             raise ValueError(f"not an OnlineRecommender state: {state.meta.get('kind')!r}")
         params = state.meta.get("params", {})
-        if params.get("recent") != self.recent or params.get("dim") != self.dim:
+        if (params.get("recent"), params.get("dim"), params.get("transitions")) != (
+                self.recent, self.dim, self.transitions):
             raise ValueError(f"state saved with {params}; this model has recent={self.recent} dim={self.dim}")
         items, users = state.items, state.users
         self._items = IdIndex(capacity=self.max_items)
@@ -535,12 +631,16 @@ class OnlineRecommender:
         self._item_events = np.asarray(items["n_events"], dtype=np.int64).copy()
         self.trending = DecayedCounts(self.trend_half_life, "events")
         self.trending.load(items["trending"], state.meta["trending_clock"])
+        self.now = DecayedCounts(self.now_half_life or 100.0, "events")
+        self.now.load(items["now"], state.meta["now_clock"])
         self.all_time = DecayedCounts()
         self.all_time.load(items["popularity"], state.meta["popularity_clock"])
         self.stages = StagePopularity(half_life=self.stage_half_life)
         self.stages.counts = np.zeros((self.stages.n_stages, max(n, 16)))
         self.stages.counts[:, :n] = items["stage_counts"]
         self.cooc.load(items)
+        if self.trans:
+            self.trans.load(items)
         self.content = HashedContent(decay=self.decay)
         self.content.set_vectors(np.asarray(items["content"], dtype=np.float32))
         self.blend.load(state.meta["blend"])

@@ -214,7 +214,20 @@ class EventConsumer(Service):
             (items if tp.topic == topic_items else interactions).extend(records)
         t0 = time.perf_counter()
         if items or interactions:
-            letters, recs = await self._in_learner(self.live.apply, items, interactions)
+            good = await self._in_learner(self.live.stage, items, interactions)
+            fetched = len(interactions)
+            # Many bad records in this fetch: top the batch up with what is already fetched, so the
+            # learner gets a full batch of good events (its per-batch cost is mostly fixed).
+            while good < s.batch_size and fetched < 4 * s.batch_size and not self.should_stop:
+                more = await self.consumer.getmany(timeout_ms=0, max_records=s.batch_size)
+                if not more:
+                    break
+                items, interactions = [], []
+                for tp, records in more.items():
+                    (items if tp.topic == topic_items else interactions).extend(records)
+                fetched += len(interactions)
+                good = await self._in_learner(self.live.stage, items, interactions)
+            letters, recs = await self._in_learner(self.live.flush)
         else:
             letters, recs = [], await self._in_learner(self.live.due_records)
         t1 = time.perf_counter()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import logging
 import sys
@@ -36,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from learners.base import ItemMeta, Recommender
+from learners.base import Interactions, ItemMeta, Recommender
 from stream.config import Settings, add_worker_arguments
 from stream.publisher import RecommendationPublisher
 from stream.schema import Rejection, parse_item, validate_interactions
@@ -133,36 +132,81 @@ class LiveLoop:
         # where the time goes, summed over batches: record time -> start of apply, apply, send
         self.timing_sums = {"batches": 0, "events": 0, "wait_s": 0.0, "apply_s": 0.0, "send_s": 0.0}
         self._pending: dict[str, tuple[float, float | None, float]] = {}  # user -> (event_ts, trigger, due)
+        self._staged = self._empty_stage()  # validated, not yet learned (see `stage`)
 
     # -- applying ----------------------------------------------------------------------------------
     def apply(self, items: Sequence[Any], interactions: Sequence[Any]) -> tuple[list[DeadLetter], list]:
         """One micro-batch: items first (new items are known before events about them), then
         interactions. Returns dead letters and due `recommendations` records."""
+        self.stage(items, interactions)
+        return self.flush()
+
+    def stage(self, items: Sequence[Any], interactions: Sequence[Any]) -> int:
+        """Validate records into the pending micro-batch (items are applied at once); returns the
+        good interactions pending. The consumer stages several fetches when many records are bad, so
+        the learner still sees full batches of good events (its per-batch cost stays amortised)."""
         with self.lock:
             t0 = time.perf_counter()
             started = time.time()
-            letters = self._apply_items(self._fresh(items)) if items else []
+            staged = self._staged
+            if items:
+                staged["letters"] += self._apply_items(self._fresh(items))
             records = self._fresh(interactions)
-            n_good = 0
             if records:
-                more, n_good = self._apply_interactions(records)
-                letters += more
+                self._validate(records)
+            stamps = [r.timestamp for r in records if r.timestamp is not None]
+            sums = self.timing_sums
+            sums["events"] += len(stamps)
+            sums["wait_s"] += len(stamps) * started - sum(stamps) / 1000.0
+            staged["consumed"] += len(records)
+            staged["seconds"] += time.perf_counter() - t0
+            return sum(len(b) for b in staged["batches"])
+
+    def _validate(self, records: list[Any]) -> None:
+        record_ts = [None if r.timestamp is None else r.timestamp / 1000.0 for r in records]
+        if len(records) > 1:  # several partitions: merge by record time (stable keeps each partition's order)
+            order = np.argsort(np.asarray([t or 0.0 for t in record_ts]), kind="stable")
+            records = [records[i] for i in order]
+            record_ts = [record_ts[i] for i in order]
+
+        def fallback_id(i: int) -> str:  # only for events without an event_id
+            r = records[i]
+            return f"{r.topic}:{r.partition}:{r.offset}"
+        vb = validate_interactions([r.value for r in records], record_ts, fallback_id)
+        staged = self._staged
+        staged["letters"] += [dead_letter(records[i], rej) for i, rej in vb.rejects]
+        if len(vb.batch):
+            staged["batches"].append(vb.batch)
+            staged["records"] += [records[i] for i in vb.positions.tolist()]
+            staged["trigger_ts"] += [record_ts[i] for i in vb.positions.tolist()]
+
+    def flush(self) -> tuple[list[DeadLetter], list]:
+        """Learn the pending micro-batch (score -> evaluate -> learn); returns dead letters and due
+        `recommendations` records."""
+        with self.lock:
+            t0 = time.perf_counter()
+            staged, self._staged = self._staged, self._empty_stage()
+            letters: list[DeadLetter] = staged["letters"]
+            n_good = 0
+            if staged["batches"]:
+                batch = Interactions.concat(staged["batches"])
+                n_good = self._learn(batch, staged["records"], staged["trigger_ts"], letters)
             counts = self.dead_letters
             for letter in letters:
                 counts[letter.reason] = counts.get(letter.reason, 0) + 1
             recs = self.due_records()
-            elapsed = time.perf_counter() - t0
-            sums = self.timing_sums
-            sums["batches"] += 1
-            stamps = [r.timestamp for r in records if r.timestamp is not None]
-            sums["events"] += len(stamps)
-            sums["wait_s"] += len(stamps) * started - sum(stamps) / 1000.0
-            sums["apply_s"] += elapsed
+            elapsed = staged["seconds"] + time.perf_counter() - t0
+            self.timing_sums["batches"] += 1
+            self.timing_sums["apply_s"] += elapsed
             if self.metrics is not None:
-                self.metrics.observe_batch(len(records), n_good, elapsed)
+                self.metrics.observe_batch(staged["consumed"], n_good, elapsed)
                 for reason, n in Counter(letter.reason for letter in letters).items():
                     self.metrics.observe_dlq(reason, n)
             return letters, recs
+
+    @staticmethod
+    def _empty_stage() -> dict[str, Any]:
+        return {"batches": [], "records": [], "trigger_ts": [], "letters": [], "consumed": 0, "seconds": 0.0}
 
     def _fresh(self, records: Sequence[Any]) -> list[Any]:
         """Drop records the state already reflects (redelivered after a restart), advance offsets."""
@@ -173,40 +217,29 @@ class LiveLoop:
         self.records_since_checkpoint += len(fresh)
         return fresh
 
-    def _apply_interactions(self, records: list[Any]) -> tuple[list[DeadLetter], int]:
-        record_ts = [None if r.timestamp is None else r.timestamp / 1000.0 for r in records]
-        if len(records) > 1:  # several partitions: merge by record time (stable keeps each partition's order)
-            order = np.argsort(np.asarray([t or 0.0 for t in record_ts]), kind="stable")
-            records = [records[i] for i in order]
-            record_ts = [record_ts[i] for i in order]
-        def fallback_id(i: int) -> str:  # only for events without an event_id
-            r = records[i]
-            return f"{r.topic}:{r.partition}:{r.offset}"
-        vb = validate_interactions([r.value for r in records], record_ts, fallback_id)
-        letters = [dead_letter(records[i], rej) for i, rej in vb.rejects]
-        batch = vb.batch
-        if len(batch):
-            try:
-                if self.step is not None:
-                    self.step(self.learner, self.evaluator, batch)
-                else:
-                    self.learner.learn_many(batch)
-            except Exception as exc:  # noqa: BLE001 - a learner bug must not stop the stream
-                log.exception("learning a batch of %d events failed: dead-lettering it", len(batch))
-                rejection = Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:500])
-                return letters + [dead_letter(records[i], rejection) for i in vb.positions.tolist()], 0
-            self.batches_applied += 1
-            self.applied_count += len(batch)
-            version = getattr(self.learner, "model_version", None)
-            self.publisher.model_version = self.batches_applied if version is None else version
-            if self.metrics is not None:
-                self.metrics.set_model_version(int(self.publisher.model_version))
-                quality = self.quality()
-                if quality:
-                    self.metrics.set_quality(**quality)
-            self._mark_touched(batch.user.tolist(), batch.ts.tolist(),
-                               [record_ts[i] for i in vb.positions.tolist()])
-        return letters, len(batch)
+    def _learn(self, batch: Interactions, records: list[Any], trigger_ts: list[float | None],
+               letters: list[DeadLetter]) -> int:
+        try:
+            if self.step is not None:
+                self.step(self.learner, self.evaluator, batch)
+            else:
+                self.learner.learn_many(batch)
+        except Exception as exc:  # noqa: BLE001 - a learner bug must not stop the stream
+            log.exception("learning a batch of %d events failed: dead-lettering it", len(batch))
+            rejection = Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+            letters += [dead_letter(r, rejection) for r in records]
+            return 0
+        self.batches_applied += 1
+        self.applied_count += len(batch)
+        version = getattr(self.learner, "model_version", None)
+        self.publisher.model_version = self.batches_applied if version is None else version
+        if self.metrics is not None:
+            self.metrics.set_model_version(int(self.publisher.model_version))
+            quality = self.quality()
+            if quality:
+                self.metrics.set_quality(**quality)
+        self._mark_touched(batch.user.tolist(), batch.ts.tolist(), trigger_ts)
+        return len(batch)
 
     def _apply_items(self, records: list[Any]) -> list[DeadLetter]:
         items: list[ItemMeta] = []
@@ -386,12 +419,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if created:
         log.info("created topics %s", ", ".join(created))
-    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
-        import torch
-
-        torch.set_num_threads(max(1, settings.torch_threads))
     metrics, recorder = StreamMetrics(), SeriesRecorder()
     learner = make_learner(settings.learner)
+    if "torch" in sys.modules:  # only learners that use torch pay for importing it
+        sys.modules["torch"].set_num_threads(max(1, settings.torch_threads))
     live = LiveLoop(learner, k=settings.k, debounce=settings.debounce, state_dir=settings.state_dir,
                     metrics=metrics)
     loaded = live.restore(settings.init_state or None)

@@ -69,16 +69,23 @@ class CandidateFeatures:
         Half-life, in events, of the "recent" item counts.
     exclude_seen
         Never make an item the user already interacted with a candidate (bitmap of users x items).
+    per_source
+        Each source also proposes its own top `per_source` items (the blend fills the rest).
     """
 
     def __init__(
-        self, n_candidates: int = 50, recent_half_life: float = 2000.0, exclude_seen: bool = True
+        self,
+        n_candidates: int = 50,
+        recent_half_life: float = 2000.0,
+        exclude_seen: bool = True,
+        per_source: int = 0,
     ) -> None:
         if n_candidates < 1:
             raise ValueError(f"n_candidates must be positive, got {n_candidates}")
         self.n_candidates = n_candidates
         self.recent_half_life = recent_half_life
         self.exclude_seen = exclude_seen
+        self.per_source = per_source
         self.source_names: tuple[str, ...] | None = None
         self._seen = np.zeros((16, 2), dtype=np.uint8)  # users x items, bit-packed
         self._count = np.zeros(16)
@@ -123,13 +130,15 @@ class CandidateFeatures:
         if self.exclude_seen:  # the user's own items are no recommendation (nor evaluated as one)
             self._mask_seen(finite, np.asarray(users, dtype=np.int64), recent, item_cols)
         if m > c:
-            top = np.argpartition(-finite, c - 1, axis=1)[:, :c]
+            top = self._generate(finite, sources, names, c)
         else:
             top = np.broadcast_to(np.arange(m), (n, m)).copy()
-        order = np.argsort(-np.take_along_axis(finite, top, 1), axis=1, kind="stable")
+        key = np.take_along_axis(finite, top, 1)
+        key[_duplicates(top)] = -np.inf  # an item proposed twice keeps one slot
+        order = np.argsort(-key, axis=1, kind="stable")
         top = np.take_along_axis(top, order, 1)  # [n, c'] columns of the score matrix, best first
-        top_blend = np.take_along_axis(finite, top, 1)
-        valid = np.isfinite(top_blend)
+        valid = np.isfinite(np.take_along_axis(key, order, 1))
+        top_blend = np.where(valid, np.take_along_axis(finite, top, 1), -np.inf)
         n_valid = valid.sum(1)
         cand = np.where(valid, item_cols[top], -1)
         width = top.shape[1]
@@ -166,6 +175,21 @@ class CandidateFeatures:
         items = np.full((n, c), -1, dtype=np.int64)
         items[:, :width] = cand
         return Candidates(items=items, features=feats, n_valid=n_valid.astype(np.int64), history=recent)
+
+    def _generate(
+        self, finite: np.ndarray, sources: Mapping[str, np.ndarray], names: tuple[str, ...], c: int
+    ) -> np.ndarray:
+        """Candidate score columns [n, c]: the blend's best, plus each source's own `per_source` best
+        (items a single source is sure of but the blend under-weights)."""
+        k = self.per_source if self.per_source * len(names) < c else 0
+        main = c - k * len(names)
+        parts = [np.argpartition(-finite, main - 1, axis=1)[:, :main]]
+        if k:
+            blocked = ~np.isfinite(finite)  # unknown or the user's own items
+            for name in names:
+                row = np.where(blocked, -np.inf, np.asarray(sources[name], dtype=np.float32))
+                parts.append(np.argpartition(-row, k - 1, axis=1)[:, :k])
+        return np.concatenate(parts, axis=1)
 
     def _mask_seen(
         self, scores: np.ndarray, users: np.ndarray, recent: np.ndarray, item_cols: np.ndarray
@@ -240,6 +264,17 @@ class CandidateFeatures:
         self._recent = grow_rows(self._recent, n_cols)
         self._last = grow_rows(self._last, n_cols, fill=-1.0)
         self._first = grow_rows(self._first, n_cols, fill=-1.0)
+
+
+def _duplicates(cols: np.ndarray) -> np.ndarray:
+    """Mask of entries repeating an earlier entry of the same row."""
+    order = np.argsort(cols, axis=1, kind="stable")
+    ordered = np.take_along_axis(cols, order, 1)
+    repeat = np.zeros_like(cols, dtype=bool)
+    dup_sorted = np.zeros_like(cols, dtype=bool)
+    dup_sorted[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    np.put_along_axis(repeat, order, dup_sorted, 1)
+    return repeat
 
 
 def _row_z(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

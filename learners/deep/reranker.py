@@ -10,23 +10,23 @@ the sliding window (its features as they were when it was scored), and the `Wind
 retrains every `every_events` events: in a background thread live, synchronously with a delayed swap
 in replay (`background=False`).
 
-The recommender's side (duck-typed, `ctx` is a `learners.cooccurrence.BatchContext`)::
+The recommender's side (`OnlineRecommender(deep=...)` calls it so)::
 
-    scores = reranker.rerank(ctx, blend, sources)  # in _score, after the blend: (B, n_items)
-    reranker.learn(ctx)                             # in learn_many, with the batch's columns
-    reranker.reset_items(cols); reranker.reset_users(cols)   # recycled columns
+    scores = reranker.rerank(user_ids, item_cols, blend, sources, cols, ts)  # in score_many
+    reranker.learn(user_ids, item_cols, ts)                                  # in learn_many
+    reranker.reset_items(cols)                                               # recycled item columns
 
-`sources` maps each source name to its (B, n_items) scores or an (n_items,) row shared by all events.
+`sources` maps each source name to its (B, m) scores or an (m,) row shared by all events.
 
 >>> import numpy as np
->>> from types import SimpleNamespace
 >>> rr = DeepReranker(n_candidates=3, every_events=None, every_seconds=3600.0, device="cpu")
+>>> users = np.array(["u1", "u2"], dtype=object)
 >>> blend = np.array([[0.3, 0.2, 0.1, 0.0], [0.0, 0.1, 0.2, 0.3]], dtype=np.float32)
->>> ctx = SimpleNamespace(users=np.array([0, 1]), items=np.array([1, 2]), ts=np.array([0.0, 1.0]),
-...                       recent=np.full((2, 3), -1), recent_ts=np.zeros((2, 3)), n_items=4)
->>> rr.rerank(ctx, blend, {"pop": blend}).argsort(1)[:, ::-1].tolist()  # no model yet: blend order
+>>> ts = np.array([0.0, 1.0])
+>>> out = rr.rerank(users, np.array([1, 2]), blend, {"pop": blend}, np.arange(4), ts)
+>>> out.argsort(1)[:, ::-1].tolist()  # no model yet: the blend's order
 [[0, 1, 2, 3], [3, 2, 1, 0]]
->>> rr.learn(ctx)
+>>> rr.learn(users, np.array([1, 2]), ts)
 >>> len(rr.window)  # both taken items were candidates: two training samples
 2
 >>> rr.close()
@@ -43,6 +43,7 @@ import torch
 from learners.deep.device import resolve_device
 from learners.deep.features import OWN_FEATURES, CandidateFeatures, Candidates
 from learners.deep.finetune import WindowedFineTuner, sample_fields
+from learners.deep.history import RecentItems
 from learners.deep.model import CandidateRanker
 from learners.deep.window import SlidingWindow
 
@@ -52,10 +53,12 @@ class DeepReranker:
 
     Parameters
     ----------
-    n_candidates
-        Candidates re-ranked per event.
+    n_candidates, per_source
+        Candidates re-ranked per event, of which each source proposes its own top `per_source`.
     hidden
         The ranker MLP's hidden widths.
+    recent, max_users
+        Recent items kept per user (context features, embeddings), and the user index capacity.
     item_dim
         With > 0, learned item embeddings (`max_items` rows, warm-startable) join the features.
     window_events, window_seconds
@@ -79,16 +82,19 @@ class DeepReranker:
     def __init__(
         self,
         n_candidates: int = 50,
+        per_source: int = 0,
         hidden: Sequence[int] = (64, 32),
         item_dim: int = 0,
         max_items: int = 1 << 16,
+        recent: int = 10,
+        max_users: int | None = 1_000_000,
         window_events: int = 50_000,
         window_seconds: float | None = None,
         every_events: int | None = 5_000,
         every_seconds: float | None = None,
         epochs: int = 2,
         batch_size: int = 512,
-        lr: float = 3e-3,
+        lr: float = 1e-2,
         background: bool = True,
         live_rate: float = 5_000.0,
         fixed_cost_s: float | None = None,
@@ -97,6 +103,7 @@ class DeepReranker:
         seed: int = 0,
     ) -> None:
         self.n_candidates = n_candidates
+        self.per_source = per_source
         self.hidden = tuple(hidden)
         self.item_dim = item_dim
         self.max_items = max_items
@@ -113,7 +120,8 @@ class DeepReranker:
         self.threads = threads
         self.device = resolve_device(device)
         self.seed = seed
-        self.features = CandidateFeatures(n_candidates)
+        self.features = CandidateFeatures(n_candidates, per_source=per_source)
+        self.recent = RecentItems(recent, max_users)
         self.window: SlidingWindow | None = None
         self.tuner: WindowedFineTuner | None = None
         self._scored: tuple[np.ndarray, Candidates] | None = None  # the last batch scored
@@ -153,21 +161,32 @@ class DeepReranker:
         return 0 if self.tuner is None else self.tuner.serving.version
 
     # ----------------------------------------------------------------------------- serving
-    def rerank(self, ctx: Any, blend: np.ndarray, sources: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Final scores (B, n_items): the blend's top candidates in the deep order above the rest."""
-        n_items = int(ctx.n_items)
+    def rerank(
+        self,
+        users: np.ndarray,
+        batch_items: np.ndarray,
+        blend: np.ndarray,
+        sources: Mapping[str, np.ndarray],
+        item_cols: np.ndarray,
+        ts: np.ndarray,
+    ) -> np.ndarray:
+        """Final scores (B, m): the blend's top candidates in the deep order above the other items.
+
+        `users` are the events' external user ids, `batch_items` their item columns (-1 unknown; only
+        the context of the same user's later events), `blend` and `sources[name]` (B, m) score rows
+        (or (m,) rows shared by all events) whose column j is item column `item_cols[j]`."""
+        user_cols, recent, recent_ts = self.recent.context(users, batch_items, ts)
         rows = {name: np.broadcast_to(v, blend.shape) if np.ndim(v) == 1 else v
                 for name, v in sources.items()}
-        cands = self.features.build(ctx.users, ctx.recent, ctx.recent_ts, ctx.ts, blend, rows,
-                                    np.arange(n_items))
-        self._scored = (ctx.ts, cands)
+        cands = self.features.build(user_cols, recent, recent_ts, ts, blend, rows, item_cols)
+        self._scored = (ts, cands)
         tuner = self._ensure_tuner(cands.history.shape[1])
         served = tuner.serving  # one read: this batch sees one model
         out = np.array(blend, dtype=np.float32, copy=True)
         if served.model is None or len(blend) == 0:
             return out
         deep = self._score(served.model, cands)
-        return _place_on_top(out, blend, cands, deep)
+        return _place_on_top(out, blend, cands, deep, np.asarray(item_cols))
 
     @torch.no_grad()
     def _score(self, model: CandidateRanker, cands: Candidates) -> np.ndarray:
@@ -180,13 +199,14 @@ class DeepReranker:
             return model(x, **extra).float().cpu().numpy()
 
     # ----------------------------------------------------------------------------- learning
-    def learn(self, ctx: Any) -> None:
-        """Learn a batch after `rerank` scored it: window samples, statistics, fine-tune tick."""
-        items = np.asarray(ctx.items, dtype=np.int64)
+    def learn(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> None:
+        """Learn a batch (item columns) after `rerank` scored it: window samples, statistics, and the
+        fine-tune schedule."""
+        items = np.asarray(items, dtype=np.int64)
         n = len(items)
         tuner = self.tuner  # None until the first scored batch told the feature width
         scored, self._scored = self._scored, None
-        if tuner is not None and scored is not None and _same(scored[0], ctx.ts):
+        if tuner is not None and scored is not None and _same(scored[0], ts):
             cands = scored[1]
             label = cands.label(items)
             keep = label >= 0
@@ -198,17 +218,16 @@ class DeepReranker:
                     arrays["candidates"] = cands.items[keep]
                     arrays["history"] = cands.history[keep]
                 assert self.window is not None
-                self.window.append(self.events + np.flatnonzero(keep), np.asarray(ctx.ts)[keep], **arrays)
-        self.features.learn(ctx.users, items)
+                self.window.append(self.events + np.flatnonzero(keep), np.asarray(ts)[keep], **arrays)
+        user_cols, freed = self.recent.learn(users, items, ts)
+        self.features.reset_users(freed)
+        self.features.learn(user_cols, items)
         self.events += n
         if tuner is not None:
             tuner.tick(self.events)
 
     def reset_items(self, cols: np.ndarray) -> None:
         self.features.reset_items(cols)
-
-    def reset_users(self, cols: np.ndarray) -> None:
-        self.features.reset_users(cols)
 
     def close(self) -> None:
         """Wait for a running background fine-tune."""
@@ -233,7 +252,9 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a is b or len(a) == len(b) and bool(np.all(a == b))
 
 
-def _place_on_top(out: np.ndarray, blend: np.ndarray, cands: Candidates, deep: np.ndarray) -> np.ndarray:
+def _place_on_top(
+    out: np.ndarray, blend: np.ndarray, cands: Candidates, deep: np.ndarray, item_cols: np.ndarray
+) -> np.ndarray:
     """Write deep scores over the candidates' columns so they rank above every other item."""
     n, c = cands.items.shape
     valid = np.arange(c)[None, :] < cands.n_valid[:, None]
@@ -242,6 +263,9 @@ def _place_on_top(out: np.ndarray, blend: np.ndarray, cands: Candidates, deep: n
     floor = np.where(np.isfinite(floor), floor, 0.0)
     low = np.where(valid, deep, np.inf).min(1)
     lifted = floor[:, None] + 1.0 + (deep - low[:, None])
+    # candidates are item columns: find their score columns (item_cols need not be the identity)
+    lookup = np.full(int(max(item_cols.max(initial=0), cands.items.max(initial=0))) + 1, -1, dtype=np.int64)
+    lookup[item_cols] = np.arange(len(item_cols))
     rows, slots = np.nonzero(valid)
-    out[rows, cands.items[rows, slots]] = lifted[rows, slots]
+    out[rows, lookup[cands.items[rows, slots]]] = lifted[rows, slots]
     return out

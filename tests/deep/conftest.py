@@ -37,3 +37,12 @@ def make_window():
         return SlidingWindow(capacity, sample_fields(n_candidates, n_features), device, **kwargs)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The fine-tuner's setting; on a loaded 2-core machine more threads thrash (100x slower rounds)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,7 +20,8 @@ def test_similar_items_score_higher():
     content.set_items(np.arange(3), metas)
     scores = content.score(np.array([[0, -1]]), n_items=3)
     assert scores[0, 1] > scores[0, 2]
-    np.testing.assert_allclose(content.score_pairs(np.array([[0, -1]]), np.array([[1, 2]])), scores[:, 1:], rtol=1e-5)
+    pairs = content.score_pairs(np.array([[0, -1]]), np.array([[1, 2]]))
+    np.testing.assert_allclose(pairs, scores[:, 1:], rtol=1e-5)
 
 
 def test_announced_item_ranks_before_its_first_interaction():
@@ -37,6 +38,7 @@ def test_announced_item_ranks_before_its_first_interaction():
     model.add_items([ItemMeta("jazz-new", "Jazz record new", ("jazz", "music")),
                      ItemMeta("metal-new", "Metal record new", ("metal", "music"))])
     model.learn_many(Interactions.from_records([{"user_id": "fan", "item_id": "jazz0", "ts": 1e6}]))
-    scores, cols = model.score_many(Interactions.from_records([{"user_id": "fan", "item_id": "jazz1", "ts": 1e6}]))
+    query = Interactions.from_records([{"user_id": "fan", "item_id": "jazz1", "ts": 1e6}])
+    scores, cols = model.score_many(query)
     by_id = dict(zip(model.item_ids(cols).tolist(), scores[0].tolist(), strict=True))
     assert by_id["jazz-new"] > by_id["metal-new"]

@@ -6,8 +6,9 @@ from learners.cooccurrence import BatchContext, CoOccurrence, recent_context
 def context(users, items, recent, n_items):
     users, items = np.asarray(users), np.asarray(items)
     ctx, batch_users, new_rows = recent_context(users, items, recent)
-    return BatchContext(users=users, items=items, ts=np.zeros(len(users)), value=np.ones(len(users), np.float32),
-                        kind=np.zeros(len(users), np.uint8), recent=ctx,
+    n = len(users)
+    return BatchContext(users=users, items=items, ts=np.zeros(n), value=np.ones(n, np.float32),
+                        kind=np.zeros(n, np.uint8), recent=ctx,
                         n_items=n_items), batch_users, new_rows
 
 

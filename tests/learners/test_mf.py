@@ -11,12 +11,14 @@ def test_bpr_learns_user_preferences():
     for _ in range(300):
         users = rng.integers(0, 20, 64)
         items = np.where(users % 2 == 0, rng.integers(0, 5, 64), rng.integers(5, 10, 64))
-        negatives = np.where((users % 2 == 0)[:, None], rng.integers(5, 10, (64, 2)), rng.integers(0, 5, (64, 2)))
+        even = (users % 2 == 0)[:, None]
+        negatives = np.where(even, rng.integers(5, 10, (64, 2)), rng.integers(0, 5, (64, 2)))
         mf.learn(users, items, negatives)
     scores = mf.score(np.array([0, 1]), n_items=10)
     assert scores[0, :5].mean() > scores[0, 5:].mean()
     assert scores[1, 5:].mean() > scores[1, :5].mean()
-    np.testing.assert_allclose(mf.score_pairs(np.array([0]), np.array([[3, 7]])), scores[:1, [3, 7]], rtol=1e-5)
+    pairs = mf.score_pairs(np.array([0]), np.array([[3, 7]]))
+    np.testing.assert_allclose(pairs, scores[:1, [3, 7]], rtol=1e-5)
 
 
 def test_squared_loss_learns_ratings():

@@ -1,0 +1,89 @@
+"""Each user's recent items and their times, as the context of the events of a micro-batch.
+
+`RecentItems.context` gives, for every event of a batch, the user's previous items (most recent
+first, -1 padding) and their times: those learned before the batch, then the user's earlier events
+in the same batch, never the event itself or later ones. Users are external ids mapped to dense
+columns (`learners.ids.IdIndex`, bounded by `max_users`).
+
+>>> import numpy as np
+>>> recent = RecentItems(length=2)
+>>> users = np.array(["a", "b", "a"], dtype=object)
+>>> cols, items, _ = recent.context(users, np.array([7, 8, 9]), np.array([0.0, 1.0, 2.0]))
+>>> items.tolist()  # a's second event sees its first
+[[-1, -1], [-1, -1], [7, -1]]
+>>> _ = recent.learn(users, np.array([7, 8, 9]), np.array([0.0, 1.0, 2.0]))
+>>> recent.context(np.array(["a"], dtype=object), np.array([1]), np.array([3.0]))[1].tolist()
+[[9, 7]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from learners.ids import IdIndex, grow_rows
+
+
+class RecentItems:
+    """The last `length` items (and times) of every user, with in-batch context."""
+
+    def __init__(self, length: int = 10, max_users: int | None = None) -> None:
+        if length < 1:
+            raise ValueError(f"length must be positive, got {length}")
+        self.length = length
+        self.max_users = max_users
+        self._users = IdIndex(capacity=max_users)
+        self._items = np.full((16, length), -1, dtype=np.int64)
+        self._ts = np.zeros((16, length))
+
+    def context(
+        self, users: np.ndarray, items: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user columns with -1 for unknown users, recent items [n, L], their times [n, L])."""
+        cols = self._users.cols(np.asarray(users, dtype=object), add=False)
+        recent, recent_ts, _, _ = self._with_batch(users, cols, np.asarray(items, np.int64), np.asarray(ts))
+        return cols, recent, recent_ts
+
+    def learn(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Remember a learned batch; returns (user columns, user columns freed for reuse)."""
+        users = np.asarray(users, dtype=object)
+        items = np.asarray(items, np.int64)
+        ts = np.asarray(ts, np.float64)
+        before = self._users.cols(users, add=False)
+        cols = self._users.cols(users)
+        freed = self._users.pop_freed()
+        self._items = grow_rows(self._items, self._users.n_cols, fill=-1)
+        self._ts = grow_rows(self._ts, self._users.n_cols)
+        self._items[freed] = -1
+        self._ts[freed] = 0.0
+        before = np.where(np.isin(cols, freed), -1, np.where(before >= 0, cols, -1))
+        recent, recent_ts, last, _ = self._with_batch(users, before, items, ts)
+        # a user's state after the batch: their last event's context with that event in front
+        self._items[cols[last]] = np.concatenate([items[last, None], recent[last, :-1]], axis=1)
+        self._ts[cols[last]] = np.concatenate([ts[last, None], recent_ts[last, :-1]], axis=1)
+        return cols, freed
+
+    def _with_batch(self, users: np.ndarray, cols: np.ndarray, items: np.ndarray, ts: np.ndarray):
+        n, length = len(users), self.length
+        known = cols >= 0
+        stored = np.full((n, length), -1, dtype=np.int64)
+        stored_ts = np.zeros((n, length))
+        stored[known] = self._items[cols[known]]
+        stored_ts[known] = self._ts[cols[known]]
+        keys = np.asarray(users).astype(str)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        new_group = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if n else np.zeros(0, bool)
+        starts = np.flatnonzero(new_group)
+        position = np.arange(n) - starts[np.cumsum(new_group) - 1] if n else np.zeros(0, int)
+        ends = np.r_[starts[1:], n] - 1  # sorted position of each user's last event
+        recent = np.empty((n, length), dtype=np.int64)
+        recent_ts = np.empty((n, length))
+        idx = np.arange(n)
+        s_items, s_ts, s_stored, s_stored_ts = items[order], ts[order], stored[order], stored_ts[order]
+        for lag in range(1, length + 1):  # the lag-th previous item of each event
+            from_batch = position >= lag
+            back = np.maximum(idx - lag, 0)
+            slot = np.clip(lag - 1 - position, 0, length - 1)
+            recent[order, lag - 1] = np.where(from_batch, s_items[back], s_stored[idx, slot])
+            recent_ts[order, lag - 1] = np.where(from_batch, s_ts[back], s_stored_ts[idx, slot])
+        return recent, recent_ts, order[ends], order

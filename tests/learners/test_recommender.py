@@ -1,0 +1,185 @@
+import numpy as np
+import pytest
+
+from learners.base import Interactions, ItemMeta, Recommender, State
+from learners.recommender import OnlineRecommender
+
+
+def events(pairs, t0=0.0, kind="click", value=1.0):
+    return Interactions.from_records([
+        {"user_id": u, "item_id": i, "ts": t0 + n, "type": kind, "value": value}
+        for n, (u, i) in enumerate(pairs)
+    ])
+
+
+def two_taste_log(n_users=40, seed=0):
+    """Half the users go a -> b -> c, the other half x -> y -> z."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for u in rng.permutation(n_users):
+        chain = ["a", "b", "c"] if u % 2 == 0 else ["x", "y", "z"]
+        pairs += [(f"u{u}", i) for i in chain]
+    return events(pairs)
+
+
+def test_is_a_recommender_and_learns_sessions():
+    model = OnlineRecommender(seed=0)
+    assert isinstance(model, Recommender)
+    model.learn_many(two_taste_log())
+    model.learn_many(events([("new", "x")], t0=1000))
+    top = model.recommend(["new"], k=2)[0]
+    assert {r.item_id for r in top} == {"y", "z"}
+    assert all(r.source == "cooccurrence" for r in top)
+    assert top[0].score >= top[1].score
+
+
+def test_new_user_gets_popularity():
+    model = OnlineRecommender(seed=0)
+    model.learn_many(events([("u1", "hit"), ("u2", "hit"), ("u3", "hit"), ("u1", "rare")]))
+    recs = model.recommend(["stranger"], k=1)[0]
+    assert recs[0].item_id == "hit" and recs[0].source in {"trending", "popularity", "stage"}
+
+
+def test_score_many_is_causal_within_a_batch():
+    model = OnlineRecommender(seed=0)
+    model.learn_many(two_taste_log())
+    batch = events([("fresh", "x"), ("fresh", "y"), ("other", "a")], t0=2000)
+    scores, cols = model.score_many(batch)
+    col = dict(zip(model.item_ids(cols).tolist(), range(len(cols)), strict=True))
+    # event 0: "fresh" has no context yet, so y (its next item) gets no co-occurrence boost over b
+    assert scores[0, col["y"]] == pytest.approx(scores[0, col["b"]], abs=0.5)
+    # event 1: "fresh"'s earlier event (x) of the same batch is context: y and z now lead
+    assert scores[1, col["y"]] > scores[1, col["b"]] and scores[1, col["z"]] > scores[1, col["c"]]
+    # changing later events never changes an earlier event's scores
+    altered = events([("fresh", "x"), ("fresh", "b"), ("other", "z")], t0=2000)
+    again, _ = model.score_many(altered)
+    np.testing.assert_allclose(again[:2], scores[:2], rtol=1e-6)
+    # and an event's own item does not matter either
+    own = events([("fresh", "c"), ("fresh", "y"), ("other", "a")], t0=2000)
+    np.testing.assert_allclose(model.score_many(own)[0][0], scores[0], rtol=1e-6)
+
+
+def test_scores_use_only_state_before_the_batch():
+    model = OnlineRecommender(seed=0)
+    model.learn_many(two_taste_log())
+    batch = events([("u0", "b"), ("u1", "y")], t0=3000)
+    before, _ = model.score_many(batch)
+    again, _ = model.score_many(batch)
+    np.testing.assert_array_equal(before, again)  # scoring changes nothing
+    model.learn_many(batch)
+    after, _ = model.score_many(batch)
+    assert not np.allclose(before, after)
+
+
+def test_exploration_slot_for_new_items():
+    model = OnlineRecommender(seed=0, explore_slots=1, explore_below=3)
+    for _ in range(5):
+        model.learn_many(two_taste_log())
+    model.add_items([ItemMeta("brand-new", "Brand new thing", ("new",))])
+    recs = model.recommend(["u0"], k=2)[0]  # x, y, z outscore it: only the slot brings it in
+    assert [r.item_id for r in recs][-1] == "brand-new" and recs[-1].source == "explore"
+    assert recs[0].item_id in {"x", "y", "z"}
+    no_explore = OnlineRecommender(seed=0, explore_slots=0)
+    for _ in range(5):
+        no_explore.learn_many(two_taste_log())
+    no_explore.add_items([ItemMeta("brand-new", "Brand new thing", ("new",))])
+    assert "brand-new" not in [r.item_id for r in no_explore.recommend(["u0"], k=2)[0]]
+    # once the item has enough interactions it competes on its own score
+    model.learn_many(events([(f"v{n}", "brand-new") for n in range(3)], t0=5000))
+    assert model._item_events[model.item_cols(np.array(["brand-new"]))[0]] == 3
+
+
+def test_recent_items_are_not_recommended():
+    model = OnlineRecommender(seed=0)
+    model.learn_many(two_taste_log())
+    recs = model.recommend(["u0"], k=10)[0]
+    assert not {"a", "b", "c"} & {r.item_id for r in recs}
+
+
+def test_state_dict_round_trip():
+    model = OnlineRecommender(seed=0)
+    model.learn_many(two_taste_log())
+    model.learn_many(events([("r1", "a")], kind="rating", value=4.0, t0=100))
+    model.add_items([ItemMeta("announced", "Announced item", ("tag",))])
+    state = model.state_dict()
+    assert isinstance(state, State)
+    assert state.meta["events_applied"] == 121 == int(state.items["n_events"].sum())
+    assert int(state.users["n_events"].sum()) == 121
+    assert all(isinstance(v, np.ndarray) for v in [*state.users.values(), *state.items.values()])
+    assert len(state.users["user_id"]) == len(state.users["recent_items"]) == len(state.users["mf_factors"])
+    import json
+
+    json.dumps(state.meta)
+    clone = OnlineRecommender(seed=0)
+    clone.load_state_dict(state)
+    batch = events([("u0", "b"), ("u3", "y"), ("nobody", "a")], t0=200)
+    s1, c1 = model.score_many(batch)
+    s2, c2 = clone.score_many(batch)
+    np.testing.assert_array_equal(model.item_ids(c1), clone.item_ids(c2))
+    np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-6)
+    assert clone.recommend(["u0", "u1"], k=3) == model.recommend(["u0", "u1"], k=3)
+    with pytest.raises(ValueError):
+        OnlineRecommender(dim=8).load_state_dict(state)
+
+
+def test_predict_many_and_ratings():
+    model = OnlineRecommender(seed=0)
+    pairs = [(f"u{u}", f"i{i}") for u in range(20) for i in range(5)]
+    for _ in range(20):
+        model.learn_many(events(pairs, kind="rating", value=4.0))
+    pred = model.predict_many(events([("u1", "i2"), ("unknown", "i1")], kind="rating"))
+    assert pred.shape == (2,) and np.all(np.abs(pred - 4.0) < 0.5)
+    no_mf = OnlineRecommender(dim=0)
+    no_mf.learn_many(events(pairs, kind="rating", value=3.0))
+    assert no_mf.predict_many(events([("u1", "i2")])).tolist() == [3.0]
+
+
+def test_capacity_recycles_item_columns():
+    model = OnlineRecommender(seed=0, max_items=4)
+    model.learn_many(events([("u", "a"), ("u", "b"), ("u", "c"), ("u", "d")]))
+    model.learn_many(events([("v", "e"), ("v", "f")], t0=10))
+    state = model.state_dict()
+    live = [x for x in state.items["item_id"].tolist() if x]
+    assert len(live) == 4 and {"e", "f"} <= set(live)
+    # the evicted items' counts do not leak into the items that reuse their columns
+    assert int(state.items["n_events"].sum()) == 4
+    recs = model.recommend(["v"], k=4)[0]
+    assert {r.item_id for r in recs} <= set(live)
+
+
+def test_on_drift_shrinks_old_evidence():
+    model = OnlineRecommender(seed=0)
+    model.learn_many(two_taste_log())
+    before = model.cooc.counts.sum()
+    model.on_drift(forget=0.5, keep_recent=1)
+    assert model.cooc.counts.sum() == pytest.approx(0.5 * before)
+    assert (model._recent_items[:, 1:] == -1).all()
+    assert model.mf.lr_scale > 1
+
+
+def test_extra_source_is_blended():
+    class Constant:
+        name = "const"
+
+        def __init__(self):
+            self.learned = 0
+
+        def learn(self, batch):
+            self.learned += len(batch.users)
+
+        def score(self, batch):
+            out = np.zeros((len(batch.users), batch.n_items), np.float32)
+            return out
+
+        def score_pairs(self, batch, cols):
+            return np.zeros(cols.shape, np.float32)
+
+        def reset_items(self, cols):
+            pass
+
+    source = Constant()
+    model = OnlineRecommender(sources=[source], seed=0)
+    model.learn_many(two_taste_log())
+    assert source.learned == 120 and "const" in model.blend.names
+    scores, cols = model.score_many(events([("u0", "a")]))
+    assert scores.shape == (1, len(cols))
