@@ -86,13 +86,19 @@ def produce(settings: Any, records: list[tuple[bytes, bytes]], rate: float | Non
     return len(records) / seconds
 
 
-def drain_rate(worker: Any, n: int, timeout: float = 600.0) -> dict[str, float]:
-    """Poll `/health` until `n` events are applied: rate from the first applied event to the last."""
+def drain_rate(worker: Any, n: int, timeout: float = 600.0, stall: float = 30.0) -> dict[str, float]:
+    """Poll `/health` until `n` events are applied: rate from the first applied event to the last.
+    Gives up when nothing moves for `stall` seconds (e.g. a learner error dead-letters events)."""
     deadline = time.monotonic() + timeout
     first_t = first_n = None
+    progress, moved = -1, time.monotonic()
     while time.monotonic() < deadline:
         health = worker.health()
         applied, now = health["events_applied"], time.perf_counter()
+        if applied + health["dlq_total"] != progress:
+            progress, moved = applied + health["dlq_total"], time.monotonic()
+        elif time.monotonic() - moved > stall:
+            raise RuntimeError(f"worker stalled at {applied} of {n} applied; dead letters {health['dlq']}")
         if first_t is None and applied > 0:
             first_t, first_n = now, applied
         if applied >= n:

@@ -154,13 +154,14 @@ def _threads_seen_by_main(threads: int) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:n]")
-    parser.add_argument("--window", type=int, default=20_000, help="samples in the window (events whose "
-                        "item was a candidate: about a third of a 50,000-event window)")
+    # defaults: the production DeepReranker over OnlineRecommender (cooccurrence + mf sources)
+    parser.add_argument("--window", type=int, default=15_000, help="samples in the window (events whose "
+                        "item was a candidate: about 60%% of a 25,000-event window)")
     parser.add_argument("--candidates", type=int, default=50)
-    parser.add_argument("--features", type=int, default=17)
-    parser.add_argument("--hidden", default="64,32")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--features", type=int, default=15, help="9 own + 3 per source, 2 sources")
+    parser.add_argument("--hidden", default="32,16")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--interval", type=int, default=5_000, help="events between fine-tunes")
     parser.add_argument("--live-rate", type=float, default=5_000.0, help="events per second, live")
     parser.add_argument("--rounds", type=int, default=3)

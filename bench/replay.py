@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     catalog = f", {len(items):,} catalog entries" if items else ""
     print(f"replaying {description}: {len(log):,} events, {n_users:,} users, {n_items:,} items{catalog}"
           f" -> {type(model).__name__}", file=sys.stderr)
-    evaluator = PrequentialEvaluator(window=args.window, seed=args.seed)
+    evaluator = PrequentialEvaluator(window=args.window, seed=args.seed, series_every=max(1, len(log) // 400))
     evaluator, timing = replay(log, model, items, args.batch_size, evaluator, monitor,
                                progress=not args.quiet)
     report = build_report(evaluator, timing, model, description, args.batch_size, facts, monitor)

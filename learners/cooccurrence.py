@@ -102,8 +102,11 @@ class CoOccurrence:
     """
 
     def __init__(self, window: int = 10, context: int = 10, decay: float = 0.9, alpha: float = 0.7,
-                 directed: bool = False, name: str = "cooccurrence") -> None:
+                 directed: bool = False, pair_decay: float = 1.0, pair_power: float = 0.0,
+                 name: str = "cooccurrence") -> None:
         self.name = name
+        self.pair_decay = pair_decay
+        self.pair_power = pair_power
         self.directed = directed
         self.window = window
         self.context = context
@@ -139,10 +142,12 @@ class CoOccurrence:
         if self.directed:  # earlier item -> later item only, closer steps weigh more
             weight = np.tile(self.decay ** np.arange(previous.shape[1], dtype=np.float32), len(batch.items))
             pairs, other, weight = cols[keep], rows[keep], weight[keep]
-        else:
+        else:  # symmetric; a pair d steps apart counts pair_decay ** (d - 1) / d ** pair_power
+            steps = np.arange(previous.shape[1], dtype=np.float32)
+            weight = np.tile(self.pair_decay**steps / (steps + 1) ** self.pair_power, len(batch.items))[keep]
             pairs = np.concatenate([rows[keep], cols[keep]])
             other = np.concatenate([cols[keep], rows[keep]])
-            weight = np.ones(len(pairs), dtype=np.float32)
+            weight = np.concatenate([weight, weight])
         counts = torch.from_numpy(self.counts)
         counts.index_put_((torch.from_numpy(pairs), torch.from_numpy(other)), torch.from_numpy(weight),
                           accumulate=True)

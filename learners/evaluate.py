@@ -12,7 +12,14 @@ RMSE over rating events when the caller passes rating predictions made before le
 Within a micro-batch evaluability and history are exact per event: a user's earlier event in the same
 batch is already in that user's history, and an item first seen earlier in the batch is a candidate.
 Seen items the model cannot score rank as -inf. The evaluator keeps its own item numbering and
-per-user history bitmap keyed by external ids, so model columns may be reused after expiry.
+per-user history bitmap keyed by external ids, so model columns may be reused after expiry: the
+cached column of every item is checked against `model.item_ids` each batch (skipped while a model's
+optional `item_index_version` attribute is unchanged). Its item numbers follow the model's columns
+when it can, so the score matrix is used in place, without a permutation.
+
+Cost: per evaluated event two comparisons of its score row with the target's score, a masked count
+and the candidate mask (unpacked from the bit-packed history), in cache-sized chunks of rows; the
+per-event Python work is two dict lookups (user and item ids).
 
 >>> import numpy as np
 >>> from learners.base import Interactions
@@ -78,6 +85,9 @@ class PrequentialEvaluator:
         others still update the seen items and histories.
     max_cells
         Rows x items ranked at once: chunks that stay in the CPU cache (and bound the masks' memory).
+    series_every, series_max
+        A point of the rolling series is taken after the batch that completes every `series_every`
+        events (at most `series_max` points are kept, the latest).
     max_users
         Users whose history is kept (a live worker's bound: the history costs items/8 bytes per user);
         beyond it the least recently seen user is forgotten and counts as new when back.
@@ -94,6 +104,7 @@ class PrequentialEvaluator:
         evaluate_every: int = 1,
         max_cells: int = 1 << 18,
         max_users: int | None = None,
+        series_every: int = 500,
         series_max: int = 10_000,
     ) -> None:
         if min(k, window, coverage_every, evaluate_every, max_cells) < 1:
@@ -111,6 +122,7 @@ class PrequentialEvaluator:
         self.evaluate_every = evaluate_every
         self.max_cells = max_cells
         self.max_users = max_users
+        self.series_every = series_every
         self.series_max = series_max
         self.reset()
 
@@ -140,6 +152,8 @@ class PrequentialEvaluator:
         self._rolling = {name: RollingMean(self.window) for name in ("hit", "ndcg", "rr", "auc", "sq_err")}
         self._kept: dict[str, list[np.ndarray]] = {"position": [], "rank": [], "n_candidates": [], "ts": []}
         self._series: deque[dict[str, float]] = deque(maxlen=self.series_max)
+        self._last_ts = float("nan")
+        self._model_version: Any = None
         self._pending: tuple[Interactions, dict[str, np.ndarray]] | None = None
 
     # ----------------------------------------------------------------------------- state
@@ -290,6 +304,13 @@ class PrequentialEvaluator:
                             item_cols: np.ndarray) -> None:
         """Check the cached model column of every slot still holds our item (columns may be reused
         after expiry) and look up the ones that do not or were unknown."""
+        # a model that numbers its item index versions (bumped whenever a column changes hands)
+        # spares the check while nothing changed and no slot waits for its column
+        version = getattr(model, "item_index_version", None) if model is not None else None
+        if version is not None and version == self._model_version and bool(
+                np.all(self._model_col[: self._n_slots][self._holds[: self._n_slots]] >= 0)):
+            return
+        self._model_version = version
         slots = np.flatnonzero(self._holds[: self._n_slots])
         cols = self._model_col[slots]
         known = cols >= 0
@@ -333,8 +354,9 @@ class PrequentialEvaluator:
         user, adds = plan["user"], plan["adds"]
         n = len(user)
         order = np.argsort(user, kind="stable")  # groups by user, batch order inside a group
-        starts = np.r_[0, np.flatnonzero(np.diff(user[order])) + 1]
-        group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+        sorted_users = user[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_users[1:] != sorted_users[:-1])))
+        group_start = np.repeat(starts, np.diff(np.append(starts, n)))
         adds_sorted = adds[order]
         running = np.cumsum(adds_sorted)
         added = running - adds_sorted  # exclusive running count of additions
@@ -441,7 +463,10 @@ class PrequentialEvaluator:
         self.events += n
         self.seconds += time.perf_counter() - started
         self.cpu_seconds += time.process_time() - cpu
-        self._snapshot(batch)
+        if len(batch):
+            self._last_ts = float(batch.ts[-1])
+        if self.events // self.series_every > (self.events - n) // self.series_every:
+            self._snapshot()
         return result
 
     def _rank(self, plan: dict[str, np.ndarray], ev_pos: np.ndarray, scores: np.ndarray,
@@ -543,9 +568,8 @@ class PrequentialEvaluator:
         np.bitwise_or.at(self._history, (users[adds], slots[adds] >> 3), _BITS[slots[adds] & 7])
         self._hist_len += np.bincount(users[adds], minlength=len(self._hist_len))[: len(self._hist_len)]
 
-    def _snapshot(self, batch: Interactions) -> None:
-        point = {"events": float(self.events), "evaluated": float(self.evaluated),
-                 "ts": float(batch.ts[-1]) if len(batch) else float("nan")}
+    def _snapshot(self) -> None:
+        point = {"events": float(self.events), "evaluated": float(self.evaluated), "ts": self._last_ts}
         for name in ("hit", "ndcg", "rr", "auc"):
             point[name] = self._rolling[name].get()
         if self._n_rated:
@@ -570,7 +594,9 @@ class PrequentialEvaluator:
         return out
 
     def series(self) -> list[dict[str, float]]:
-        """One point per observed batch: counts so far and the rolling means then."""
+        """Points every `series_every` events (and now): counts so far and the rolling means then."""
+        if self.events and (not self._series or self._series[-1]["events"] != self.events):
+            self._snapshot()
         return list(self._series)
 
     def report(self) -> dict[str, Any]:

@@ -80,6 +80,7 @@ class OnlineRecommender:
         the content source scores only such items (it is the cold-start signal).
     max_users, max_items, user_idle
         Bounds of the id indexes (least recently seen evicted; users idle for `user_idle` events drop).
+        The co-occurrence matrix is dense: at most max_items**2 * 4 bytes (8192 items: 256 MiB).
     sources
         Extra sources (see the interface above).
     deep
@@ -93,6 +94,8 @@ class OnlineRecommender:
         context: int = 10,
         decay: float = 0.8,
         alpha: float = 0.7,
+        pair_decay: float = 1.0,
+        pair_power: float = 0.0,
         dim: int = 32,
         mf_lr: float = 0.05,
         blend_mf: bool = False,
@@ -106,7 +109,7 @@ class OnlineRecommender:
         explore_slots: int = 1,
         explore_below: int = 5,
         max_users: int = 200_000,
-        max_items: int = 20_000,
+        max_items: int = 8192,
         user_idle: float | None = None,
         sources: Sequence[Any] = (),
         deep: Any = None,
@@ -117,6 +120,8 @@ class OnlineRecommender:
         self.context = context
         self.decay = decay
         self.alpha = alpha
+        self.pair_decay = pair_decay
+        self.pair_power = pair_power
         self.dim = dim
         self.mf_lr = mf_lr
         self.blend_mf = blend_mf
@@ -152,7 +157,7 @@ class OnlineRecommender:
         self._user_events = np.zeros(0, dtype=np.int64)
         self._item_events = np.zeros(0, dtype=np.int64)
         self.cooc = CoOccurrence(window=min(window, recent), context=min(context, recent), decay=decay,
-                                 alpha=alpha)
+                                 alpha=alpha, pair_decay=pair_decay, pair_power=pair_power)
         self.trans = None
         if transitions:  # directed "what comes next" counts over the last `transitions` items
             self.trans = CoOccurrence(window=min(transitions, recent), context=min(transitions, recent),
@@ -326,7 +331,7 @@ class OnlineRecommender:
             scores += trans
         cold = self._cold_items(ctx.n_items)
         if len(cold):
-            content = self.content.score_cols(ctx.recent, cold)
+            content = self.content.score_cols(ctx.recent[:, : self.context], cold)
             scores[:, cold] += weights[names.index("content")] * content
         for source in self.extra_sources:
             matrix = np.asarray(source.score(ctx), dtype=np.float32)
@@ -351,7 +356,8 @@ class OnlineRecommender:
             feats[..., names.index("transitions")] = self.trans.score_pairs(ctx, cols)
         if self.content.n_with_meta:
             cold = (self._item_events[cols] < self.explore_below).astype(np.float32)
-            feats[..., names.index("content")] = self.content.score_pairs(ctx.recent, cols) * cold
+            content = self.content.score_pairs(ctx.recent[:, : self.context], cols)
+            feats[..., names.index("content")] = content * cold
         for source in self.extra_sources:
             feats[..., names.index(source.name)] = source.score_pairs(ctx, cols)
         return feats

@@ -160,6 +160,11 @@ class WindowedFineTuner:
             self._served = Served(version, model)
             return version
 
+    def restore(self, model: CandidateRanker | None, version: int) -> None:
+        """Serve `model` as `version` (a checkpoint), replacing the current pair in one assignment."""
+        with self._swap_lock:
+            self._served = Served(int(version), model)
+
     # ----------------------------------------------------------------------------- scheduling
     def tick(self, events_seen: int, now: float | None = None) -> None:
         """Call after each learned micro-batch: `events_seen` events are in the window. Applies the
@@ -283,7 +288,7 @@ class WindowedFineTuner:
 
     @torch.no_grad()
     def evaluate_loss(
-        self, model: CandidateRanker, data: dict[str, torch.Tensor], limit: int = 4096
+        self, model: CandidateRanker, data: dict[str, torch.Tensor], limit: int = 2048
     ) -> float:
         sl = slice(max(0, len(data["label"]) - limit), None)  # the newest samples: a cheap, stable estimate
         model.eval()

@@ -83,17 +83,17 @@ class DeepReranker:
         self,
         n_candidates: int = 50,
         per_source: int = 0,
-        hidden: Sequence[int] = (64, 32),
+        hidden: Sequence[int] = (32, 16),
         item_dim: int = 0,
         max_items: int = 1 << 16,
         recent: int = 10,
         max_users: int | None = 1_000_000,
-        window_events: int = 50_000,
+        window_events: int = 25_000,
         window_seconds: float | None = None,
         every_events: int | None = 5_000,
         every_seconds: float | None = None,
-        epochs: int = 2,
-        batch_size: int = 512,
+        epochs: int = 1,
+        batch_size: int = 1024,
         lr: float = 1e-2,
         background: bool = True,
         live_rate: float = 5_000.0,
@@ -169,8 +169,12 @@ class DeepReranker:
         sources: Mapping[str, np.ndarray],
         item_cols: np.ndarray,
         ts: np.ndarray,
+        remember: bool = True,
     ) -> np.ndarray:
         """Final scores (B, m): the blend's top candidates in the deep order above the other items.
+
+        With `remember` (scoring a batch that `learn` gets next) the candidates are kept as that
+        batch's training samples; serving top-K lists passes False.
 
         `users` are the events' external user ids, `batch_items` their item columns (-1 unknown; only
         the context of the same user's later events), `blend` and `sources[name]` (B, m) score rows
@@ -179,7 +183,8 @@ class DeepReranker:
         rows = {name: np.broadcast_to(v, blend.shape) if np.ndim(v) == 1 else v
                 for name, v in sources.items()}
         cands = self.features.build(user_cols, recent, recent_ts, ts, blend, rows, item_cols)
-        self._scored = (ts, cands)
+        if remember:
+            self._scored = (ts, cands)
         tuner = self._ensure_tuner(cands.history.shape[1])
         served = tuner.serving  # one read: this batch sees one model
         out = np.array(blend, dtype=np.float32, copy=True)
@@ -228,6 +233,28 @@ class DeepReranker:
 
     def reset_items(self, cols: np.ndarray) -> None:
         self.features.reset_items(cols)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The serving model (weights as numpy arrays, config, version): a worker checkpoint restores
+        it with `load_state_dict`; the window and statistics refill from the stream."""
+        served = self.tuner.serving if self.tuner is not None else None
+        if served is None or served.model is None:
+            return {"version": 0 if served is None else served.version, "config": None, "weights": {}}
+        weights = {k: v.detach().cpu().numpy() for k, v in served.model.state_dict().items()}
+        return {"version": served.version, "config": served.model.config(),
+                "source_names": list(self.features.source_names or ()), "weights": weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Serve a saved model (from `state_dict`) until the next accepted fine-tune."""
+        if not state.get("weights"):
+            return
+        config = dict(state["config"])
+        model = CandidateRanker(config.pop("n_features"), **config).to(self.device)
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in state["weights"].items()})
+        model.eval()
+        self.features.source_names = tuple(state["source_names"])
+        tuner = self._ensure_tuner()
+        tuner.restore(model, int(state["version"]))
 
     def close(self) -> None:
         """Wait for a running background fine-tune."""

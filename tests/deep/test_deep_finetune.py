@@ -61,7 +61,7 @@ def test_a_worse_model_is_rejected_and_the_serving_one_kept(make_window):
     fill_window(window, 200, 8, 4, seed=3, start=1800)  # newest slice: feature 0 decides
     serving = CandidateRanker(4, hidden=(16,), prior_feature=0)  # ranks by feature 0 exactly
     tuner = _tuner(window, fixed_cost_s=0.0, lr=0.05, epochs=5)
-    tuner._served = tuner.serving._replace(version=7, model=serving)
+    tuner.restore(serving, 7)
     tuner.tick(2000)
     tuner.tick(2000)
     assert tuner.rounds[-1].accepted is False and tuner.rejected == 1

@@ -84,3 +84,17 @@ def test_the_reranker_trains_and_serves_on_cuda():
     assert rr.window is not None and rr.window.device.type == "cuda"
     assert next(rr.tuner.serving.model.parameters()).is_cuda
     assert deep_hr > blend_hr
+
+
+def test_a_checkpointed_model_serves_again_after_a_restart():
+    rr = DeepReranker(n_candidates=40, every_events=1000, background=False, fixed_cost_s=0.0, device="cpu",
+                      batch_size=128)
+    _stream(rr, 40)
+    state = rr.state_dict()
+    assert state["version"] >= 1 and state["weights"]
+    fresh = DeepReranker(n_candidates=40, device="cpu")
+    fresh.load_state_dict(state)
+    assert fresh.model_version == state["version"]
+    x = torch.randn(8, 40, rr.features.n_features)
+    with torch.inference_mode():
+        torch.testing.assert_close(fresh.tuner.serving.model(x), rr.tuner.serving.model(x))

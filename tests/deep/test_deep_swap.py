@@ -59,7 +59,8 @@ def test_scorers_see_whole_models_and_monotone_versions_while_rounds_swap(make_w
 def test_background_rounds_leave_the_main_threads_torch_threads_alone(make_window):
     window = make_window()
     fill_window(window, 500, 8, 4)
-    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what a stream's main thread may use (the fixture restores it)
+    torch.ones(64, 64) @ torch.ones(64, 64)  # the main thread's pool is initialised
     tuner = WindowedFineTuner(lambda: CandidateRanker(4, hidden=(8,)), window, every_events=1,
                               min_samples=100, background=True, device="cpu", threads=1)
     tuner.tick(500)
@@ -67,4 +68,4 @@ def test_background_rounds_leave_the_main_threads_torch_threads_alone(make_windo
     assert tuner.rounds, "the round ran"
     # OpenMP keeps thread counts per thread; other builds are process-wide (documented in finetune.py)
     if "OpenMP" in torch.__config__.parallel_info():
-        assert torch.get_num_threads() == before
+        assert torch.get_num_threads() == 2

@@ -54,14 +54,14 @@ def switch_stream():
 def test_monitor_detects_a_drop_not_a_rise_and_calls_the_hook() -> None:
     rng = np.random.default_rng(3)
     model = ForgettingPopularity()
-    monitor = DriftMonitor(chunk=16, cooldown=500)
+    monitor = DriftMonitor(cooldown=500)
     monitor.update(rng.random(3000) < 0.05, model)  # warming up: the hit rate rises next
     monitor.update(rng.random(3000) < 0.4, model)
     assert monitor.detections == 0 and model.drifts == 0
     monitor.update(rng.random(2000) < 0.1, model, positions=np.arange(10_000, 12_000))
     assert monitor.detections == 1 and model.drifts == 1
     assert 10_000 <= monitor.positions[0] < 11_000  # found within a thousand events of the drop
-    control = DriftMonitor(chunk=16, adapt=False)
+    control = DriftMonitor(adapt=False)
     for hits in (rng.random(4000) < 0.4, rng.random(2000) < 0.1):
         control.update(hits, model)
     assert control.detections == 1 and model.drifts == 1  # counted, not adapted

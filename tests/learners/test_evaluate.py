@@ -285,8 +285,10 @@ def test_popularity_at_batch_size_one_matches_the_per_event_protocol() -> None:
 
 
 class ReshufflingModel(TableModel):
-    """Every batch it renumbers its columns and forgets a few items, as a model reusing columns after
-    expiry would: the evaluator must follow the mapping."""
+    """Every `period` batches it renumbers its columns and forgets a few items, as a model reusing
+    columns after expiry would: the evaluator must follow the mapping."""
+
+    period = 1
 
     def __init__(self, items: list[str], table: dict[tuple[str, str], float]) -> None:
         super().__init__(items, table)
@@ -294,10 +296,12 @@ class ReshufflingModel(TableModel):
         self.calls = 0
 
     def dropped(self, call: int) -> set[str]:
-        return set(self.all_items[call % 7:: 9])
+        epoch = call // self.period
+        return set(self.all_items[epoch % 7:: 9])
 
     def score_many(self, batch: Interactions) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(self.calls)
+        epoch = self.calls // self.period
+        rng = np.random.default_rng(epoch)
         known = [x for x in self.all_items if x not in self.dropped(self.calls)]
         self.items = np.array(list(rng.permutation(known)), dtype=object)
         self.col = {x: c for c, x in enumerate(self.items)}
@@ -305,12 +309,26 @@ class ReshufflingModel(TableModel):
         return super().score_many(batch)
 
 
-def test_follows_column_reuse_between_batches() -> None:
+class VersionedReshufflingModel(ReshufflingModel):
+    """Renumbers every third batch and says so, so the evaluator may skip its check in between."""
+
+    period = 3
+
+    def dropped(self, call: int) -> set[str]:
+        return set()  # only renumbering: the evaluator's check is skipped between versions
+
+    @property
+    def item_index_version(self) -> int:
+        return (self.calls - 1) // self.period
+
+
+@pytest.mark.parametrize("model_class", [ReshufflingModel, VersionedReshufflingModel])
+def test_follows_column_reuse_between_batches(model_class: type) -> None:
     log = generate(n_events=800, n_users=30, n_items=45, n_clusters=3, seed=19).log
     items = sorted(set(log.item.tolist()))
     rng = np.random.default_rng(6)
     table = {(u, i): float(rng.integers(0, 4)) for u in set(log.user.tolist()) for i in items}
-    model, ev = ReshufflingModel(items, table), PrequentialEvaluator()
+    model, ev = model_class(items, table), PrequentialEvaluator()
     batch_size, batch_of_call = 40, {}
     for lo in range(0, len(log), batch_size):
         batch = log[lo: lo + batch_size]

@@ -25,7 +25,7 @@ def test_synthetic_demo_writes_report_and_plot(tmp_path: Path, capsys: pytest.Ca
     for key in ("events_per_s", "hr@10", "ndcg@10", "mrr", "auc", "coverage@10"):
         assert report[key] is not None and report[key] >= 0
     assert 0 <= report["hr@10"] <= 1 and report["ndcg@10"] <= report["hr@10"]
-    assert len(report["series"]) == 15 and report["series"][-1]["events"] == 3000
+    assert len(report["series"]) == 15 and report["series"][-1]["events"] == 3000  # one per batch here
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "HR@10" in out and "events/s" in out
