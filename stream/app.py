@@ -2,8 +2,9 @@
 
 Faust runs the worker (lifecycle, signals, logging, the web server with `/metrics`, `/health`, ...).
 Events are consumed by `EventConsumer`, a `mode.Service` started with the Faust worker, which reads
-whole micro-batches with aiokafka's `getmany` instead of Faust's per-event agent streams: on this 2-core
-box an agent stream delivered ~1,500 events/s, `getmany` ~400,000/s (see bench/e2e.py). It also owns
+whole micro-batches with aiokafka's `getmany` instead of Faust's per-event agent streams: on the 2-core
+development box a `stream.take_events` agent delivered ~1,500 events/s, a bare `getmany` loop ~400,000/s
+(the worker as a whole: bench/e2e.py). It also owns
 the offsets: they are saved with the learner state in each checkpoint, committed to Kafka only after
 that checkpoint is on disk, and on assignment the consumer seeks to the checkpoint's offsets, so state
 and offsets never disagree.
@@ -123,9 +124,10 @@ class EventConsumer(Service):
     """Consumes `items` and `interactions` in micro-batches and hands them to a `LiveLoop`-like
     `live` object (see `stream.worker`), sending what it returns; checkpoints state with offsets.
 
-    `live` provides: `apply(items_records, interaction_records) -> (dead_letters, recommendation
-    records)`, `due_records()`, `offsets` (dict (topic, partition) -> next offset),
-    `checkpoint() -> path | None`, `records_since_checkpoint`.
+    `live` provides: `stage(item_records, interaction_records) -> good events pending`, `flush() ->
+    (dead letters, recommendation records)`, `due_records()`, `final_records()`, `offsets` (dict
+    (topic, partition) -> next offset), `checkpoint() -> path | None`, `records_since_checkpoint`,
+    `executor` (the one thread that runs every learner call), `assignment`, `timing_sums`.
     """
 
     def __init__(self, settings: Settings, live: Any, on_lag: Callable[[dict], None] | None = None,

@@ -25,7 +25,7 @@ class Settings:
     partitions: int = 4
     app_id: str = "streamrec"
     k: int = 10
-    batch_size: int = 1000
+    batch_size: int = 2000
     batch_timeout: float = 0.05  # seconds a micro-batch waits to fill up
     debounce: float = 0.0  # extra seconds a user's list waits for more events before publishing
     web_host: str = "127.0.0.1"
@@ -143,7 +143,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(parser)
     g = parser.add_argument_group("worker (flags override STREAMREC_* environment variables)")
     g.add_argument("--k", type=int, help="recommendations per user [STREAMREC_K, 10]")
-    g.add_argument("--batch-size", type=int, help="max events per micro-batch [STREAMREC_BATCH_SIZE, 1000]")
+    g.add_argument("--batch-size", type=int, help="max events per micro-batch [STREAMREC_BATCH_SIZE, 2000]")
     g.add_argument("--batch-timeout", type=float,
                    help="seconds a micro-batch waits to fill [STREAMREC_BATCH_TIMEOUT, 0.05]")
     g.add_argument("--debounce", type=float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,14 @@ def test_every_touched_user_gets_a_fresh_list(kafka_bootstrap: str, topic_prefix
             producer.close()
         health = worker.wait_applied(len(log), timeout=30)
         assert health["dlq_total"] == 0 and health["events_applied"] == len(log)
+        # the same worker serves its lists and metrics over HTTP
+        some_user, web = log.user[0], f"http://127.0.0.1:{worker.web_port}"
+        with urllib.request.urlopen(f"{web}/recommendations/{some_user}?k=3") as r:
+            served = json.loads(r.read())
+        assert served["user_id"] == some_user and len(served["items"]) == 3
+        with urllib.request.urlopen(f"{web}/metrics") as r:
+            metrics = r.read().decode()
+        assert f"streamrec_events_applied_total {float(len(log))}" in metrics
 
         def all_users(records: list) -> bool:
             return {r.key.decode() for r in records} >= users
