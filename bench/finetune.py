@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", default="32,16")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--interval", type=int, default=5_000, help="events between fine-tunes")
+    parser.add_argument("--interval", type=int, default=10_000, help="events between fine-tunes")
     parser.add_argument("--live-rate", type=float, default=5_000.0, help="events per second, live")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")

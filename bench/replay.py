@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=2000, help="evaluated events in the rolling metrics")
     parser.add_argument("--no-drift", action="store_true", help="no drift detection / adaptation")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: small batched ops get slower with more)")
 
 
 def deep_source(seed: int = 0) -> Any:
@@ -256,6 +258,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         print("streamrec replay: --batch-size must be positive", file=sys.stderr)
         return 2
+    import torch
+
+    # Micro-batch ops are small: torch's thread pool costs more than it gives, and under load its spinning
+    # threads made a replay ~10x slower. The worker does the same (`--torch-threads`).
+    torch.set_num_threads(max(1, args.torch_threads))
     model = build_model(args)
     monitor = _drift_monitor(model, args)
     n_users, n_items = len(set(log.user.tolist())), len(set(log.item.tolist()))

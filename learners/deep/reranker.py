@@ -90,7 +90,7 @@ class DeepReranker:
         max_users: int | None = 1_000_000,
         window_events: int = 25_000,
         window_seconds: float | None = None,
-        every_events: int | None = 5_000,
+        every_events: int | None = 10_000,
         every_seconds: float | None = None,
         epochs: int = 1,
         batch_size: int = 1024,

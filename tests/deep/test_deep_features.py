@@ -1,0 +1,45 @@
+import numpy as np
+
+from learners.deep.features import CandidateFeatures
+from learners.deep.history import RecentItems
+
+
+def test_candidates_are_the_blend_top_minus_the_users_own_items():
+    feats = CandidateFeatures(n_candidates=3)
+    feats.learn(np.array([0, 0]), np.array([4, 5]))  # user 0 took items 4 and 5
+    blend = np.tile(np.arange(8, dtype=np.float32), (2, 1))  # item 7 best, then 6, 5, ...
+    recent = np.array([[6, -1], [-1, -1]])  # user 0's earlier event in this batch: item 6
+    c = feats.build(np.array([0, 1]), recent, np.zeros((2, 2)), np.zeros(2), blend, {"s": blend},
+                    np.arange(8))
+    assert c.items.tolist() == [[7, 3, 2], [7, 6, 5]]
+    assert c.label(np.array([3, 4])).tolist() == [1, -1]
+
+
+def test_each_source_proposes_its_own_best_items():
+    feats = CandidateFeatures(n_candidates=4, per_source=1, exclude_seen=False)
+    blend = np.tile(np.arange(10, dtype=np.float32), (1, 1))
+    likes_zero = np.zeros((1, 10), np.float32)
+    likes_zero[0, 0] = 5.0  # the blend ranks item 0 last; this source is sure of it
+    c = feats.build(np.array([0]), np.full((1, 2), -1), np.zeros((1, 2)), np.zeros(1), blend,
+                    {"a": likes_zero, "b": blend}, np.arange(10))
+    assert set(c.items[0, : c.n_valid[0]].tolist()) == {9, 8, 0}  # item 9 proposed twice counts once
+    assert c.items[0, 0] == 9 and c.n_valid[0] == 3
+
+
+def test_item_statistics_features_follow_the_stream():
+    feats = CandidateFeatures(n_candidates=2, exclude_seen=False)
+    feats.learn(np.array([0, 1, 2]), np.array([1, 1, 0]))
+    blend = np.array([[0.0, 1.0]], np.float32)
+    c = feats.build(np.array([3]), np.full((1, 1), -1), np.zeros((1, 1)), np.zeros(1), blend, {"s": blend},
+                    np.arange(2))
+    count = c.features[0, :, 2]  # log1p(interactions), candidates in blend order: item 1, item 0
+    np.testing.assert_allclose(count, np.log1p([2.0, 1.0]), rtol=1e-6)
+
+
+def test_recent_items_include_earlier_events_of_the_batch_only():
+    recent = RecentItems(length=3)
+    recent.learn(np.array(["a"], dtype=object), np.array([1]), np.array([0.0]))
+    users = np.array(["b", "a", "a", "b"], dtype=object)
+    cols, items, ts = recent.context(users, np.array([7, 2, 3, 8]), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert items.tolist() == [[-1, -1, -1], [1, -1, -1], [2, 1, -1], [7, -1, -1]]
+    assert ts[2, :2].tolist() == [2.0, 0.0] and cols.tolist()[1] >= 0 and cols[0] == -1
