@@ -107,6 +107,8 @@ def stream_impact(args: argparse.Namespace) -> dict[str, object]:
     from learners.deep.reranker import DeepReranker
     from learners.recommender import OnlineRecommender
 
+    if args.main_threads:
+        torch.set_num_threads(args.main_threads)
     log = read_log(args.stream_impact)
     if args.limit:
         log = log[: args.limit]
@@ -172,6 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "background fine-tunes on this log instead")
     parser.add_argument("--limit", type=int, default=30_000, help="events of LOG (--stream-impact)")
     parser.add_argument("--stream-batch", type=int, default=256, help="micro-batch (--stream-impact)")
+    parser.add_argument("--main-threads", type=int, default=0, help="torch threads of the stream's "
+                        "thread (--stream-impact; 0: torch's default)")
     parser.add_argument("--warmup-events", type=int, default=5_000, help="not timed (--stream-impact)")
 
 

@@ -181,6 +181,8 @@ def build_report(evaluator: PrequentialEvaluator, timing: dict[str, float], mode
     if monitor is not None:
         report["drift_detections"] = monitor.detections
         report["drift_positions"] = list(monitor.positions)
+    reranker = getattr(model, "reranker", None)
+    report["deep"] = reranker.stats() if reranker is not None else None  # rounds, rejected, s/round
     report["rolling_window"] = evaluator.window
     report["series"] = _thin(evaluator.series())
     return _finite(report)
@@ -206,7 +208,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for n, pos in enumerate(report.get("drift_positions", [])):
         ax.axvline(pos, color="red", ls=":", lw=1, label="drift detected" if n == 0 else None)
     ax.set_ylabel(f"rolling mean (last {report['rolling_window']} evaluated)")
-    ax.set_title(f"{report['model']} on {report['data']}: prequential replay")
+    ax.set_title(f"{report['model']}, prequential replay\n{report['data']}", fontsize=10)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
     if has_rmse:

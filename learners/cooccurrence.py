@@ -165,15 +165,15 @@ class CoOccurrence:
     def _candidate_norm(self, n_items: int) -> np.ndarray:
         return 1.0 / np.maximum(self.item_counts[:n_items], 1.0) ** (1.0 - self.alpha)
 
-    def score(self, batch: BatchContext) -> np.ndarray:
-        """(B, n_items) similarity of every item to each event's recent items."""
+    def score(self, batch: BatchContext, scale: float = 1.0) -> np.ndarray:
+        """(B, n_items) similarity of every item to each event's recent items, times `scale`."""
         self.resize(batch.n_items)
         ctx, weights = self._context_weights(batch.recent)
         summed = torch.nn.functional.embedding_bag(
             torch.from_numpy(ctx), torch.from_numpy(self.counts),
             per_sample_weights=torch.from_numpy(weights), mode="sum",
         ).numpy()[:, : batch.n_items]
-        summed *= self._candidate_norm(batch.n_items)[None, :]
+        summed *= (scale * self._candidate_norm(batch.n_items)).astype(np.float32)[None, :]
         return summed
 
     def score_pairs(self, batch: BatchContext, cols: np.ndarray) -> np.ndarray:

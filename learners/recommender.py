@@ -2,16 +2,24 @@
 
 Sources, each scoring every (event, item) pair of a micro-batch:
 
-* ``cooccurrence`` (session signal): asymmetric-cosine co-occurrence with the user's recent items;
-* ``mf``: incremental BPR matrix factorisation (long-term taste; rating head for `predict_many`);
-* ``content``: hashed title/tag tokens of announced items vs. the user's recent items (cold start);
-* ``popularity``: trending (decayed) and all-time log counts, the same for every user;
-* any extra source (``sources=[...]``, e.g. helper D's deep model).
+* ``cooccurrence`` (session signal): asymmetric-cosine co-occurrence of candidates with the user's last
+  `context` items; pairs up to `window` steps apart are counted, a pair d steps apart weighing
+  d ** -pair_power (short sessions and long rating histories both fit);
+* ``trending`` / ``popularity`` / ``stage``: decayed, all-time and per-user-stage (log2 bucket of the
+  user's earlier events) log counts, user-independent rows folded into one pass;
+* ``content``: hashed title/tag tokens of catalog items vs. the user's recent items (scores announced
+  items before their first interaction);
+* optional: ``mf`` (incremental BPR MF, `blend_mf=True`; always trained for `predict_many`),
+  ``transitions`` (directed next-item counts), ``now`` (very short half-life trending), extra sources.
 
 The blend (`learners.blend.Blend`) learns each source's weight online from the stream (the event's
-item vs. sampled negatives, with the state before the batch). `recommend` reserves `explore_slots` of
-each list for the best new item (fewer than `explore_below` interactions), so announced items get
-exposure; each recommendation names the source contributing most to its score.
+item vs. sampled negatives, with the state before the batch), starting from a prior. `recommend`
+reserves `explore_slots` of each list for the best new item (fewer than `explore_below`
+interactions), so announced items get exposure; each recommendation names the source contributing
+most to its score ("explore" for an exploration slot).
+
+Defaults are shared by all logs (measured with `streamrec replay --no-deep`, batch 256: ML-100K
+HR@10 0.2151, YOOCHOOSE-100k HR@10 0.3328).
 
 Extra-source interface (duck-typed)::
 
@@ -56,6 +64,7 @@ from learners.mf import MatrixFactorization
 from learners.popularity import DecayedCounts, StagePopularity, stage_of
 
 _NO_ITEM = -1
+_DEEP_PREFIX = "deep."  # state.items arrays of the deep stage's weights
 
 
 class OnlineRecommender:
@@ -93,7 +102,7 @@ class OnlineRecommender:
         window: int = 60,
         context: int = 10,
         decay: float = 0.8,
-        alpha: float = 0.65,
+        alpha: float = 0.62,
         pair_decay: float = 1.0,
         pair_power: float = 0.6,
         dim: int = 32,
@@ -108,6 +117,11 @@ class OnlineRecommender:
         blend_lr: float = 0.005,
         explore_slots: int = 1,
         explore_below: int = 5,
+        content_below: int | None = None,
+        content_weight: float = 0.3,
+        content_context: int = 10,
+        content_decay: float = 0.8,
+        content_dim: int = 256,
         max_users: int = 200_000,
         max_items: int = 8192,
         user_idle: float | None = None,
@@ -134,6 +148,11 @@ class OnlineRecommender:
         self.blend_lr = blend_lr
         self.explore_slots = explore_slots
         self.explore_below = explore_below
+        self.content_below = content_below
+        self.content_weight = content_weight
+        self.content_context = content_context
+        self.content_decay = content_decay
+        self.content_dim = content_dim
         self.max_users = max_users
         self.max_items = max_items
         self.user_idle = user_idle
@@ -163,7 +182,7 @@ class OnlineRecommender:
             self.trans = CoOccurrence(window=min(transitions, recent), context=min(transitions, recent),
                                       decay=0.5, alpha=alpha, directed=True, name="transitions")
         self.mf = MatrixFactorization(dim=dim, lr=mf_lr, seed=seed) if dim else None
-        self.content = HashedContent(decay=decay)
+        self.content = HashedContent(dim=content_dim, decay=content_decay)
         self.trending = DecayedCounts(trend_half_life, "events")
         self.now = DecayedCounts(now_half_life or 100.0, "events")
         self.all_time = DecayedCounts()
@@ -172,7 +191,7 @@ class OnlineRecommender:
         names += ["mf"] if self.mf and blend_mf else []
         names += (["transitions"] if self.trans else []) + ["content"] + [s.name for s in self.extra_sources]
         self.blend = Blend(names, lr=blend_lr, init={"cooccurrence": 1.0, "trending": 0.1, "popularity": 0.1,
-                                                     "stage": 0.1, "content": 0.1,
+                                                     "stage": 0.1, "content": content_weight,
                                                      "transitions": 0.2})
         self._rating_sum = 0.0
         self._n_ratings = 0
@@ -187,6 +206,34 @@ class OnlineRecommender:
     def events_applied(self) -> int:
         """Interactions learned (sum of the per-item interaction counters)."""
         return int(self._item_events.sum())
+
+    @property
+    def n_users(self) -> int:
+        """Users with state (live columns of the user index)."""
+        return len(self._users)
+
+    @property
+    def n_items(self) -> int:
+        """Items with state (live columns of the item index)."""
+        return len(self._items)
+
+    @property
+    def model_version(self) -> int | None:
+        """The deep stage's serving model version (grows with each accepted fine-tune); None without a
+        deep stage (the worker then counts applied batches)."""
+        return None if self.reranker is None else int(self.reranker.model_version)
+
+    def finetune_rounds(self, since: int = 0) -> list[tuple[float, int, int | None]]:
+        """(seconds, samples, version or None when rejected) of the deep stage's fine-tune rounds from
+        round `since` on, in the order they ended (empty without a deep stage)."""
+        tuner = None if self.reranker is None else getattr(self.reranker, "tuner", None)
+        rounds = [] if tuner is None else list(tuner.rounds[since:])  # a copy: a round may end meanwhile
+        return [(float(r.seconds), int(r.samples), r.version if r.accepted else None) for r in rounds]
+
+    def close(self) -> None:
+        """Wait for the deep stage's running background fine-tune (call before exiting)."""
+        if self.reranker is not None:
+            self.reranker.close()
 
     def item_ids(self, cols: np.ndarray) -> np.ndarray:
         return self._items.ids(cols)
@@ -239,6 +286,8 @@ class OnlineRecommender:
                 self.mf.reset_items(freed)
             for source in self.extra_sources:
                 source.reset_items(freed)
+            if self.reranker is not None:
+                self.reranker.reset_items(freed)
             self._recent_items[np.isin(self._recent_items, freed)] = _NO_ITEM
             self._lookup_cache = None
 
@@ -294,11 +343,14 @@ class OnlineRecommender:
             self._item_table = (feats, self.stages.log_table(n))
         return self._item_table
 
-    def _cold_items(self, n: int) -> np.ndarray:
-        """Columns the content source scores: items with content and few interactions."""
+    def _cold_items(self, n: int) -> np.ndarray | None:
+        """Columns the content source scores (None: all): items with content and, with
+        `content_below`, fewer interactions than that."""
         if not self.content.n_with_meta:
             return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero((self._item_events[:n] < self.explore_below) & self.content.has_meta(n))
+        if self.content_below is None:
+            return None
+        return np.flatnonzero((self._item_events[:n] < self.content_below) & self.content.has_meta(n))
 
     def _score(self, ctx: BatchContext, keep_sources: bool = False
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -307,15 +359,21 @@ class OnlineRecommender:
         names = self.blend.names
         item_feats, stage_table = self._item_features()
         kept: dict[str, np.ndarray] = {}
-        scores = self.cooc.score(ctx)
         if keep_sources:
+            scores = self.cooc.score(ctx)
             kept["cooccurrence"] = scores.copy()
-        scores *= weights[0]
+            scores *= weights[0]
+        else:  # the blend weight folded into the column scaling: one pass less
+            scores = self.cooc.score(ctx, scale=float(weights[0]))
         # user-independent features folded into one row per stage: one pass over the matrix
         item_weights = np.array([weights[1], weights[2], 0.0,
                                  weights[names.index("now")] if "now" in names else 0.0], dtype=np.float32)
         per_stage = weights[3] * stage_table + (item_feats @ item_weights)[None, :]
-        scores += per_stage[np.minimum(ctx.stage, self.stages.n_stages - 1)]
+        stages = np.minimum(ctx.stage, self.stages.n_stages - 1)
+        if len(stages) and (stages == stages[0]).all():
+            scores += per_stage[stages[0]]  # one stage (common): broadcast, no gathered copy
+        else:
+            scores += per_stage[stages]
         if self.mf and self.blend_mf:
             w = weights[names.index("mf")]
             mf = self.mf.score(ctx.users, ctx.n_items, scale=float(w))
@@ -330,8 +388,12 @@ class OnlineRecommender:
             trans *= w
             scores += trans
         cold = self._cold_items(ctx.n_items)
-        if len(cold):
-            content = self.content.score_cols(ctx.recent[:, : self.context], cold)
+        if cold is None:
+            content = self.content.score(ctx.recent[:, : self.content_context], ctx.n_items)
+            content *= weights[names.index("content")]
+            scores += content
+        elif len(cold):
+            content = self.content.score_cols(ctx.recent[:, : self.content_context], cold)
             scores[:, cold] += weights[names.index("content")] * content
         for source in self.extra_sources:
             matrix = np.asarray(source.score(ctx), dtype=np.float32)
@@ -355,9 +417,10 @@ class OnlineRecommender:
         if self.trans:
             feats[..., names.index("transitions")] = self.trans.score_pairs(ctx, cols)
         if self.content.n_with_meta:
-            cold = (self._item_events[cols] < self.explore_below).astype(np.float32)
-            content = self.content.score_pairs(ctx.recent[:, : self.context], cols)
-            feats[..., names.index("content")] = content * cold
+            content = self.content.score_pairs(ctx.recent[:, : self.content_context], cols)
+            if self.content_below is not None:
+                content *= self._item_events[cols] < self.content_below
+            feats[..., names.index("content")] = content
         for source in self.extra_sources:
             feats[..., names.index(source.name)] = source.score_pairs(ctx, cols)
         return feats
@@ -486,12 +549,14 @@ class OnlineRecommender:
         self.learn_many(Interactions.from_records(
             [{"user_id": user_id, "item_id": item_id, "ts": ts, "value": value, "type": kind}]))
 
-    def on_drift(self, forget: float = 0.7, keep_recent: int | None = None, boost: float = 2.0,
-                 boost_events: int = 2000) -> None:
+    def on_drift(self, forget: float = 0.7, keep_recent: int | None = 2, user_forget: float = 0.2,
+                 boost: float = 2.0, boost_events: int = 2000) -> None:
         """Adapt after a detected drift (a drop of the hit rate): accumulated counts shrink by `forget`
-        so new co-occurrences and popularity outweigh old ones, MF learns `boost` times faster for
-        `boost_events` events, and with `keep_recent` users' older recent items stop steering their
-        scores. Mild by default: on real logs detections are often noise (ML-100K raises 5)."""
+        so new co-occurrences and popularity outweigh old ones; per user, only the newest `keep_recent`
+        recent items keep steering the scores and MF user factors shrink by `user_forget` (old tastes
+        fade, the next events rebuild them); MF learns `boost` times faster for `boost_events` events.
+        The hit-rate detector (`learners.drift`) fires on an interest switch, not on the noise of the
+        ML-100K and YOOCHOOSE logs, so their replays do not pay for this forgetting."""
         if keep_recent is not None:
             self._recent_items[:, keep_recent:] = _NO_ITEM
         self.cooc.forget(forget)
@@ -504,6 +569,7 @@ class OnlineRecommender:
         self._item_table = None
         self._lookup_cache = None
         if self.mf:
+            self.mf.user_factors *= user_forget
             self.mf.lr_scale = boost
             self._drift_boost_events = boost_events
 
@@ -534,12 +600,19 @@ class OnlineRecommender:
         ctx = BatchContext(users=users, items=np.full(len(ids), _NO_ITEM), ts=np.zeros(len(ids)),
                            value=np.ones(len(ids), np.float32), kind=np.zeros(len(ids), np.uint8),
                            recent=recent, n_items=n, stage=stage_of(before))
-        scores = self._score(ctx)[0].astype(np.float64)
+        blend, kept = self._score(ctx, keep_sources=self.reranker is not None)
         live = self._items.live_mask()
-        scores[:, ~live] = -np.inf
+        blend[:, ~live] = -np.inf
         if exclude_recent:
             rows, slots = np.nonzero(recent >= 0)
-            scores[rows, recent[rows, slots]] = -np.inf
+            blend[rows, recent[rows, slots]] = -np.inf
+        if self.reranker is not None and n:
+            # the deep stage re-orders the blend's top candidates (excluded items stay -inf); "now" is
+            # the stream's latest event time, so a user's gap since their last event is as at serving
+            now = float(self._last_ts.max()) if len(self._last_ts) else 0.0
+            blend = self.reranker.rerank(ids, np.full(len(ids), _NO_ITEM), blend, kept, np.arange(n),
+                                         np.full(len(ids), now), remember=False)
+        scores = blend.astype(np.float64)
         new = live & (self._item_events[:n] < self.explore_below)
         lists = [self._top(scores[row], new, k) for row in range(len(ids))]
         width = max(len(x) for x in lists)
@@ -620,6 +693,11 @@ class OnlineRecommender:
             "mf": {"mean": self.mf.mean, "n_ratings": self.mf.n_ratings} if self.mf else None,
             "params": {"recent": self.recent, "dim": self.dim, "transitions": self.transitions},
         }
+        if self.reranker is not None:
+            # the deep stage's serving model: weights as item-side arrays, the rest JSON meta
+            deep = self.reranker.state_dict()
+            items.update({_DEEP_PREFIX + key: np.asarray(w) for key, w in deep.get("weights", {}).items()})
+            meta["deep"] = {key: value for key, value in deep.items() if key != "weights"}
         return State(users=users, items=items, meta=meta)
 
     def load_state_dict(self, state: State) -> None:
@@ -647,7 +725,7 @@ class OnlineRecommender:
         self.cooc.load(items)
         if self.trans:
             self.trans.load(items)
-        self.content = HashedContent(decay=self.decay)
+        self.content = HashedContent(dim=self.content_dim, decay=self.content_decay)
         self.content.set_vectors(np.asarray(items["content"], dtype=np.float32))
         self.blend.load(state.meta["blend"])
         self._rating_sum = float(state.meta["ratings"]["sum"])
@@ -676,3 +754,7 @@ class OnlineRecommender:
             self.mf.n_ratings = int(state.meta["mf"]["n_ratings"])
         self._item_table = None
         self._lookup_cache = None
+        if self.reranker is not None and state.meta.get("deep"):
+            weights = {key[len(_DEEP_PREFIX):]: array for key, array in items.items()
+                       if key.startswith(_DEEP_PREFIX)}
+            self.reranker.load_state_dict({**state.meta["deep"], "weights": weights})

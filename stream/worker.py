@@ -24,6 +24,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -79,8 +80,12 @@ def dead_letter(record: Any, rejection: Rejection) -> DeadLetter:
     ], rejection.reason, record.partition)
 
 
-def make_learner(spec: str) -> Recommender:
-    """`online` | `popularity` | `module:Class` -> a fresh learner with default hyper-parameters."""
+NO_DEEP_ENV = "STREAMREC_NO_DEEP"
+
+
+def make_learner(spec: str, deep: bool = False) -> Recommender:
+    """`online` | `popularity` | `module:Class` -> a fresh learner with default hyper-parameters; with
+    `deep`, `online` gets the deep second stage fine-tuned in a background thread."""
     target = LEARNERS.get(spec, spec)
     module_name, _, class_name = target.partition(":")
     try:
@@ -90,6 +95,13 @@ def make_learner(spec: str) -> Recommender:
             log.warning("learner %s unavailable (%s): using DecayedPopularity", target, exc)
             return make_learner("popularity")
         raise SystemExit(f"cannot load learner {spec!r}: {exc}") from None
+    if spec == "online" and deep:
+        try:
+            from learners.deep import build_source
+        except ImportError as exc:  # the deep stage is optional: serve the blend alone
+            log.warning("deep stage unavailable (%s): online learner without it", exc)
+        else:
+            return cls(deep=build_source(seed=0, background=True))
     return cls()
 
 
@@ -111,11 +123,13 @@ class LiveLoop:
     `executor` (one thread) or under `lock`: the learner is not thread-safe."""
 
     def __init__(self, learner: Recommender, k: int = 10, debounce: float = 0.0, evaluate: bool = True,
-                 state_dir: str | Path | None = None, metrics: Any = None) -> None:
+                 state_dir: str | Path | None = None, metrics: Any = None, recorder: Any = None) -> None:
         self.learner = learner
         self.debounce = debounce
         self.state_dir = None if state_dir is None else Path(state_dir)
         self.metrics = metrics
+        self.recorder = recorder  # stream.metrics.SeriesRecorder: fine-tune moments for the dashboard
+        self.finetunes_reported = 0  # the learner's fine-tune rounds already sent to metrics/recorder
         self.publisher = RecommendationPublisher(learner, k)
         self.step, self.evaluator = _prequential(k) if evaluate else (None, None)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
@@ -238,8 +252,27 @@ class LiveLoop:
             quality = self.quality()
             if quality:
                 self.metrics.set_quality(**quality)
+            sizes = getattr(self.learner, "n_users", None), getattr(self.learner, "n_items", None)
+            if None not in sizes:
+                self.metrics.set_sizes(*sizes)
+        self.report_finetunes()
         self._mark_touched(batch.user.tolist(), batch.ts.tolist(), trigger_ts)
         return len(batch)
+
+    def report_finetunes(self) -> int:
+        """Send the learner's fine-tune rounds that ended since the last call (a background thread runs
+        them) to the metrics and the series recorder; returns how many."""
+        rounds_since = getattr(self.learner, "finetune_rounds", None)
+        if rounds_since is None:
+            return 0
+        rounds = rounds_since(self.finetunes_reported)
+        for seconds, samples, version in rounds:
+            if self.metrics is not None:
+                self.metrics.observe_finetune(seconds, samples, version)
+            if self.recorder is not None:
+                self.recorder.mark_finetune(seconds, samples, version)
+        self.finetunes_reported += len(rounds)
+        return len(rounds)
 
     def _apply_items(self, records: list[Any]) -> list[DeadLetter]:
         items: list[ItemMeta] = []
@@ -379,6 +412,16 @@ class LiveLoop:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_worker_arguments(parser)
+    parser.add_argument("--no-deep", action="store_true", default=None,
+                        help=f"online learner without the deep (fine-tuned) second stage [{NO_DEEP_ENV}]")
+
+
+def _no_deep(args: argparse.Namespace, env: Any = None) -> bool:
+    """--no-deep, else a true-looking STREAMREC_NO_DEEP (1, true, yes, on)."""
+    if getattr(args, "no_deep", None):
+        return True
+    value = (os.environ if env is None else env).get(NO_DEEP_ENV, "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _health_extra(live: LiveLoop) -> dict[str, Any]:
@@ -420,11 +463,11 @@ def run(args: argparse.Namespace) -> int:
     if created:
         log.info("created topics %s", ", ".join(created))
     metrics, recorder = StreamMetrics(), SeriesRecorder()
-    learner = make_learner(settings.learner)
+    learner = make_learner(settings.learner, deep=not _no_deep(args))
     if "torch" in sys.modules:  # only learners that use torch pay for importing it
         sys.modules["torch"].set_num_threads(max(1, settings.torch_threads))
     live = LiveLoop(learner, k=settings.k, debounce=settings.debounce, state_dir=settings.state_dir,
-                    metrics=metrics)
+                    metrics=metrics, recorder=recorder)
     loaded = live.restore(settings.init_state or None)
     service = LiveService(_LockedRecommender(live), metrics, recorder,
                           extra_health=lambda: _health_extra(live))
@@ -440,7 +483,8 @@ def run(args: argparse.Namespace) -> int:
     app = make_app(settings)
     register_routes(app, service)
     consumer = EventConsumer(settings, live, on_lag=on_lag)
-    print(json.dumps({"worker": type(learner).__name__, "bootstrap": settings.bootstrap,
+    print(json.dumps({"worker": type(learner).__name__,
+                      "deep": getattr(learner, "reranker", None) is not None, "bootstrap": settings.bootstrap,
                       "topic_prefix": settings.topic_prefix, "restored": loaded,
                       "web": f"http://{settings.web_host}:{settings.web_port}"}), flush=True)
     worker = faust.Worker(app, consumer, loglevel=settings.log_level, quiet=True)
@@ -450,6 +494,10 @@ def run(args: argparse.Namespace) -> int:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        close = getattr(learner, "close", None)
+        if close is not None:  # a background fine-tune still running ends before the process does
+            close()
     return 0
 
 

@@ -7,7 +7,8 @@ one reference assignment of an immutable `(version, model)` pair, so a scorer se
 the new model, never a mix, and versions only grow.
 
 `background=True` (live): the round runs in a daemon thread (torch releases the GIL in its kernels)
-with torch on `threads` threads while the stream goes on. `background=False` (replay): the round runs
+with torch on `threads` threads and a lower CPU priority (`nice`, Linux: per thread) while the stream
+goes on. `background=False` (replay): the round runs
 synchronously on the events before the trigger and its model serves only from event
 ``trigger + ceil(cost_s * live_rate)``: the events a live stream would have seen meanwhile, where the
 cost is the measured round time, or `fixed_cost_s` to make replays reproducible.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +105,7 @@ class WindowedFineTuner:
         live_rate: float = 5000.0,
         fixed_cost_s: float | None = None,
         threads: int = 1,
+        nice: int = 10,
         device: str | torch.device | None = "auto",
         seed: int = 0,
     ) -> None:
@@ -125,6 +128,7 @@ class WindowedFineTuner:
         self.live_rate = live_rate
         self.fixed_cost_s = fixed_cost_s
         self.threads = threads
+        self.nice = nice
         self.device = resolve_device(device)
         self.seed = seed
         self._served = Served(0, None)
@@ -217,6 +221,11 @@ class WindowedFineTuner:
             self._pending.append((report.serve_from_event, model))
 
     def _background_round(self, trigger_event: int) -> None:
+        if self.nice and hasattr(os, "setpriority"):
+            try:  # Linux: per-thread niceness; under CPU contention the stream's thread goes first
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError:
+                pass
         if self.device.type == "cpu":
             # OpenMP builds keep this per thread; elsewhere it is process-wide, which the serving path
             # tolerates: it scores a few hundred rows per micro-batch.

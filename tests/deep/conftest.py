@@ -1,8 +1,7 @@
-"""Shared helpers of the deep tests: a synthetic window whose labels follow the features."""
+"""Fixtures of the deep tests: the devices to run on, windows, one torch thread."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,19 +9,6 @@ from learners.deep.finetune import sample_fields
 from learners.deep.window import SlidingWindow
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def fill_window(window: SlidingWindow, n: int, n_candidates: int, n_features: int, seed: int = 0,
-                start: int = 0, random_labels: bool = False) -> None:
-    """Events start..start+n whose taken candidate is the one with the largest feature 0 (plus noise)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, n_candidates, n_features)).astype(np.float32)
-    if random_labels:
-        label = rng.integers(0, n_candidates, n)
-    else:
-        label = (x[:, :, 0] + 0.3 * rng.gumbel(size=(n, n_candidates))).argmax(1)
-    window.append(np.arange(start, start + n), np.arange(start, start + n, dtype=np.float64),
-                  features=x, label=label, n_valid=np.full(n, n_candidates))
 
 
 @pytest.fixture(params=DEVICES)

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import torch
-from conftest import fill_window
+from deep_helpers import fill_window
 
 from learners.deep.finetune import WindowedFineTuner
 from learners.deep.model import CandidateRanker

@@ -195,3 +195,39 @@ def test_settings_flags_override_environment_override_defaults() -> None:
     assert kw["sasl_plain_username"] == "svc" and kw["sasl_plain_password"] == "secret"
     with pytest.raises(SystemExit, match="STREAMREC_K"):
         Settings.from_env({"STREAMREC_K": "ten"})
+
+
+def test_the_deep_stage_fine_tunes_live_and_reaches_the_metrics(tmp_path: Path) -> None:
+    from learners.deep.reranker import DeepReranker
+    from learners.recommender import OnlineRecommender
+    from stream.metrics import SeriesRecorder, StreamMetrics
+    from stream.worker import _no_deep, add_arguments, make_learner
+
+    parser = __import__("argparse").ArgumentParser()
+    add_arguments(parser)
+    assert _no_deep(parser.parse_args(["--no-deep"]), env={})
+    assert _no_deep(parser.parse_args([]), env={"STREAMREC_NO_DEEP": "1"})
+    assert not _no_deep(parser.parse_args([]), env={})
+    assert make_learner("online", deep=True).reranker.background is True
+    assert make_learner("online").reranker is None
+
+    learner = OnlineRecommender(deep=DeepReranker(every_events=300, background=True, device="cpu",
+                                                  batch_size=64), seed=0)
+    metrics, recorder = StreamMetrics(), SeriesRecorder()
+    live = LiveLoop(learner, k=5, state_dir=tmp_path, metrics=metrics, recorder=recorder)
+    recs = records_of(generate(n_events=1500, seed=2).log)
+    for start in range(0, len(recs), 100):
+        live.apply([], recs[start:start + 100])
+        learner.close()  # the round a batch started ends before the next batch: reproducible
+    live.report_finetunes()  # the last batch's round ended after that batch reported
+    assert live.finetunes_reported == len(learner.reranker.tuner.rounds) >= 3
+    moments = recorder.snapshot()["finetunes"]
+    assert len(moments) == live.finetunes_reported and all(m["samples"] > 0 for m in moments)
+    assert metrics.summary()["users_held"] == learner.n_users > 0
+    assert metrics.summary()["items_held"] == learner.n_items > 0
+    assert metrics.current_model_version == learner.model_version >= 1
+    assert 1 <= live.publisher.model_version <= learner.model_version  # lists name the deep model
+    live.checkpoint()
+    fresh = LiveLoop(OnlineRecommender(deep=DeepReranker(device="cpu"), seed=0), state_dir=tmp_path)
+    fresh.restore()
+    assert fresh.learner.model_version == learner.model_version  # the served deep model came back

@@ -183,3 +183,67 @@ def test_extra_source_is_blended():
     assert source.learned == 120 and "const" in model.blend.names
     scores, cols = model.score_many(events([("u0", "a")]))
     assert scores.shape == (1, len(cols))
+
+
+def test_a_user_who_saw_every_live_item_gets_a_short_or_empty_list():
+    model = OnlineRecommender(seed=0)
+    model.learn_many(events([("a", "x"), ("a", "y"), ("b", "x")]))
+    assert model.recommend(["a"], k=3) == [[]]
+    lists = model.recommend(["a", "b", "nobody"], k=3)
+    assert lists[0] == []
+    assert [r.item_id for r in lists[1]] == ["y"]
+    assert {r.item_id for r in lists[2]} == {"x", "y"}
+    assert (model.n_users, model.n_items) == (2, 2)
+
+
+def _deep_model(max_items=64):
+    from learners.deep.reranker import DeepReranker
+
+    reranker = DeepReranker(every_events=200, background=False, fixed_cost_s=0.0, device="cpu", batch_size=64)
+    return OnlineRecommender(deep=reranker, seed=0, max_items=max_items), reranker
+
+
+def _random_stream(model, n_batches, n_items=90, seed=0):
+    rng = np.random.default_rng(seed)
+    for b in range(n_batches):
+        batch = Interactions.from_records([
+            {"user_id": f"u{rng.integers(0, 40)}", "item_id": f"i{rng.integers(0, n_items)}",
+             "ts": b * 100 + j}
+            for j in range(100)])
+        model.score_many(batch)
+        model.learn_many(batch)
+
+
+def test_the_deep_stage_reranks_served_lists_and_survives_a_checkpoint(tmp_path):
+    from learners.deep.reranker import DeepReranker
+    from stream.checkpoint import load_latest_checkpoint, save_checkpoint
+
+    model, reranker = _deep_model()
+    assert model.model_version == 0 and OnlineRecommender().model_version is None
+    freed = []
+    reset_items = reranker.reset_items
+    reranker.reset_items = lambda cols: (freed.extend(cols.tolist()), reset_items(cols))
+    _random_stream(model, 8)
+    assert freed  # 90 items through 64 columns: recycled columns reach the deep stage
+    assert model.model_version == reranker.model_version >= 1
+    users = [f"u{u}" for u in range(40)]
+    served = model.recommend(users, k=5)
+    deep = model.reranker
+    model.reranker = None  # the blend alone, same state
+    blend_lists = model.recommend(users, k=5)
+    model.reranker = deep
+    assert served != blend_lists
+    for deep_list, blend_list in zip(served, blend_lists, strict=True):
+        assert all(r.source in model.blend.names + ["explore"] for r in deep_list)
+        if deep_list and blend_list:  # deep candidates are lifted above every blend score
+            assert deep_list[0].score > blend_list[0].score
+
+    save_checkpoint(tmp_path, model.state_dict(), {"interactions:0": 1}, {})
+    state, _, _ = load_latest_checkpoint(tmp_path)
+    clone = OnlineRecommender(deep=DeepReranker(device="cpu"), seed=0, max_items=64)
+    clone.load_state_dict(state)
+    assert clone.model_version == model.model_version
+    restored = clone.reranker.tuner.serving.model.state_dict()
+    for key, weight in reranker.tuner.serving.model.state_dict().items():
+        np.testing.assert_array_equal(restored[key].numpy(), weight.numpy())
+    assert [len(x) for x in clone.recommend(users, k=5)] == [len(x) for x in served]
