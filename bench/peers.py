@@ -27,12 +27,29 @@ from bench.replay import _finite, build_model
 from learners.base import Interactions, ItemMeta
 from learners.datasets import FORMATS, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, prequential_step
+from learners.ids import IdIndex
 from learners.rolling import rolling_mean
 
 SHARED_ML = Path(__file__).resolve().parents[1] / "../shared/data/ml-100k/u.data"
 
 
-class RiverPeer:
+class _IndexedPeer:
+    """Item columns of a peer, through the project's `IdIndex` (no capacity: columns never move)."""
+
+    def __init__(self) -> None:
+        self._index = IdIndex()
+
+    def item_cols(self, ids: np.ndarray) -> np.ndarray:
+        return self._index.cols(ids, add=False)
+
+    def item_ids(self, cols: np.ndarray) -> np.ndarray:
+        return self._index.ids(cols)
+
+    def add_items(self, items: list[ItemMeta]) -> None:
+        pass
+
+
+class RiverPeer(_IndexedPeer):
     """A river `reco` model behind the parts of the `Recommender` protocol the evaluator needs.
 
     Scores come from `predict_one` for every item river has learned (no batch scorer exists);
@@ -41,38 +58,26 @@ class RiverPeer:
     name = "river"
 
     def __init__(self, model: Any) -> None:
+        super().__init__()
         self.model = model
-        self._col: dict[str, int] = {}
-        self._ids: list[str] = []
 
     def learn_many(self, batch: Interactions) -> None:
         learn = self.model.learn_one
         rows = zip(batch.user.tolist(), batch.item.tolist(), batch.value.tolist(), strict=True)
         for user, item, value in rows:
             learn(user, item, value)
-            if item not in self._col:
-                self._col[item] = len(self._ids)
-                self._ids.append(item)
+        self._index.cols(batch.item)
 
     def score_rows(self, users: list[str]) -> np.ndarray:
         predict = self.model.predict_one
-        items = self._ids
+        items = self._index.ids(np.arange(self._index.n_cols)).tolist()
         out = np.empty((len(users), len(items)), np.float32)
         for r, user in enumerate(users):
             out[r] = [predict(user, item) for item in items]
         return np.nan_to_num(out, nan=-np.inf)  # FunkMF can diverge; a NaN never ranks first
 
-    def item_cols(self, ids: np.ndarray) -> np.ndarray:
-        return np.array([self._col.get(x, -1) for x in ids.tolist()], np.int64)
 
-    def item_ids(self, cols: np.ndarray) -> np.ndarray:
-        return np.array(self._ids, dtype=object)[np.asarray(cols, np.int64)]
-
-    def add_items(self, items: list[ItemMeta]) -> None:
-        pass
-
-
-class CoOccurrencePeer:
+class CoOccurrencePeer(_IndexedPeer):
     """Item-to-item co-occurrence over each user's last `recent` items (symmetric counts, each row
     normalised by its total + 1, the most recent context item weighted most: `decay` ** age), plus a
     small share of decayed popularity to break ties: the usual session baseline (the same definition
@@ -84,20 +89,16 @@ class CoOccurrencePeer:
                  popularity_share: float = 0.05) -> None:
         self.recent, self.decay = recent, decay
         self.half_life, self.popularity_share = half_life, popularity_share
-        self._col: dict[str, int] = {}
-        self._ids: list[str] = []
+        super().__init__()
         self._counts = np.zeros((0, 0), np.float32)
         self._history: dict[str, list[int]] = {}
         self._pop = np.zeros(0)
         self._last = np.zeros(0)
         self._clock = 0
 
-    def _cols(self, ids: list[str]) -> list[int]:
-        for x in ids:
-            if x not in self._col:
-                self._col[x] = len(self._ids)
-                self._ids.append(x)
-        n = len(self._ids)
+    def _cols(self, ids: np.ndarray) -> list[int]:
+        cols = self._index.cols(ids)
+        n = self._index.n_cols
         if n > len(self._counts):
             size = max(n, 2 * len(self._counts), 64)
             grown = np.zeros((size, size), np.float32)
@@ -105,10 +106,10 @@ class CoOccurrencePeer:
             self._counts = grown
             self._pop, self._last = np.resize(self._pop, size), np.resize(self._last, size)
             self._pop[n:] = self._last[n:] = 0.0
-        return [self._col[x] for x in ids]
+        return cols.tolist()
 
     def learn_many(self, batch: Interactions) -> None:
-        cols = self._cols(batch.item.tolist())
+        cols = self._cols(batch.item)
         rows, others = [], []
         for user, col in zip(batch.user.tolist(), cols, strict=True):
             past = self._history.setdefault(user, [])
@@ -124,31 +125,22 @@ class CoOccurrencePeer:
             np.add.at(self._counts, (np.array(others), np.array(rows)), 1.0)
 
     def score_many(self, batch: Interactions) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self._ids)
+        n = self._index.n_cols
+        batch_cols = self._index.cols(batch.item, add=False).tolist()
         counts = self._counts[:n, :n]
         norm = counts.sum(axis=1) + 1.0
         scores = np.zeros((len(batch), n), np.float64)
         earlier: dict[str, list[int]] = {}  # the batch's own earlier events are context too
-        for r, (user, item) in enumerate(zip(batch.user.tolist(), batch.item.tolist(), strict=True)):
+        for r, (user, col) in enumerate(zip(batch.user.tolist(), batch_cols, strict=True)):
             context = self._history.get(user, []) + earlier.get(user, [])
             for age, j in enumerate(reversed(context[-self.recent:])):
                 if j < n:
                     scores[r] += counts[j] / norm[j] * self.decay ** age
-            col = self._col.get(item, -1)
             if col >= 0:
                 earlier.setdefault(user, []).append(col)
         pop = self._pop[:n] * 2.0 ** (-(self._clock - self._last[:n]) / self.half_life)
         scores += (self.popularity_share * pop / (pop.max(initial=0.0) + 1e-9))
         return scores, np.arange(n)
-
-    def item_cols(self, ids: np.ndarray) -> np.ndarray:
-        return np.array([self._col.get(x, -1) for x in ids.tolist()], np.int64)
-
-    def item_ids(self, cols: np.ndarray) -> np.ndarray:
-        return np.array(self._ids, dtype=object)[np.asarray(cols, np.int64)]
-
-    def add_items(self, items: list[ItemMeta]) -> None:
-        pass
 
 
 def river_step(peer: RiverPeer, evaluator: PrequentialEvaluator, batch: Interactions) -> None:
@@ -156,7 +148,7 @@ def river_step(peer: RiverPeer, evaluator: PrequentialEvaluator, batch: Interact
     ranked = np.flatnonzero(evaluator.evaluable(batch))
     scores = cols = None
     if len(ranked):
-        n_items = len(peer._ids)
+        n_items = peer._index.n_cols
         scores = np.zeros((len(batch), n_items), np.float32)
         scores[ranked] = peer.score_rows(batch.user[ranked].tolist())
         cols = np.arange(n_items)
