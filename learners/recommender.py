@@ -175,6 +175,7 @@ class OnlineRecommender:
         self._last_ts = np.zeros(0, dtype=np.float64)
         self._user_events = np.zeros(0, dtype=np.int64)
         self._item_events = np.zeros(0, dtype=np.int64)
+        self._evicted_events = 0  # interactions of items evicted since: still applied, no longer counted
         self.cooc = CoOccurrence(window=min(window, recent), context=min(context, recent), decay=decay,
                                  alpha=alpha, pair_decay=pair_decay, pair_power=pair_power)
         self.trans = None
@@ -204,13 +205,17 @@ class OnlineRecommender:
     # ------------------------------------------------------------------ ids
     @property
     def events_applied(self) -> int:
-        """Interactions learned (sum of the per-item interaction counters)."""
-        return int(self._item_events.sum())
+        """Interactions learned: the per-item interaction counters plus those of evicted items."""
+        return int(self._item_events.sum()) + self._evicted_events
 
     @property
     def n_users(self) -> int:
         """Users with state (live columns of the user index)."""
         return len(self._users)
+
+    def knows_user(self, user_id: str) -> bool:
+        """Whether the user has state here (else `recommend` serves the cold-start list)."""
+        return user_id in self._users
 
     @property
     def n_items(self) -> int:
@@ -273,6 +278,7 @@ class OnlineRecommender:
         self._item_table = None
         freed = self._items.pop_freed()
         if len(freed):
+            self._evicted_events += int(self._item_events[freed].sum())
             self._item_events[freed] = 0
             self.cooc.reset_items(freed)
             if self.trans:
@@ -684,6 +690,7 @@ class OnlineRecommender:
         meta = {
             "kind": "OnlineRecommender",
             "events_applied": self.events_applied,
+            "evicted_events": self._evicted_events,
             "item_clock": self._items.now,
             "trending_clock": {"clock": self.trending.clock, "n_events": self.trending.n_events},
             "now_clock": {"clock": self.now.clock, "n_events": self.now.n_events},
@@ -713,6 +720,7 @@ class OnlineRecommender:
         self._items.load_arrays(items["item_id"], items["last_seen"], now=state.meta.get("item_clock", 0.0))
         n = self._items.n_cols
         self._item_events = np.asarray(items["n_events"], dtype=np.int64).copy()
+        self._evicted_events = int(state.meta.get("evicted_events", 0))
         self.trending = DecayedCounts(self.trend_half_life, "events")
         self.trending.load(items["trending"], state.meta["trending_clock"])
         self.now = DecayedCounts(self.now_half_life or 100.0, "events")

@@ -258,7 +258,9 @@ def register_routes(target: Any, service: Service) -> None:
     def guarded(handler: Callable[[web.Request], web.Response]) -> Callable[[web.Request], Any]:
         async def view(request: web.Request) -> web.Response:
             try:
-                return handler(request)
+                # Off the event loop: a view may wait for the learner's lock (a batch, a checkpoint),
+                # and the loop also carries the Kafka heartbeats and the producer's acks.
+                return await asyncio.to_thread(handler, request)
             except BadRequest as exc:
                 return _bad(exc.error, exc.detail)
             except Exception:  # the service failed: log it, answer a clean 500

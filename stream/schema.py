@@ -98,6 +98,15 @@ def _id(obj: dict[str, Any], name: str, required: bool = True) -> str | None:
         raise _Reject("wrong_type", f"{name} must be a string or an integer, got {_json_type(v)}")
     if len(s) > MAX_ID_LENGTH:
         raise _Reject("oversize", f"{name} of {len(s)} characters exceeds {MAX_ID_LENGTH}")
+    if not s.isascii():
+        # JSON escapes such as "\ud800" decode to lone surrogates: valid JSON, but no UTF-8 can carry
+        # them, so every list naming this id would fail to publish.
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Reject("not_utf8", f"{name} holds a lone surrogate (not encodable as UTF-8)") from None
+    if "\x00" in s:  # checkpoints store ids as fixed-width strings, which end at NUL
+        raise _Reject("wrong_type", f"{name} contains a NUL character")
     return s
 
 

@@ -112,7 +112,8 @@ def _prequential(k: int) -> tuple[Any, Any]:
     except ImportError:
         return None, None
     # a live worker keeps totals and rolling windows only, not one rank per event forever
-    return prequential_step, PrequentialEvaluator(k=k, keep_events=False)
+    # and bounds its per-user history bitmap like the learner bounds its users
+    return prequential_step, PrequentialEvaluator(k=k, keep_events=False, max_users=200_000)
 
 
 Due = tuple[str, float, float | None]  # (user, event_ts, trigger_ts) of a list to publish
@@ -205,6 +206,7 @@ class LiveLoop:
             if staged["batches"]:
                 batch = Interactions.concat(staged["batches"])
                 n_good = self._learn(batch, staged["records"], staged["trigger_ts"], letters)
+            self.offsets.update(staged["offsets"])  # learned, or dead-lettered with the reason
             counts = self.dead_letters
             for letter in letters:
                 counts[letter.reason] = counts.get(letter.reason, 0) + 1
@@ -220,14 +222,22 @@ class LiveLoop:
 
     @staticmethod
     def _empty_stage() -> dict[str, Any]:
-        return {"batches": [], "records": [], "trigger_ts": [], "letters": [], "consumed": 0, "seconds": 0.0}
+        return {"batches": [], "records": [], "trigger_ts": [], "letters": [], "consumed": 0, "seconds": 0.0,
+                "offsets": {}}
 
     def _fresh(self, records: Sequence[Any]) -> list[Any]:
-        """Drop records the state already reflects (redelivered after a restart), advance offsets."""
-        offsets = self.offsets
-        fresh = [r for r in records if r.offset >= offsets.get((r.topic, r.partition), 0)]
-        for r in fresh:
-            offsets[(r.topic, r.partition)] = r.offset + 1
+        """Drop records the state already reflects (redelivered after a restart) or already staged.
+
+        Their offsets are staged, not yet `self.offsets`: `flush` moves them there once the records
+        are learned, so a checkpoint taken between stage and flush (a rebalance) never claims
+        events its state does not hold."""
+        offsets, staged = self.offsets, self._staged["offsets"]
+        fresh = []
+        for r in records:
+            tp = (r.topic, r.partition)
+            if r.offset >= staged.get(tp, offsets.get(tp, 0)):
+                fresh.append(r)
+                staged[tp] = r.offset + 1
         self.records_since_checkpoint += len(fresh)
         return fresh
 
@@ -284,7 +294,13 @@ class LiveLoop:
             else:
                 items.append(parsed)
         if items:
-            self.learner.add_items(items)
+            try:
+                self.learner.add_items(items)
+            except Exception as exc:  # noqa: BLE001 - a learner bug must not stop the stream or lose records
+                log.exception("announcing %d items failed: dead-lettering them", len(items))
+                rejection = Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                letters += [dead_letter(r, rejection) for r in records
+                            if not isinstance(parse_item(r.value), Rejection)]
         return letters
 
     def quality(self) -> dict[str, float]:
@@ -470,6 +486,7 @@ def run(args: argparse.Namespace) -> int:
                     metrics=metrics, recorder=recorder)
     loaded = live.restore(settings.init_state or None)
     service = LiveService(_LockedRecommender(live), metrics, recorder,
+                          known_user=getattr(live.learner, "knows_user", None),
                           extra_health=lambda: _health_extra(live))
     live.on_checkpoint = service.note_checkpoint
     if live.last_checkpoint["path"]:

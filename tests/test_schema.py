@@ -151,3 +151,18 @@ def test_validate_empty_and_all_bad() -> None:
     vb = validate_interactions([b"", b"\x00", b"{}"])
     assert len(vb.batch) == 0 and [r.reason for _, r in vb.rejects] == ["not_json", "not_json",
                                                                           "missing_field"]
+
+
+@pytest.mark.parametrize("escaped, reason", [
+    (r"u\ud800", "not_utf8"),  # a lone surrogate: valid JSON, not encodable as UTF-8
+    (r"u\udfff", "not_utf8"),
+    (r"u\u0000", "wrong_type"),  # NUL would be cut off in a checkpoint's fixed-width id arrays
+])
+def test_ids_that_could_not_be_published_or_checkpointed_are_rejected(escaped: str, reason: str) -> None:
+    for field in ("user_id", "item_id"):
+        ids = {"user_id": "u1", "item_id": "i1", field: "PLACEHOLDER"}
+        raw = json.dumps(ids).replace("PLACEHOLDER", escaped).encode()
+        got = parse_interaction(raw)
+        assert isinstance(got, Rejection) and got.reason == reason, (field, got)
+    # a non-ASCII id that UTF-8 carries is fine
+    assert parse_interaction(json.dumps({"user_id": "Zoë", "item_id": "東京"}).encode())["item_id"] == "東京"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,11 @@ def test_dashboard_of_the_worker_grows_while_events_flow(kafka_bootstrap: str, t
             report = check_dashboard(f"http://127.0.0.1:{worker.web_port}", OUT / "dashboard-kafka.png",
                                      min_points=3, grow_timeout=60.0)
             applied_while_watched = worker.health()["events_applied"]
+            web = f"http://127.0.0.1:{worker.web_port}/recommendations"
+            with urllib.request.urlopen(f"{web}/{log.user[0]}?k=5", timeout=10) as r:
+                known = json.loads(r.read())
+            with urllib.request.urlopen(f"{web}/never-seen-user?k=5", timeout=10) as r:
+                stranger = json.loads(r.read())
         finally:
             sending.join(timeout=60)
             producer.close()
@@ -52,3 +59,6 @@ def test_dashboard_of_the_worker_grows_while_events_flow(kafka_bootstrap: str, t
     assert int(report["tiles"]["events applied"].replace(",", "")) > 0
     assert report["pixels"]["auc"] > 50 and report["pixels"]["events_per_s"] > 50
     assert Path(report["screenshot"]).stat().st_size > 10_000
+    # the same worker answers over HTTP: a known user, and a stranger with the flagged cold-start list
+    assert known["known_user"] is True and known["cold_start"] is False and len(known["items"]) == 5
+    assert stranger["known_user"] is False and stranger["cold_start"] is True and stranger["items"]

@@ -101,6 +101,23 @@ def test_checkpoint_restores_state_and_offsets(tmp_path: Path) -> None:
     assert fresh.events_applied == 300
 
 
+def test_checkpoint_between_stage_and_flush_claims_only_learned_offsets(tmp_path: Path) -> None:
+    """A rebalance can checkpoint while a fetch is staged but not yet learned: the checkpoint must not
+    claim those records, or a crash right after it would lose them."""
+    recs = records_of(generate(n_events=300, seed=4).log, partitions=2)
+    live = LiveLoop(DecayedPopularity(), state_dir=tmp_path)
+    live.apply([], recs[:100])
+    live.stage([], recs[100:])  # fetched and validated, not learned
+    live.checkpoint()
+    restarted = LiveLoop(DecayedPopularity(), state_dir=tmp_path)
+    restarted.restore()
+    assert restarted.events_applied == 100 and sum(restarted.offsets.values()) == 100
+    restarted.apply([], recs)  # the redelivered partition: the 200 staged-only records are applied now
+    assert restarted.events_applied == 300
+    live.flush()
+    assert live.events_applied == 300 and sum(live.offsets.values()) == 300
+
+
 def test_items_are_announced_and_bad_items_dead_lettered() -> None:
     live = LiveLoop(DecayedPopularity(), evaluate=False)
     letters, _ = live.apply([

@@ -145,6 +145,11 @@ def test_capacity_recycles_item_columns():
     assert int(state.items["n_events"].sum()) == 4
     recs = model.recommend(["v"], k=4)[0]
     assert {r.item_id for r in recs} <= set(live)
+    # ... yet every interaction learned stays counted as applied, also across a checkpoint
+    assert model.events_applied == 6
+    restored = OnlineRecommender(seed=0, max_items=4)
+    restored.load_state_dict(state)
+    assert restored.events_applied == 6
 
 
 def test_on_drift_shrinks_old_evidence():
