@@ -265,3 +265,18 @@ def test_the_deep_stage_reranks_served_lists_and_survives_a_checkpoint(tmp_path)
     for key, weight in reranker.tuner.serving.model.state_dict().items():
         np.testing.assert_array_equal(restored[key].numpy(), weight.numpy())
     assert [len(x) for x in clone.recommend(users, k=5)] == [len(x) for x in served]
+
+
+def test_best_columns_matches_a_stable_full_sort_with_ties_and_masks():
+    from learners.recommender import best_columns
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        row = rng.integers(0, 5, n).astype(np.float32)  # many ties
+        row[rng.random(n) < 0.2] = -np.inf
+        mask = np.isfinite(row) & (rng.random(n) < 0.8)
+        m = int(rng.integers(1, 12))
+        cols = np.flatnonzero(mask)
+        reference = cols[np.argsort(-row[cols], kind="stable")][:m]
+        assert best_columns(row, mask, m).tolist() == reference.tolist()
