@@ -85,7 +85,8 @@ NO_DEEP_ENV = "STREAMREC_NO_DEEP"
 
 def make_learner(spec: str, deep: bool = False) -> Recommender:
     """`online` | `popularity` | `module:Class` -> a fresh learner with default hyper-parameters; with
-    `deep`, `online` gets the deep second stage fine-tuned in a background thread."""
+    `deep`, `online` gets the deep second stage, fine-tuned in the background (a child process on CPU,
+    a thread on CUDA)."""
     target = LEARNERS.get(spec, spec)
     module_name, _, class_name = target.partition(":")
     try:
@@ -270,8 +271,8 @@ class LiveLoop:
         return len(batch)
 
     def report_finetunes(self) -> int:
-        """Send the learner's fine-tune rounds that ended since the last call (a background thread runs
-        them) to the metrics and the series recorder; returns how many."""
+        """Send the learner's fine-tune rounds that ended since the last call (they run in the
+        background) to the metrics and the series recorder; returns how many."""
         rounds_since = getattr(self.learner, "finetune_rounds", None)
         if rounds_since is None:
             return 0

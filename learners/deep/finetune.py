@@ -6,9 +6,13 @@ slice, and swaps the copy in only if it is not worse (else the round counts as r
 one reference assignment of an immutable `(version, model)` pair, so a scorer sees either the old or
 the new model, never a mix, and versions only grow.
 
-`background=True` (live): the round runs in a daemon thread (torch releases the GIL in its kernels)
-with torch on `threads` threads and a lower CPU priority (`nice`, Linux: per thread) while the stream
-goes on. `background=False` (replay): the round runs
+Live (`background=True`, "process" or "thread"): the round runs while the stream goes on, on torch
+`threads` threads at a lower CPU priority (`nice`). On CPU `True` means "process": a persistent spawned
+child (`learners.deep.trainer_process`) trains and validates, so the round's Python does not hold the
+stream's GIL; starting a round is a window snapshot + a send, and `tick` swaps in the result once it is
+back (never blocking). On CUDA `True` means "thread" (a child would need its own CUDA context): a daemon
+thread, with torch releasing the GIL in its kernels. `close` stops the child; it also exits on its own
+when the parent dies (EOF on its pipe). `background=False` (replay): the round runs
 synchronously on the events before the trigger and its model serves only from event
 ``trigger + ceil(cost_s * live_rate)``: the events a live stream would have seen meanwhile, where the
 cost is the measured round time, or `fixed_cost_s` to make replays reproducible.
@@ -33,10 +37,12 @@ cost is the measured round time, or `fixed_cost_s` to make replays reproducible.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -45,7 +51,11 @@ import torch
 
 from learners.deep.device import resolve_device
 from learners.deep.model import CandidateRanker, hit_rate, listwise_loss
+from learners.deep.trainer_process import RoundJob, TrainerProcess
 from learners.deep.window import SlidingWindow
+
+log = logging.getLogger(__name__)
+BACKGROUND_MODES = ("thread", "process")
 
 
 def sample_fields(
@@ -101,7 +111,7 @@ class WindowedFineTuner:
         holdout: float = 0.1,
         k: int = 10,
         min_samples: int = 256,
-        background: bool = True,
+        background: bool | str = True,
         live_rate: float = 5000.0,
         fixed_cost_s: float | None = None,
         threads: int = 1,
@@ -113,6 +123,8 @@ class WindowedFineTuner:
             raise ValueError("set every_events and/or every_seconds")
         if not 0.0 < holdout < 1.0:
             raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+        if not isinstance(background, bool) and background not in BACKGROUND_MODES:
+            raise ValueError(f"background must be True, False, 'thread' or 'process', got {background!r}")
         self.build_model = build_model
         self.window = window
         self.every_events = every_events
@@ -135,6 +147,8 @@ class WindowedFineTuner:
         self._swap_lock = threading.Lock()
         self._pending: list[tuple[int, CandidateRanker]] = []  # (serve_from_event, model), replay only
         self._thread: threading.Thread | None = None
+        self._worker: TrainerProcess | None = None  # background="process": started on the first round
+        self._submit_s = 0.0  # the stream's share of the round in flight (snapshot + send)
         self._replay_busy_until = 0  # replay: the event the last round's cost runs until
         self._last_trigger_event = 0
         self._last_trigger_time = time.monotonic()
@@ -152,9 +166,22 @@ class WindowedFineTuner:
     def rejected(self) -> int:
         return sum(not r.accepted for r in self.rounds)
 
+    @property
+    def mode(self) -> str:
+        """"replay", "thread" or "process" (what `background=True` resolves to on this device)."""
+        if self.background is False:
+            return "replay"
+        if isinstance(self.background, str):
+            return self.background
+        return "thread" if self.device.type == "cuda" else "process"
+
     def busy(self, events_seen: int) -> bool:
-        """A round is running: live, its thread; in replay, until the events its cost stands for passed."""
-        if self.background:
+        """A round is running: live, its thread or child; in replay, until the events its cost stands
+        for passed."""
+        mode = self.mode
+        if mode == "process":
+            return self._worker is not None and self._worker.busy
+        if mode == "thread":
             return self._thread is not None and self._thread.is_alive()
         return events_seen < self._replay_busy_until
 
@@ -175,6 +202,8 @@ class WindowedFineTuner:
         replay swaps that are due and starts a round when one is due."""
         now = time.monotonic() if now is None else now
         self._apply_pending(events_seen)
+        if self._worker is not None:
+            self._collect(timeout=0.0)
         since = events_seen - self._last_trigger_event
         due_events = self.every_events is not None and since >= self.every_events
         due_time = self.every_seconds is not None and now - self._last_trigger_time >= self.every_seconds
@@ -185,7 +214,9 @@ class WindowedFineTuner:
             self.skipped_busy += 1
             return
         self._last_trigger_event, self._last_trigger_time = events_seen, now
-        if self.background:
+        if self.mode == "process":
+            self._submit_round(events_seen)
+        elif self.mode == "thread":
             self._thread = threading.Thread(
                 target=self._background_round, args=(events_seen,), name="streamrec-finetune", daemon=True
             )
@@ -194,9 +225,68 @@ class WindowedFineTuner:
             self._sync_round(events_seen)
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the running background round (if any) is over."""
+        """Block until the running background round (if any) is over, and swap its model in."""
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._worker is not None:
+            self._collect(timeout)
+
+    def close(self) -> None:
+        """Finish the running background round, then stop the fine-tune process (if any)."""
+        self.wait()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
+
+    # ----------------------------------------------------------------------------- process rounds
+    def _submit_round(self, trigger_event: int) -> None:
+        """The stream's share of a process round: snapshot, copy the serving model, send."""
+        start = time.perf_counter()
+        if self.device.type != "cpu":
+            raise ValueError(f"background='process' needs device='cpu', got {self.device}")
+        data = self.window.snapshot(before_event=trigger_event)  # copies: safe to move to shared memory
+        if len(data["label"]) < self.min_samples:
+            return
+        serving = self._served.model
+        model = self._start_model(serving, trigger_event)  # a copy: scorers keep their tensors untouched
+        fresh = serving is None
+        if fresh and self.prepare is not None:
+            self.prepare(model)  # here, where its inputs live; the child fits the standardizer
+        if self._worker is None:
+            params = {name: getattr(self, name) for name in ("epochs", "batch_size", "lr", "weight_decay",
+                                                             "holdout", "k", "min_samples", "seed")}
+            params["every_events"] = 1
+            self._worker = TrainerProcess(params, threads=self.threads, nice=self.nice)
+            weakref.finalize(self, self._worker.close, 1.0)  # a tuner dropped without close()
+        try:
+            self._worker.submit(RoundJob(trigger_event, data, model, fresh))
+        except Exception as exc:  # e.g. a main module without the `if __name__ == "__main__"` guard
+            log.warning("cannot start the fine-tune process (%r): rounds run in a thread from now on", exc)
+            self._worker = None
+            self.background = "thread"
+            self._last_trigger_event = trigger_event - (self.every_events or 0)  # retry at the next tick
+            return
+        self._submit_s = time.perf_counter() - start
+
+    def _collect(self, timeout: float | None) -> None:
+        """Swap in the finished process round's model (same rule as the thread's), if one is back."""
+        assert self._worker is not None
+        start = time.perf_counter()
+        done = self._worker.poll(timeout)
+        if done is None:
+            return
+        job, result = done
+        if result.error is not None or result.state is None:
+            log.warning("fine-tune round at event %d failed: %s", job.trigger_event, result.error)
+            return
+        report = result.report
+        model = job.model  # the copy we sent: load the trained weights into our own tensors
+        model.load_state_dict(result.state)
+        model.eval()
+        report.seconds += self._submit_s + time.perf_counter() - start
+        if report.accepted:
+            report.version = self._swap(model)
+        self.rounds.append(report)
 
     def _apply_pending(self, events_seen: int) -> None:
         while self._pending and self._pending[0][0] <= events_seen:
@@ -249,13 +339,29 @@ class WindowedFineTuner:
         n = len(data["label"])
         if n < self.min_samples:
             return None, None
+        model = self._start_model(serving, trigger_event)
+        model, report = self.train_round(model, serving, data, trigger_event, fresh=serving is None)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        report.seconds = time.perf_counter() - start
+        return model, report
+
+    def _start_model(self, serving: CandidateRanker | None, trigger_event: int) -> CandidateRanker:
+        torch.manual_seed(self.seed + trigger_event)  # a new model's initial weights
+        model = self.build_model() if serving is None else copy.deepcopy(serving)
+        return model.to(self.device)
+
+    def train_round(
+        self, model: CandidateRanker, serving: CandidateRanker | None, data: dict[str, torch.Tensor],
+        trigger_event: int, fresh: bool,
+    ) -> tuple[CandidateRanker, RoundReport]:
+        """Train `model` in place on `data` except its newest `holdout` share; validate it against
+        `serving` on that share. A `fresh` model first fits its standardizer (and `prepare`)."""
+        n = len(data["label"])
         n_val = max(1, int(n * self.holdout))
         train = {k: v[: n - n_val] for k, v in data.items()}
         val = {k: v[n - n_val :] for k, v in data.items()}
-        torch.manual_seed(self.seed + trigger_event)  # a new model's initial weights
-        model = self.build_model() if serving is None else copy.deepcopy(serving)
-        model.to(self.device)
-        if serving is None:
+        if fresh:
             model.fit_standardizer(train["features"], _valid_mask(train))
             if self.prepare is not None:
                 self.prepare(model)
@@ -272,9 +378,6 @@ class WindowedFineTuner:
             accepted=hr_new >= hr_serving,
         )
         model.eval()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        report.seconds = time.perf_counter() - start
         return model, report
 
     def train_epochs(self, model: CandidateRanker, data: dict[str, torch.Tensor],

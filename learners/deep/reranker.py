@@ -7,8 +7,8 @@ user has not interacted with, describes them (`CandidateFeatures`) and re-scores
 the blend's order. Before the first accepted fine-tune (model version 0) it keeps the blend's order.
 When the same batch is learned, each event whose item was a candidate becomes a training sample in
 the sliding window (its features as they were when it was scored), and the `WindowedFineTuner`
-retrains every `every_events` events: in a background thread live, synchronously with a delayed swap
-in replay (`background=False`).
+retrains every `every_events` events: in the background live (a child process on CPU, a thread on
+CUDA), synchronously with a delayed swap in replay (`background=False`).
 
 The recommender's side (`OnlineRecommender(deep=...)` calls it so)::
 
@@ -68,8 +68,10 @@ class DeepReranker:
     epochs, batch_size, lr
         Each round's training (Adam).
     background
-        True (live): fine-tune in a thread, swap when done. False (replay): fine-tune synchronously at
-        the trigger and serve the result from ``trigger + ceil(cost_s * live_rate)`` events on.
+        True (live): fine-tune in the background, swap when done: in a child process on CPU (off the
+        stream's GIL), in a thread on CUDA; "process" or "thread" choose. False (replay): fine-tune
+        synchronously at the trigger and serve the result from ``trigger + ceil(cost_s * live_rate)``
+        events on.
     live_rate, fixed_cost_s
         Events per second the live stream runs at, and an optional fixed round cost (deterministic
         replays) instead of the measured one.
@@ -95,7 +97,7 @@ class DeepReranker:
         epochs: int = 1,
         batch_size: int = 1024,
         lr: float = 1e-2,
-        background: bool = True,
+        background: bool | str = True,
         live_rate: float = 5_000.0,
         fixed_cost_s: float | None = None,
         threads: int = 1,
@@ -257,9 +259,9 @@ class DeepReranker:
         tuner.restore(model, int(state["version"]))
 
     def close(self) -> None:
-        """Wait for a running background fine-tune."""
+        """Wait for a running background fine-tune, then stop the fine-tune process (if any)."""
         if self.tuner is not None:
-            self.tuner.wait()
+            self.tuner.close()
 
     def stats(self) -> dict[str, Any]:
         t = self.tuner
