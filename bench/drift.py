@@ -12,7 +12,6 @@ before the switch.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import _finite, build_model
+from bench.replay import build_model, write_report
 from learners.base import Interactions, ItemMeta, Recommender
 from learners.drift import DriftMonitor
 from learners.evaluate import PrequentialEvaluator, add_due_items, prequential_step
@@ -140,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         clean = {k: ({kk: vv for kk, vv in v.items() if not kk.startswith("_")} if isinstance(v, dict) else v)
                  for k, v in result.items()}
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(_finite(clean), indent=1))
+        write_report(args.report, clean)
     if args.plot:
         plot(result, args.plot, f"{result['model']} on the synthetic interest switch")
     return 0

@@ -13,7 +13,6 @@ also reported on river's sample, so the columns compare like with like. Also rep
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import _finite, build_model
+from bench.replay import build_model, write_report
 from learners.base import Interactions, ItemMeta
 from learners.datasets import FORMATS, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, prequential_step
@@ -331,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {"data": title, "events": len(log), "batch_size": args.batch_size,
                   "river_every": args.river_every, "models": models, "throughput": learn_only,
                   "markdown": table}
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(_finite(report), indent=1))
+        write_report(args.report, report)
     if args.plot:
         plot(results, args.plot, f"peers on {title} (prequential, same protocol)")
     return 0

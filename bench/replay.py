@@ -160,6 +160,12 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write a benchmark report as JSON (non-finite numbers as null), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(report), indent=1))
+
+
 def _thin(series: list[dict[str, float]], points: int = SERIES_POINTS) -> list[dict[str, float]]:
     if len(series) <= points:
         return series
@@ -277,8 +283,7 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(evaluator, timing, model, description, args.batch_size, facts, monitor)
     print(_summary(report, evaluator.k))
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=1))
+        write_report(args.report, report)
         print(f"report: {args.report}")
     if args.plot:
         plot(report, args.plot)
