@@ -162,18 +162,23 @@ class CoOccurrence:
         weights = np.where(valid, steps[None, :] / n_ctx**self.alpha, 0.0) / np.maximum(norm, 1e-12)
         return np.maximum(ctx, 0), weights.astype(np.float32)
 
-    def _candidate_norm(self, n_items: int) -> np.ndarray:
-        return 1.0 / np.maximum(self.item_counts[:n_items], 1.0) ** (1.0 - self.alpha)
+    def candidate_norm(self, n_items: int) -> np.ndarray:
+        """(n_items,) the candidate side of the asymmetric cosine: `score` = `sums` * this row."""
+        return (1.0 / np.maximum(self.item_counts[:n_items], 1.0) ** (1.0 - self.alpha)).astype(np.float32)
 
-    def score(self, batch: BatchContext, scale: float = 1.0) -> np.ndarray:
-        """(B, n_items) similarity of every item to each event's recent items, times `scale`."""
+    def sums(self, batch: BatchContext) -> np.ndarray:
+        """(B, n_items) context-weighted sums of count rows, before the candidate norm."""
         self.resize(batch.n_items)
         ctx, weights = self._context_weights(batch.recent)
-        summed = torch.nn.functional.embedding_bag(
+        return torch.nn.functional.embedding_bag(
             torch.from_numpy(ctx), torch.from_numpy(self.counts),
             per_sample_weights=torch.from_numpy(weights), mode="sum",
         ).numpy()[:, : batch.n_items]
-        summed *= (scale * self._candidate_norm(batch.n_items)).astype(np.float32)[None, :]
+
+    def score(self, batch: BatchContext, scale: float = 1.0) -> np.ndarray:
+        """(B, n_items) similarity of every item to each event's recent items, times `scale`."""
+        summed = self.sums(batch)
+        summed *= scale * self.candidate_norm(batch.n_items)[None, :]
         return summed
 
     def score_pairs(self, batch: BatchContext, cols: np.ndarray) -> np.ndarray:
@@ -182,7 +187,7 @@ class CoOccurrence:
         ctx, weights = self._context_weights(batch.recent)
         gathered = self.counts[ctx[:, :, None], cols[:, None, :]]  # (B, L, M)
         summed = np.einsum("bl,blm->bm", weights, gathered)
-        return summed * self._candidate_norm(batch.n_items)[cols]
+        return summed * self.candidate_norm(batch.n_items)[cols]
 
     def state(self, n_items: int) -> dict[str, np.ndarray]:
         return {f"{self.name}_counts": self.counts[:n_items, :n_items].copy(),

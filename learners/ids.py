@@ -21,6 +21,7 @@ the owners of per-column arrays can reset those rows (`pop_freed`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Literal
 
 import numpy as np
@@ -101,10 +102,19 @@ class IdIndex:
 
         With `add=True` the ids count as seen at `now` (event clock: the running event count)."""
         ids = ids if isinstance(ids, np.ndarray) else np.asarray(list(ids), dtype=object)
-        get = self._col.get
-        cols = np.fromiter((get(x, -1) for x in ids), dtype=np.int64, count=len(ids))
+        cols = self.lookup(ids)
         if not add:
             return cols
+        return self.add(ids, cols, now)
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Columns of `ids` (an object array), -1 where unknown; nothing is added or stamped."""
+        # map over a list: ~5x faster than a generator over the object array (a replay's hottest loop)
+        return np.fromiter(map(self._col.get, ids.tolist(), repeat(-1)), dtype=np.int64, count=len(ids))
+
+    def add(self, ids: np.ndarray, cols: np.ndarray, now: float | np.ndarray | None = None) -> np.ndarray:
+        """`cols(ids)` when `cols = lookup(ids)` is already known: add the unknown ids (cols < 0), stamp
+        all as seen; `cols` is filled in place and returned."""
         if self.clock == "time":
             if now is None:
                 raise ValueError("IdIndex(clock='time') needs `now` (event time) when adding ids")

@@ -212,6 +212,7 @@ class OnlineRecommender:
         self._item_table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._lookup_cache: tuple[Any, Any, np.ndarray, np.ndarray] | None = None
         self._top_cache: tuple[Any, np.ndarray] | None = None  # (batch.user, top columns) of score_many
+        self._scored: dict[str, Any] | None = None  # what score_many computed, reused by learn_many
         self._seen = np.zeros((0, 0), dtype=np.uint8)  # users x items bitmap of learned interactions
 
     # ------------------------------------------------------------------ ids
@@ -270,11 +271,11 @@ class OnlineRecommender:
         return users.copy(), items.copy()
 
     def _add_ids(self, index: IdIndex, ids: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        if len(cols) and (index.capacity is not None or index.max_idle is not None):
+            return index.add(ids, cols)  # adds the unknown ones and refreshes recency for eviction
         missing = cols < 0
         if missing.any():
             cols[missing] = index.cols(ids[missing])
-        if len(cols) and (index.capacity is not None or index.max_idle is not None):
-            index.cols(ids)  # refresh recency for eviction (only when bounded)
         return cols
 
     def _sync_items(self) -> None:
@@ -287,9 +288,11 @@ class OnlineRecommender:
         self.content.resize(n)
         if self.mf:
             self.mf.resize(len(self.mf.user_factors), n)
-        self._item_table = None
+        if self._item_table is not None and len(self._item_table[0]) != n:
+            self._item_table = None
         freed = self._items.pop_freed()
         if len(freed):
+            self._item_table = None
             self._evicted_events += int(self._item_events[freed].sum())
             self._item_events[freed] = 0
             self.cooc.reset_items(freed)
@@ -347,6 +350,20 @@ class OnlineRecommender:
                            recent=recent, n_items=self._items.n_cols, stage=stage)
         return ctx, distinct[batch_users], new_rows
 
+    def _learn_context(self, batch: Interactions, users: np.ndarray, items: np.ndarray
+                       ) -> tuple[BatchContext, np.ndarray, np.ndarray]:
+        """`_context` for learning: score_many's when every user and item of the batch was known then
+        and the users' pre-batch state is unchanged since (e.g. no drift adaptation in between)."""
+        scored = self._scored
+        if (scored is not None and scored["context"] is not None and scored["n_items"] == self._items.n_cols
+                and np.array_equal(scored["context"][0].users, users)
+                and np.array_equal(scored["context"][0].items, items)):
+            ctx, batch_users, new_rows, pre_rows, pre_events = scored["context"]
+            if (np.array_equal(self._recent_items[batch_users], pre_rows)
+                    and np.array_equal(self._user_events[batch_users], pre_events)):
+                return ctx, batch_users, new_rows
+        return self._context(batch, users, items)
+
     # ------------------------------------------------------------------ scoring
     def _item_features(self) -> tuple[np.ndarray, np.ndarray]:
         """Log counts: (item features[n, 4]: trending, popularity, unused stage slot, now;
@@ -370,19 +387,21 @@ class OnlineRecommender:
             return None
         return np.flatnonzero((self._item_events[:n] < self.content_below) & self.content.has_meta(n))
 
-    def _score(self, ctx: BatchContext, keep_sources: bool = False
+    def _score(self, ctx: BatchContext, keep_sources: bool = False, raw: dict[str, Any] | None = None
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Blended (B, n) scores, and each source's matrix when `keep_sources` (for the reranker)."""
+        """Blended (B, n) scores, and each source's matrix when `keep_sources` (for the reranker);
+        `raw` receives the co-occurrence sums before the candidate norm and the full content matrix."""
         weights = self.blend.effective().astype(np.float32)
         names = self.blend.names
         item_feats, stage_table = self._item_features()
+        sums = self.cooc.sums(ctx)  # before the candidate norm: kept for learn_many's pair features
+        norm = self.cooc.candidate_norm(ctx.n_items)
         kept: dict[str, np.ndarray] = {}
+        if raw is not None:
+            raw["sums"] = sums
         if keep_sources:
-            scores = self.cooc.score(ctx)
-            kept["cooccurrence"] = scores.copy()
-            scores *= weights[0]
-        else:  # the blend weight folded into the column scaling: one pass less
-            scores = self.cooc.score(ctx, scale=float(weights[0]))
+            kept["cooccurrence"] = sums * norm[None, :]
+        scores = sums * (weights[0] * norm)[None, :]  # the blend weight folded into the column scaling
         # user-independent features folded into one row per stage: one pass over the matrix
         item_weights = np.array([weights[1], weights[2], 0.0,
                                  weights[names.index("now")] if "now" in names else 0.0], dtype=np.float32)
@@ -408,8 +427,10 @@ class OnlineRecommender:
         cold = self._cold_items(ctx.n_items)
         if cold is None:
             content = self.content.score(ctx.recent[:, : self.content_context], ctx.n_items)
-            content *= weights[names.index("content")]
-            scores += content
+            if raw is not None:
+                raw["content"] = content
+            w = float(weights[names.index("content")])
+            torch.from_numpy(scores).add_(torch.from_numpy(content), alpha=w)  # one pass, no temporary
         elif len(cold):
             content = self.content.score_cols(ctx.recent[:, : self.content_context], cold)
             scores[:, cold] += weights[names.index("content")] * content
@@ -420,11 +441,19 @@ class OnlineRecommender:
                 kept[source.name] = matrix
         return scores, kept
 
-    def _pair_features(self, ctx: BatchContext, cols: np.ndarray) -> np.ndarray:
-        """(B, M, n_sources) raw source scores at cols[B, M] (what `_score` blends there)."""
+    def _pair_features(self, ctx: BatchContext, cols: np.ndarray, scored: dict[str, Any] | None = None
+                       ) -> np.ndarray:
+        """(B, M, n_sources) raw source scores at cols[B, M] (what `_score` blends there); with `scored`
+        (what score_many kept of this batch) co-occurrence and content are gathered from its matrices
+        (columns it did not score, i.e. items new in this batch, read column 0: callers mask them)."""
         names = self.blend.names
         feats = np.zeros((*cols.shape, len(names)), dtype=np.float32)
-        feats[..., 0] = self.cooc.score_pairs(ctx, cols)
+        if scored is not None:
+            inside = np.where(cols < scored["n_items"], cols, 0)
+            rows = np.arange(len(cols))[:, None]
+            feats[..., 0] = scored["sums"][rows, inside] * self.cooc.candidate_norm(ctx.n_items)[cols]
+        else:
+            feats[..., 0] = self.cooc.score_pairs(ctx, cols)
         item_feats, stage_table = self._item_features()
         feats[..., 1:3] = item_feats[cols, :2]
         if "now" in names:
@@ -434,7 +463,9 @@ class OnlineRecommender:
             feats[..., names.index("mf")] = self.mf.score_pairs(ctx.users, cols)
         if self.trans:
             feats[..., names.index("transitions")] = self.trans.score_pairs(ctx, cols)
-        if self.content.n_with_meta:
+        if scored is not None and scored["content"] is not None:
+            feats[..., names.index("content")] = scored["content"][rows, inside]
+        elif self.content.n_with_meta:
             content = self.content.score_pairs(ctx.recent[:, : self.content_context], cols)
             if self.content_below is not None:
                 content *= self._item_events[cols] < self.content_below
@@ -447,8 +478,16 @@ class OnlineRecommender:
         """Scores over all item columns for each event, from the state before the batch plus the
         user's earlier events of the batch as context (never the event itself or later ones)."""
         users, items = self._lookup(batch)
-        ctx, *_ = self._context(batch, users, items)
-        scores, kept = self._score(ctx, keep_sources=self.reranker is not None)
+        ctx, batch_users, new_rows = self._context(batch, users, items)
+        raw: dict[str, Any] = {"content": None}
+        scores, kept = self._score(ctx, keep_sources=self.reranker is not None, raw=raw)
+        reusable = bool(len(users)) and users.min() >= 0 and items.min() >= 0
+        self._scored = {
+            "user": batch.user, "n_items": ctx.n_items,
+            "context": (ctx, batch_users, new_rows, self._recent_items[batch_users].copy(),
+                        self._user_events[batch_users].copy()) if reusable else None,
+            **raw,
+        }
         cols = np.arange(ctx.n_items)
         if self.hard_negatives and ctx.n_items > 1:
             # the blend's best-ranked items are the hard negatives `learn_many` of this batch trains on
@@ -492,12 +531,15 @@ class OnlineRecommender:
         self._sync_users()
         items = self._add_ids(self._items, batch.item, items)
         self._sync_items()
-        ctx, batch_users, new_rows = self._context(batch, users, items)
+        ctx, batch_users, new_rows = self._learn_context(batch, users, items)
+        scored, self._scored = self._scored, None
+        if scored is not None and scored["user"] is not batch.user:
+            scored = None
         negatives = self._sample_negatives(len(batch), self.negatives)
         if negatives.shape[1]:
             # the blend learns from the pre-batch state, as the events were scored
             blend_negatives = np.concatenate([negatives, self._hard_negatives(batch, ctx, negatives)], 1)
-            feats = self._pair_features(ctx, np.concatenate([items[:, None], blend_negatives], 1))
+            feats = self._pair_features(ctx, np.concatenate([items[:, None], blend_negatives], 1), scored)
             known = self.all_time.values(ctx.n_items)[items] > 0
             self.blend.learn(feats[known, 0], feats[known, 1:])
             if self.mf:
