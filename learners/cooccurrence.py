@@ -148,9 +148,8 @@ class CoOccurrence:
             pairs = np.concatenate([rows[keep], cols[keep]])
             other = np.concatenate([cols[keep], rows[keep]])
             weight = np.concatenate([weight, weight])
-        counts = torch.from_numpy(self.counts)
-        counts.index_put_((torch.from_numpy(pairs), torch.from_numpy(other)), torch.from_numpy(weight),
-                          accumulate=True)
+        # scatter-add on the flat view: numpy's 1-d add.at is ~4x faster than torch's 2-d index_put_
+        np.add.at(self.counts.reshape(-1), pairs * len(self.counts) + other, weight)
         np.add.at(self.item_counts, batch.items[batch.items >= 0], 1.0)
 
     def _context_weights(self, recent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -113,7 +113,8 @@ class MatrixFactorization:
         q_neg = self.item_factors[negatives]  # (B, M, d)
         diff = q_pos[:, None, :] - q_neg
         g = _sigmoid(-np.einsum("bd,bmd->bm", p, diff)).astype(np.float32)  # (B, M)
-        per_user = np.bincount(users, minlength=len(self.user_factors))[users].astype(np.float32)
+        _, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+        per_user = counts[inverse].astype(np.float32)  # events of the user in this batch
         grad_p = np.einsum("bm,bmd->bd", g, diff) / negatives.shape[1] - self.reg * p
         grad_pos = g.mean(1, keepdims=True) * p - self.reg * q_pos
         grad_neg = -(g[:, :, None] * p[:, None, :]) / negatives.shape[1] - self.reg * q_neg

@@ -561,8 +561,8 @@ class OnlineRecommender:
             self.reranker.learn(batch.user, items, batch.ts)
         if self.hard_negatives:
             self._mark_seen(users, items)
-        self._user_events += np.bincount(users, minlength=len(self._user_events))[: len(self._user_events)]
-        self._item_events += np.bincount(items, minlength=len(self._item_events))[: len(self._item_events)]
+        np.add.at(self._user_events, users, 1)  # O(batch): a bincount would touch every user
+        np.add.at(self._item_events, items, 1)
         self._recent_items[batch_users] = new_rows
         self._last_ts[users] = batch.ts
         self._item_table = None
