@@ -27,20 +27,20 @@ from learners.ids import grow_rows
 
 
 def recent_context(
-    users: np.ndarray, values: np.ndarray, recent: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    users: np.ndarray, values: np.ndarray, recent: np.ndarray, width: int | None = None,
+    new_rows: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per event, the user's previous values (most recent first), in-batch events included.
 
     `recent[u]` holds user code u's values before the batch (most recent first, padded). Returns
-    (context[B, L], the batch's distinct users, their recent rows after the batch)."""
+    (context[B, width] (default: all of `recent`'s columns), the batch's distinct users, their recent
+    rows after the batch — None with `new_rows=False`, e.g. when only scoring)."""
     n = len(users)
-    width = recent.shape[1]
-    order = np.argsort(users, kind="stable")
+    full = recent.shape[1]
+    width = full if width is None else min(width, full)
+    order, starts, position = _layout(users)
     sorted_users = users[order]
     sorted_values = values[order]
-    first = np.r_[True, sorted_users[1:] != sorted_users[:-1]] if n else np.zeros(0, bool)
-    starts = np.flatnonzero(first)
-    position = np.arange(n) - starts[np.cumsum(first) - 1]  # earlier events of the same user here
     lags = np.arange(1, width + 1)
     # lag l: the user's event l steps back, from this batch while there is one, else from `recent`
     in_batch = position[:, None] >= lags
@@ -48,24 +48,36 @@ def recent_context(
     from_recent = recent[sorted_users[:, None], np.maximum(lags - 1 - position[:, None], 0)]
     context = np.empty((n, width), dtype=recent.dtype)
     context[order] = np.where(in_batch, from_batch, from_recent)
-    sizes = np.diff(np.r_[starts, n])
     batch_users = sorted_users[starts]
+    if not new_rows:
+        return context, batch_users, None
+    lags = np.arange(1, full + 1)
+    sizes = np.diff(np.r_[starts, n])
     ends = starts + sizes
     new_in_batch = sizes[:, None] >= lags
-    new_from_batch = sorted_values[np.maximum(ends[:, None] - lags, 0)] if n else np.zeros((0, width))
+    new_from_batch = sorted_values[np.maximum(ends[:, None] - lags, 0)] if n else np.zeros((0, full))
     new_from_recent = recent[batch_users[:, None], np.maximum(lags - 1 - sizes[:, None], 0)]
     return context, batch_users, np.where(new_in_batch, new_from_batch, new_from_recent).astype(recent.dtype)
 
 
-def batch_positions(codes: np.ndarray) -> np.ndarray:
-    """For each event, how many earlier events of the batch have the same code (user)."""
+def _layout(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stable order grouping equal codes, group starts in that order, each sorted event's position in
+    its group)."""
+    n = len(codes)
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
-    first = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+    first = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]] if n else np.zeros(0, bool)
     starts = np.flatnonzero(first)
-    position = np.empty(len(codes), dtype=np.int64)
-    position[order] = np.arange(len(codes)) - starts[np.cumsum(first) - 1]
-    return position
+    position = np.arange(n) - starts[np.cumsum(first) - 1]
+    return order, starts, position
+
+
+def batch_positions(codes: np.ndarray) -> np.ndarray:
+    """For each event, how many earlier events of the batch have the same code (user)."""
+    order, _, position = _layout(codes)
+    out = np.empty(len(codes), dtype=np.int64)
+    out[order] = position
+    return out
 
 
 @dataclass

@@ -329,10 +329,18 @@ class OnlineRecommender:
             self._lookup_cache = None
 
     # ------------------------------------------------------------------ batch context
-    def _context(self, batch: Interactions, users: np.ndarray, items: np.ndarray
-                 ) -> tuple[BatchContext, np.ndarray, np.ndarray]:
+    def _scoring_width(self) -> int:
+        """Recent items per event that scoring reads (learning needs all `recent`)."""
+        if self.extra_sources:
+            return self.recent  # their needs are unknown
+        width = max(self.cooc.context, self.content_context, self.trans.context if self.trans else 0)
+        return min(width, self.recent)
+
+    def _context(self, batch: Interactions, users: np.ndarray, items: np.ndarray, scoring: bool = False
+                 ) -> tuple[BatchContext, np.ndarray, np.ndarray | None]:
         """Each event's recent items (pre-batch history + earlier in-batch events) and stage; users < 0
-        are unknown users, told apart by id."""
+        are unknown users, told apart by id. `scoring`: only the recent items scoring reads, and no
+        post-batch rows (None)."""
         codes = users.copy()
         unknown = codes < 0
         if unknown.any():
@@ -340,29 +348,16 @@ class OnlineRecommender:
             codes[unknown] = self._users.n_cols + inverse
         distinct, local = np.unique(codes, return_inverse=True)
         known = distinct < self._users.n_cols
-        rows = np.full((len(distinct), self.recent), _NO_ITEM, dtype=np.int64)
-        rows[known] = self._recent_items[distinct[known]]
-        recent, batch_users, new_rows = recent_context(local, items, rows)
+        width = self._scoring_width() if scoring else self.recent
+        rows = np.full((len(distinct), width), _NO_ITEM, dtype=np.int64)
+        rows[known] = self._recent_items[distinct[known], :width]
+        recent, batch_users, new_rows = recent_context(local, items, rows, new_rows=not scoring)
         before = np.zeros(len(distinct), dtype=np.int64)
         before[known] = self._user_events[distinct[known]]
         stage = stage_of(before[local] + batch_positions(local))
         ctx = BatchContext(users=users, items=items, ts=batch.ts, value=batch.value, kind=batch.kind,
                            recent=recent, n_items=self._items.n_cols, stage=stage)
         return ctx, distinct[batch_users], new_rows
-
-    def _learn_context(self, batch: Interactions, users: np.ndarray, items: np.ndarray
-                       ) -> tuple[BatchContext, np.ndarray, np.ndarray]:
-        """`_context` for learning: score_many's when every user and item of the batch was known then
-        and the users' pre-batch state is unchanged since (e.g. no drift adaptation in between)."""
-        scored = self._scored
-        if (scored is not None and scored["context"] is not None and scored["n_items"] == self._items.n_cols
-                and np.array_equal(scored["context"][0].users, users)
-                and np.array_equal(scored["context"][0].items, items)):
-            ctx, batch_users, new_rows, pre_rows, pre_events = scored["context"]
-            if (np.array_equal(self._recent_items[batch_users], pre_rows)
-                    and np.array_equal(self._user_events[batch_users], pre_events)):
-                return ctx, batch_users, new_rows
-        return self._context(batch, users, items)
 
     # ------------------------------------------------------------------ scoring
     def _item_features(self) -> tuple[np.ndarray, np.ndarray]:
@@ -478,16 +473,10 @@ class OnlineRecommender:
         """Scores over all item columns for each event, from the state before the batch plus the
         user's earlier events of the batch as context (never the event itself or later ones)."""
         users, items = self._lookup(batch)
-        ctx, batch_users, new_rows = self._context(batch, users, items)
+        ctx, *_ = self._context(batch, users, items, scoring=True)
         raw: dict[str, Any] = {"content": None}
         scores, kept = self._score(ctx, keep_sources=self.reranker is not None, raw=raw)
-        reusable = bool(len(users)) and users.min() >= 0 and items.min() >= 0
-        self._scored = {
-            "user": batch.user, "n_items": ctx.n_items,
-            "context": (ctx, batch_users, new_rows, self._recent_items[batch_users].copy(),
-                        self._user_events[batch_users].copy()) if reusable else None,
-            **raw,
-        }
+        self._scored = {"user": batch.user, "n_items": ctx.n_items, **raw}
         cols = np.arange(ctx.n_items)
         if self.hard_negatives and ctx.n_items > 1:
             # the blend's best-ranked items are the hard negatives `learn_many` of this batch trains on
@@ -531,7 +520,7 @@ class OnlineRecommender:
         self._sync_users()
         items = self._add_ids(self._items, batch.item, items)
         self._sync_items()
-        ctx, batch_users, new_rows = self._learn_context(batch, users, items)
+        ctx, batch_users, new_rows = self._context(batch, users, items)
         scored, self._scored = self._scored, None
         if scored is not None and scored["user"] is not batch.user:
             scored = None
