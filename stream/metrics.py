@@ -152,8 +152,8 @@ class StreamMetrics:
     `consumer_lag{topic,partition}`, `batch_update_seconds` (histogram),
     `event_to_recommendation_seconds` (histogram), `rolling_auc`, `rolling_hr_at_10`,
     `rolling_ndcg_at_10`, `model_version`, `finetune_duration_seconds` (histogram),
-    `finetune_samples_per_second`, `users_held`, `items_held`, `recommendations_published_total`,
-    `last_checkpoint_timestamp_seconds`, `uptime_seconds`.
+    `finetune_samples_per_second`, `drift_detections_total`, `users_held`, `items_held`,
+    `recommendations_published_total`, `last_checkpoint_timestamp_seconds`, `uptime_seconds`.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "streamrec") -> None:
@@ -178,6 +178,7 @@ class StreamMetrics:
         self._users = 0
         self._items = 0
         self._finetune_rate = math.nan
+        self._drift = 0
         self._last_checkpoint = 0.0
         self.registry.register(_StreamCollector(self))
 
@@ -189,6 +190,10 @@ class StreamMetrics:
         self._applied += n_consumed if n_applied is None else n_applied
         if seconds is not None:
             self.batch_update.observe(seconds)
+
+    def set_drift_detections(self, n: int) -> None:
+        """Drops of the live hit rate detected so far (each made the learner adapt)."""
+        self._drift = int(n)
 
     def observe_dlq(self, reason: str, n: int = 1) -> None:
         self._dlq[reason] = self._dlq.get(reason, 0) + n
@@ -270,6 +275,7 @@ class StreamMetrics:
             "model_version": self._version,
             "users_held": self._users,
             "items_held": self._items,
+            "drift_detections": self._drift,
             "quality": {k: _json_float(v) for k, v in self._quality.items()},
         }
 
@@ -302,6 +308,8 @@ class _StreamCollector:
         yield counter("events_consumed", "Events read from the interactions topic", m._consumed)
         yield counter("events_applied", "Valid events applied to the learner state", m._applied)
         yield counter("recommendations_published", "Top-K lists published", m._published)
+        yield counter("drift_detections", "Drops of the rolling hit rate detected (the learner adapted)",
+                      m._drift)
         dlq = CounterMetricFamily(f"{ns}_dlq_events", "Events sent to the dead-letter topic, by reason",
                                   labels=["reason"])
         lag = GaugeMetricFamily(f"{ns}_consumer_lag", "Messages behind the partition's high watermark",

@@ -81,6 +81,7 @@ def dead_letter(record: Any, rejection: Rejection) -> DeadLetter:
 
 
 NO_DEEP_ENV = "STREAMREC_NO_DEEP"
+NO_DRIFT_ENV = "STREAMREC_NO_DRIFT"
 
 
 def make_learner(spec: str, deep: bool = False) -> Recommender:
@@ -125,8 +126,11 @@ class LiveLoop:
     `executor` (one thread) or under `lock`: the learner is not thread-safe."""
 
     def __init__(self, learner: Recommender, k: int = 10, debounce: float = 0.0, evaluate: bool = True,
-                 state_dir: str | Path | None = None, metrics: Any = None, recorder: Any = None) -> None:
+                 state_dir: str | Path | None = None, metrics: Any = None, recorder: Any = None,
+                 monitor: Any = None) -> None:
         self.learner = learner
+        # learners.drift.DriftMonitor: a drop of the live hit rate makes the learner adapt (on_drift)
+        self.monitor = monitor
         self.debounce = debounce
         self.state_dir = None if state_dir is None else Path(state_dir)
         self.metrics = metrics
@@ -246,7 +250,7 @@ class LiveLoop:
                letters: list[DeadLetter]) -> int:
         try:
             if self.step is not None:
-                self.step(self.learner, self.evaluator, batch)
+                self.step(self.learner, self.evaluator, batch, monitor=self.monitor)
             else:
                 self.learner.learn_many(batch)
         except Exception as exc:  # noqa: BLE001 - a learner bug must not stop the stream
@@ -266,6 +270,8 @@ class LiveLoop:
             sizes = getattr(self.learner, "n_users", None), getattr(self.learner, "n_items", None)
             if None not in sizes:
                 self.metrics.set_sizes(*sizes)
+            if self.monitor is not None:
+                self.metrics.set_drift_detections(self.monitor.detections)
         self.report_finetunes()
         self._mark_touched(batch.user.tolist(), batch.ts.tolist(), trigger_ts)
         return len(batch)
@@ -431,6 +437,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_worker_arguments(parser)
     parser.add_argument("--no-deep", action="store_true", default=None,
                         help=f"online learner without the deep (fine-tuned) second stage [{NO_DEEP_ENV}]")
+    parser.add_argument("--no-drift", action="store_true", default=None,
+                        help=f"no drift detection / adaptation on the live hit rate [{NO_DRIFT_ENV}]")
 
 
 def _no_deep(args: argparse.Namespace, env: Any = None) -> bool:
@@ -441,8 +449,32 @@ def _no_deep(args: argparse.Namespace, env: Any = None) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _no_drift(args: argparse.Namespace, env: Any = None) -> bool:
+    """--no-drift, else a true-looking STREAMREC_NO_DRIFT."""
+    if getattr(args, "no_drift", None):
+        return True
+    value = (os.environ if env is None else env).get(NO_DRIFT_ENV, "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def drift_monitor(learner: Recommender) -> Any:
+    """A `learners.drift.DriftMonitor` for learners that can adapt (`on_drift`), when river is there."""
+    if not hasattr(learner, "on_drift"):
+        return None
+    try:
+        from learners.drift import DriftMonitor
+
+        monitor = DriftMonitor()
+        monitor._detector()  # imports river now: a missing river shows at start, not mid-stream
+    except ImportError as exc:
+        log.warning("drift detection unavailable (%s): the learner will not adapt to drift", exc)
+        return None
+    return monitor
+
+
 def _health_extra(live: LiveLoop) -> dict[str, Any]:
     return {"events_applied": live.events_applied, "assigned": list(live.assignment),
+            "drift_detections": None if live.monitor is None else live.monitor.detections,
             "dlq": dict(live.dead_letters),
             "dlq_total": sum(live.dead_letters.values()), "model_version": live.publisher.model_version,
             "checkpoint": dict(live.last_checkpoint), "timings": live.timings(),
@@ -483,8 +515,9 @@ def run(args: argparse.Namespace) -> int:
     learner = make_learner(settings.learner, deep=not _no_deep(args))
     if "torch" in sys.modules:  # only learners that use torch pay for importing it
         sys.modules["torch"].set_num_threads(max(1, settings.torch_threads))
+    monitor = None if _no_drift(args) else drift_monitor(learner)
     live = LiveLoop(learner, k=settings.k, debounce=settings.debounce, state_dir=settings.state_dir,
-                    metrics=metrics, recorder=recorder)
+                    metrics=metrics, recorder=recorder, monitor=monitor)
     loaded = live.restore(settings.init_state or None)
     service = LiveService(_LockedRecommender(live), metrics, recorder,
                           known_user=getattr(live.learner, "knows_user", None),
