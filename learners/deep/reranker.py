@@ -181,6 +181,9 @@ class DeepReranker:
         `users` are the events' external user ids, `batch_items` their item columns (-1 unknown; only
         the context of the same user's later events), `blend` and `sources[name]` (B, m) score rows
         (or (m,) rows shared by all events) whose column j is item column `item_cols[j]`."""
+        tuner = self.tuner
+        if not remember and (tuner is None or tuner.serving.model is None):
+            return np.array(blend, dtype=np.float32, copy=True)  # nothing to re-rank, nothing to learn
         user_cols, recent, recent_ts = self.recent.context(users, batch_items, ts)
         cands = self.features.build(user_cols, recent, recent_ts, ts, blend, sources, item_cols)
         if remember:

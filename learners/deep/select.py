@@ -25,6 +25,7 @@ def top_columns(scores: np.ndarray, k: int, chunks: int | None = None) -> np.nda
     """Column indices [n, k] of each row's k largest entries, unordered.
 
     `scores` is a nan-free float matrix [n, m] (-inf allowed) with k <= m."""
+    scores = np.ascontiguousarray(scores)
     n, m = scores.shape
     if not 0 < k <= m:
         raise ValueError(f"k must be in 1..{m}, got {k}")
@@ -34,21 +35,21 @@ def top_columns(scores: np.ndarray, k: int, chunks: int | None = None) -> np.nda
         return _argpartition(scores, k)
     group_max = scores[:, : width * chunks].reshape(n, width, chunks).max(1)  # [n, chunks]
     bound = np.partition(group_max, chunks - k, axis=1)[:, chunks - k]
-    above = scores >= bound[:, None]
-    count = above.sum(1)
+    flat = np.flatnonzero(scores >= bound[:, None])  # row-major: each row's entries in column order
+    rows, cols = np.divmod(flat, m)
+    count = np.bincount(rows, minlength=n)
     plain = (count > SPARE * k) | ~np.isfinite(bound)
     if plain.any():
-        above[plain] = False
-    flat = np.flatnonzero(above)  # row-major: each row's entries in column order
-    rows, cols = np.divmod(flat, m)
-    count = np.where(plain, 0, count)
+        keep = ~plain[rows]
+        flat, rows, cols = flat[keep], rows[keep], cols[keep]
+        count[plain] = 0
     starts = np.cumsum(count) - count
     width_kept = max(int(count.max(initial=0)), k)
     values = np.full((n, width_kept), -np.inf, dtype=scores.dtype)
     gathered = np.zeros((n, width_kept), dtype=np.int64)
-    slot = np.arange(len(flat)) - starts[rows]
-    values[rows, slot] = scores[rows, cols]
-    gathered[rows, slot] = cols
+    at = rows * width_kept + np.arange(len(rows)) - starts[rows]  # flat (row, slot) positions
+    values.ravel()[at] = scores.ravel()[flat]
+    gathered.ravel()[at] = cols
     best = np.argpartition(values, width_kept - k, axis=1)[:, width_kept - k:]
     out = np.take_along_axis(gathered, best, 1)
     if plain.any():
