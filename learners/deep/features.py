@@ -129,7 +129,8 @@ class CandidateFeatures:
         item_cols = np.asarray(item_cols, dtype=np.int64)
         recent = np.asarray(recent, dtype=np.int64)
         finite = np.array(blend, dtype=np.float32)  # a copy: the user's own items become -inf
-        finite[np.isnan(finite) | (finite == np.inf)] = -np.inf
+        if finite.size and not finite.max() < np.inf:  # one reduction spots nan (it propagates) and +inf
+            finite[np.isnan(finite) | (finite == np.inf)] = -np.inf
         if self.exclude_seen:  # the user's own items are no recommendation (nor evaluated as one)
             self._mask_seen(finite, np.asarray(users, dtype=np.int64), recent, item_cols)
         if m > c:

@@ -80,3 +80,26 @@ def test_evicted_users_leave_no_history_behind():
     assert len(freed) == 1
     cols, items, _ = recent.context(np.array(["a", "c", "b"], dtype=object), np.full(3, -1), np.full(3, 3.0))
     assert cols[0] == -1 and items.tolist() == [[-1, -1], [3, -1], [2, -1]]
+
+
+def test_non_finite_blend_scores_are_never_candidates():
+    feats = CandidateFeatures(n_candidates=3, exclude_seen=False)
+    blend = np.tile(np.arange(8, dtype=np.float32), (2, 1))
+    blend[0, 7], blend[0, 6], blend[1, 5] = np.nan, np.inf, -np.inf
+    c = feats.build(np.array([0, 1]), np.full((2, 1), -1), np.zeros((2, 1)), np.zeros(2), blend,
+                    {"s": blend}, np.arange(8))
+    assert c.items.tolist() == [[5, 4, 3], [7, 6, 4]]
+    assert np.isfinite(c.features).all()
+
+
+def test_a_shared_source_row_equals_the_same_row_for_every_event():
+    rng = np.random.default_rng(2)
+    blend = rng.normal(size=(4, 20)).astype(np.float32)
+    shared = rng.normal(size=20).astype(np.float32)
+    args = (np.arange(4), np.full((4, 2), -1), np.zeros((4, 2)), np.zeros(4), blend)
+    one = CandidateFeatures(n_candidates=5, exclude_seen=False).build(*args, {"s": shared}, np.arange(20))
+    full = CandidateFeatures(n_candidates=5, exclude_seen=False).build(
+        *args, {"s": np.tile(shared, (4, 1))}, np.arange(20))
+    np.testing.assert_array_equal(one.items, full.items)
+    np.testing.assert_allclose(one.features, full.features, rtol=1e-6)
+    assert np.abs(one.features[..., -1]).sum() > 0  # the share feature saw the row's mass
