@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from learners.deep.select import top_columns
 from learners.ids import grow_rows
 
 OWN_FEATURES: tuple[str, ...] = (
@@ -115,8 +116,9 @@ class CandidateFeatures:
         """Candidates of each event and their features.
 
         `users` are user columns (-1 unknown), `recent`/`recent_ts` each event's previous items and
-        their times (most recent first, -1 padding), `blend` and `sources[name]` score rows [n, m] whose
-        column j is item column `item_cols[j]`."""
+        their times (most recent first, -1 padding), `blend` score rows [n, m] and `sources[name]` score
+        rows [n, m] or one row [m] shared by all events, whose column j is item column `item_cols[j]`.
+        Only the candidates' entries of the sources are read, plus each source row's positive mass."""
         n, m = blend.shape
         names = tuple(sorted(sources))
         if self.source_names is None:
@@ -126,7 +128,9 @@ class CandidateFeatures:
         c = self.n_candidates
         item_cols = np.asarray(item_cols, dtype=np.int64)
         recent = np.asarray(recent, dtype=np.int64)
-        finite = np.where(np.isfinite(blend), blend, -np.inf).astype(np.float32)
+        finite = np.array(blend, dtype=np.float32)  # a copy: the user's own items become -inf
+        if finite.size and not finite.max() < np.inf:  # one reduction spots nan (it propagates) and +inf
+            finite[np.isnan(finite) | (finite == np.inf)] = -np.inf
         if self.exclude_seen:  # the user's own items are no recommendation (nor evaluated as one)
             self._mask_seen(finite, np.asarray(users, dtype=np.int64), recent, item_cols)
         if m > c:
@@ -134,44 +138,45 @@ class CandidateFeatures:
         else:
             top = np.broadcast_to(np.arange(m), (n, m)).copy()
         key = np.take_along_axis(finite, top, 1)
-        key[_duplicates(top)] = -np.inf  # an item proposed twice keeps one slot
+        if self.per_source and m > c:  # sources may propose the blend's items again
+            key[_duplicates(top)] = -np.inf  # an item proposed twice keeps one slot
         order = np.argsort(-key, axis=1, kind="stable")
         top = np.take_along_axis(top, order, 1)  # [n, c'] columns of the score matrix, best first
-        valid = np.isfinite(np.take_along_axis(key, order, 1))
-        top_blend = np.where(valid, np.take_along_axis(finite, top, 1), -np.inf)
+        top_blend = np.take_along_axis(key, order, 1)
+        valid = np.isfinite(top_blend)
         n_valid = valid.sum(1)
         cand = np.where(valid, item_cols[top], -1)
         width = top.shape[1]
 
-        feats = np.zeros((n, c, self.n_features), dtype=np.float32)
-        f = feats[:, :width]
-        f[..., 0] = _row_z(top_blend, valid)
-        f[..., 1] = np.log1p(np.arange(width, dtype=np.float32))
+        f = np.zeros((self.n_features, n, width), dtype=np.float32)  # feature-major: contiguous writes
+        f[0] = _row_z(top_blend, valid)
+        f[1] = np.log1p(np.arange(width, dtype=np.float32))
         safe = np.where(valid, cand, 0)
         self._grow(int(max(safe.max(initial=0), recent.max(initial=0))) + 1)
-        f[..., 2] = np.log1p(self._count[safe])
-        f[..., 3] = np.log1p(self._recent[safe] * 2.0 ** ((self._ref - self.events) / self.recent_half_life))
-        seen = self._last[safe] >= 0
-        f[..., 4] = np.where(seen, np.log1p(self.events - self._last[safe]), np.log1p(self.events + 1.0))
-        f[..., 5] = np.where(seen, np.log1p(self.events - self._first[safe]), 0.0)
+        f[2] = np.log1p(self._count[safe])
+        f[3] = np.log1p(self._recent[safe] * 2.0 ** ((self._ref - self.events) / self.recent_half_life))
+        last, first = self._last[safe], self._first[safe]
+        seen = last >= 0
+        f[4] = np.log1p(np.where(seen, self.events - last, self.events + 1.0))
+        f[5] = np.where(seen, np.log1p(np.maximum(self.events - first, 0.0)), 0.0)
         has_prev = recent[:, 0] >= 0 if recent.shape[1] else np.zeros(n, dtype=bool)
         if has_prev.any():
             gap = np.maximum(np.asarray(ts, dtype=np.float64) - np.asarray(recent_ts)[:, 0], 0.0)
-            f[..., 6] = np.where(has_prev, np.log1p(gap), 0.0)[:, None]
+            f[6] = np.where(has_prev, np.log1p(gap), 0.0)[:, None]
             last_count = self._count[np.maximum(recent[:, 0], 0)]
-            f[..., 7] = np.where(has_prev, np.log1p(last_count), 0.0)[:, None]
-        f[..., 8] = np.log1p((recent >= 0).sum(1, keepdims=True))
+            f[7] = np.where(has_prev, np.log1p(last_count), 0.0)[:, None]
+        f[8] = np.log1p((recent >= 0).sum(1, keepdims=True))
         base = len(OWN_FEATURES)
         for s, name in enumerate(names):
-            row = np.asarray(sources[name], dtype=np.float32)
-            row = np.where(np.isfinite(row), row, 0.0)
-            raw = np.take_along_axis(row, top, 1)
-            mass = np.maximum(row, 0.0).sum(1, keepdims=True)
+            raw, mass = _at_columns(sources[name], top)
             j = base + len(PER_SOURCE) * s
-            f[..., j] = _row_z(raw, valid)
-            f[..., j + 1] = np.sign(raw) * np.log1p(np.abs(raw))
-            f[..., j + 2] = np.where(mass > 0, raw / np.where(mass > 0, mass, 1.0), 0.0)
-        f[~valid] = 0.0
+            f[j] = _row_z(raw, valid)
+            f[j + 1] = np.sign(raw) * np.log1p(np.abs(raw))
+            f[j + 2] = np.where(mass > 0, raw / np.where(mass > 0, mass, 1.0), 0.0)
+        if not valid.all():
+            f[:, ~valid] = 0.0
+        feats = np.zeros((n, c, self.n_features), dtype=np.float32)
+        feats[:, :width] = f.transpose(1, 2, 0)
         items = np.full((n, c), -1, dtype=np.int64)
         items[:, :width] = cand
         return Candidates(items=items, features=feats, n_valid=n_valid.astype(np.int64), history=recent)
@@ -182,13 +187,13 @@ class CandidateFeatures:
         """Candidate score columns [n, c]: the blend's best, plus each source's own `per_source` best
         (items a single source is sure of but the blend under-weights)."""
         k = self.per_source if self.per_source * len(names) < c else 0
-        main = c - k * len(names)
-        parts = [np.argpartition(-finite, main - 1, axis=1)[:, :main]]
+        parts = [top_columns(finite, c - k * len(names))]
         if k:
             blocked = ~np.isfinite(finite)  # unknown or the user's own items
             for name in names:
-                row = np.where(blocked, -np.inf, np.asarray(sources[name], dtype=np.float32))
-                parts.append(np.argpartition(-row, k - 1, axis=1)[:, :k])
+                row = np.where(blocked, -np.inf, np.nan_to_num(np.asarray(sources[name], dtype=np.float32),
+                                                               nan=-np.inf))
+                parts.append(top_columns(row, k))
         return np.concatenate(parts, axis=1)
 
     def _mask_seen(
@@ -198,12 +203,22 @@ class CandidateFeatures:
         learned events plus their recent items (which include the batch's earlier events)."""
         n, m = scores.shape
         known = (users >= 0) & (users < len(self._seen))
-        inside = item_cols < self._seen.shape[1] * 8
-        if known.any() and inside.any():
-            bits = np.unpackbits(self._seen[users[known]], axis=1)[:, item_cols[inside]].astype(bool)
-            block = scores[np.ix_(known, inside)]
-            block[bits] = -np.inf
-            scores[np.ix_(known, inside)] = block
+        width = self._seen.shape[1] * 8
+        if known.any() and (item_cols < width).any():
+            identity = m <= width and np.array_equal(item_cols, np.arange(m))
+            if identity:  # the common layout (score column j is item column j): no column gather
+                bits = np.unpackbits(self._seen[users[known]], axis=1, count=m).view(bool)
+            else:
+                inside = item_cols < width
+                bits = np.zeros((int(known.sum()), m), dtype=bool)
+                unpacked = np.unpackbits(self._seen[users[known]], axis=1).view(bool)
+                bits[:, inside] = unpacked[:, item_cols[inside]]
+            if known.all():
+                np.copyto(scores, np.float32(-np.inf), where=bits)
+            else:
+                block = scores[known]
+                np.copyto(block, np.float32(-np.inf), where=bits)
+                scores[known] = block
         if recent.size:
             lookup = np.full(int(max(item_cols.max(initial=0), recent.max(initial=0))) + 1, -1, np.int64)
             lookup[item_cols] = np.arange(m)
@@ -284,3 +299,24 @@ def _row_z(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     mean = v.sum(1, keepdims=True) / count
     var = (np.where(valid, (values - mean) ** 2, 0.0)).sum(1, keepdims=True) / count
     return ((v - mean) / np.sqrt(var + 1e-12)).astype(np.float32)
+
+
+def _at_columns(source: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A source's scores at cols [n, c] (non-finite as 0) and each row's positive mass [n, 1]: the
+    only reads of the (n, m) matrix, one pass for the mass."""
+    source = np.asarray(source)
+    if source.ndim == 1:
+        raw = source[cols].astype(np.float32)
+        row = np.where(np.isfinite(source), source, 0.0).astype(np.float32)
+        mass = np.full((len(cols), 1), np.maximum(row, 0.0).sum(), dtype=np.float32)
+    else:
+        raw = np.take_along_axis(source, cols, 1).astype(np.float32)
+        # most sources are non-negative (counts, similarities): then the mass is a plain sum
+        mass = (source.sum(1, keepdims=True, dtype=np.float32) if source.size and source.min() >= 0
+                else np.maximum(source, 0.0).sum(1, keepdims=True, dtype=np.float32))
+        bad = ~np.isfinite(mass[:, 0])
+        if bad.any():  # nan/inf entries count as 0, as in the gathered scores
+            rows = source[bad]
+            mass[bad, 0] = np.maximum(np.where(np.isfinite(rows), rows, 0.0), 0.0).sum(1)
+    raw[~np.isfinite(raw)] = 0.0
+    return raw, mass

@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 import torch
 
+from learners.deep.adam import Adam
 from learners.deep.device import resolve_device
 from learners.deep.model import CandidateRanker, hit_rate, listwise_loss
 from learners.deep.trainer_process import RoundJob, TrainerProcess
@@ -384,7 +385,7 @@ class WindowedFineTuner:
                      generator: torch.Generator) -> None:
         """The hot loop: batches are index slices of a permutation of device-resident tensors."""
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)  # no torch._dynamo
         n = len(data["label"])
         fields = [name for name in ("features", "label", "n_valid", "candidates", "history") if name in data]
         for _ in range(self.epochs):
@@ -394,7 +395,7 @@ class WindowedFineTuner:
                 batch = {name: data[name][idx] for name in fields}
                 scores = model(batch["features"], batch.get("candidates"), batch.get("history"))
                 loss = listwise_loss(scores, batch["label"], batch["n_valid"])
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
 

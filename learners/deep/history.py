@@ -34,13 +34,21 @@ class RecentItems:
         self._users = IdIndex(capacity=max_users)
         self._items = np.full((16, length), -1, dtype=np.int64)
         self._ts = np.zeros((16, length))
+        self._looked_up: tuple[np.ndarray, np.ndarray] | None = None
 
     def context(
         self, users: np.ndarray, items: np.ndarray, ts: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(user columns with -1 for unknown users, recent items [n, L], their times [n, L])."""
-        cols = self._users.cols(np.asarray(users, dtype=object), add=False)
-        recent, recent_ts, _, _ = self._with_batch(users, cols, np.asarray(items, np.int64), np.asarray(ts))
+        users = np.asarray(users, dtype=object)
+        cols = self._users.cols(users, add=False)
+        self._looked_up = (users, cols)  # `learn` of the same batch reuses the lookup
+        codes = cols.copy()
+        unknown = codes < 0
+        if unknown.any():  # unknown users told apart by id: codes past the known columns
+            _, inverse = np.unique(users[unknown].astype(str), return_inverse=True)
+            codes[unknown] = self._users.n_cols + inverse
+        recent, recent_ts, _ = self._with_batch(codes, cols, np.asarray(items, np.int64), np.asarray(ts))
         return cols, recent, recent_ts
 
     def learn(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,42 +56,52 @@ class RecentItems:
         users = np.asarray(users, dtype=object)
         items = np.asarray(items, np.int64)
         ts = np.asarray(ts, np.float64)
-        before = self._users.cols(users, add=False)
+        looked_up, self._looked_up = self._looked_up, None
+        if looked_up is not None and looked_up[0] is users:
+            before = looked_up[1]
+        else:
+            before = self._users.cols(users, add=False)
         cols = self._users.cols(users)
         freed = self._users.pop_freed()
         self._items = grow_rows(self._items, self._users.n_cols, fill=-1)
         self._ts = grow_rows(self._ts, self._users.n_cols)
         self._items[freed] = -1
         self._ts[freed] = 0.0
-        before = np.where(np.isin(cols, freed), -1, np.where(before >= 0, cols, -1))
-        recent, recent_ts, last, _ = self._with_batch(users, before, items, ts)
+        if len(freed):
+            before = np.where(np.isin(cols, freed), -1, before)
+        before = np.where(before >= 0, cols, -1)
+        recent, recent_ts, last = self._with_batch(cols, before, items, ts)
         # a user's state after the batch: their last event's context with that event in front
         self._items[cols[last]] = np.concatenate([items[last, None], recent[last, :-1]], axis=1)
         self._ts[cols[last]] = np.concatenate([ts[last, None], recent_ts[last, :-1]], axis=1)
         return cols, freed
 
-    def _with_batch(self, users: np.ndarray, cols: np.ndarray, items: np.ndarray, ts: np.ndarray):
-        n, length = len(users), self.length
+    def _with_batch(self, codes: np.ndarray, cols: np.ndarray, items: np.ndarray, ts: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each event's recent items and times given its user's `codes` (one int per user) and stored
+        columns `cols` (-1: nothing stored); and the position of each user's last event."""
+        n, length = len(codes), self.length
         known = cols >= 0
         stored = np.full((n, length), -1, dtype=np.int64)
         stored_ts = np.zeros((n, length))
         stored[known] = self._items[cols[known]]
         stored_ts[known] = self._ts[cols[known]]
-        keys = np.asarray(users).astype(str)
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        new_group = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if n else np.zeros(0, bool)
+        order = np.argsort(codes, kind="stable")  # each user's events together, in stream order
+        sorted_codes = codes[order]
+        new_group = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]] if n else np.zeros(0, bool)
         starts = np.flatnonzero(new_group)
         position = np.arange(n) - starts[np.cumsum(new_group) - 1] if n else np.zeros(0, int)
         ends = np.r_[starts[1:], n] - 1  # sorted position of each user's last event
+        # [n, L] at once: the lag-th previous item is the batch's (sorted) event lag back when the user
+        # has that many earlier events in the batch, else slot lag - 1 - position of the stored list
+        lag = np.arange(1, length + 1)
+        from_batch = position[:, None] >= lag
+        back = np.maximum(np.arange(n)[:, None] - lag, 0)
+        slot = np.clip(lag - 1 - position[:, None], 0, length - 1)
+        s_stored, s_stored_ts = stored[order], stored_ts[order]
+        rows = np.arange(n)[:, None]
         recent = np.empty((n, length), dtype=np.int64)
         recent_ts = np.empty((n, length))
-        idx = np.arange(n)
-        s_items, s_ts, s_stored, s_stored_ts = items[order], ts[order], stored[order], stored_ts[order]
-        for lag in range(1, length + 1):  # the lag-th previous item of each event
-            from_batch = position >= lag
-            back = np.maximum(idx - lag, 0)
-            slot = np.clip(lag - 1 - position, 0, length - 1)
-            recent[order, lag - 1] = np.where(from_batch, s_items[back], s_stored[idx, slot])
-            recent_ts[order, lag - 1] = np.where(from_batch, s_ts[back], s_stored_ts[idx, slot])
-        return recent, recent_ts, order[ends], order
+        recent[order] = np.where(from_batch, items[order][back], s_stored[rows, slot])
+        recent_ts[order] = np.where(from_batch, ts[order][back], s_stored_ts[rows, slot])
+        return recent, recent_ts, order[ends]

@@ -181,10 +181,11 @@ class DeepReranker:
         `users` are the events' external user ids, `batch_items` their item columns (-1 unknown; only
         the context of the same user's later events), `blend` and `sources[name]` (B, m) score rows
         (or (m,) rows shared by all events) whose column j is item column `item_cols[j]`."""
+        tuner = self.tuner
+        if not remember and (tuner is None or tuner.serving.model is None):
+            return np.array(blend, dtype=np.float32, copy=True)  # nothing to re-rank, nothing to learn
         user_cols, recent, recent_ts = self.recent.context(users, batch_items, ts)
-        rows = {name: np.broadcast_to(v, blend.shape) if np.ndim(v) == 1 else v
-                for name, v in sources.items()}
-        cands = self.features.build(user_cols, recent, recent_ts, ts, blend, rows, item_cols)
+        cands = self.features.build(user_cols, recent, recent_ts, ts, blend, sources, item_cols)
         if remember:
             self._scored = (ts, cands)
         tuner = self._ensure_tuner(cands.history.shape[1])
@@ -287,9 +288,11 @@ def _place_on_top(
     """Write deep scores over the candidates' columns so they rank above every other item."""
     n, c = cands.items.shape
     valid = np.arange(c)[None, :] < cands.n_valid[:, None]
-    finite = np.where(np.isfinite(blend), blend, np.nan)
-    floor = np.nanmax(finite, axis=1, initial=-np.inf) if finite.size else np.zeros(n)
-    floor = np.where(np.isfinite(floor), floor, 0.0)
+    floor = blend.max(1) if blend.size else np.zeros(n, dtype=np.float32)
+    odd = ~np.isfinite(floor)  # nan, +inf or all -inf rows: the largest finite score, else 0
+    if odd.any():
+        rows = np.where(np.isfinite(blend[odd]), blend[odd], -np.inf).max(1)
+        floor[odd] = np.where(np.isfinite(rows), rows, 0.0)
     low = np.where(valid, deep, np.inf).min(1)
     lifted = floor[:, None] + 1.0 + (deep - low[:, None])
     # candidates are item columns: find their score columns (item_cols need not be the identity)

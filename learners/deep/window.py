@@ -87,8 +87,11 @@ class SlidingWindow:
             event_index, ts = event_index[-self.capacity :], ts[-self.capacity :]
             arrays = {k: v[-self.capacity :] for k, v in arrays.items()}
             n = self.capacity
-        positions = (self._next + np.arange(n)) % self.capacity
-        pos = torch.from_numpy(positions).to(self.device)
+        # the ring slots are at most two contiguous runs: slice copies, no scattered index_put
+        head = min(n, self.capacity - self._next)
+        runs = [(slice(self._next, self._next + head), slice(0, head))]
+        if head < n:
+            runs.append((slice(0, n - head), slice(head, n)))
         staged = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
         for name, tensor in staged.items():
             shape, dtype = self.fields[name]
@@ -96,10 +99,12 @@ class SlidingWindow:
                 got = tuple(tensor.shape[1:])
                 raise ValueError(f"field {name!r} needs per-sample shape {shape}, got {got}")
         with self._lock:
+            staged["_event"] = torch.as_tensor(np.asarray(event_index, np.int64))
+            staged["_ts"] = torch.as_tensor(np.asarray(ts, np.float64))
+            targets = {**self._data, "_event": self._event, "_ts": self._ts}
             for name, tensor in staged.items():
-                self._data[name][pos] = tensor.to(self.device, self.fields[name][1], non_blocking=True)
-            self._event[pos] = torch.as_tensor(np.asarray(event_index, np.int64)).to(self.device)
-            self._ts[pos] = torch.as_tensor(np.asarray(ts, np.float64)).to(self.device)
+                for ring, rows in runs:
+                    targets[name][ring].copy_(tensor[rows], non_blocking=True)
             self._next = int((self._next + n) % self.capacity)
             self._size = min(self.capacity, self._size + n)
             self._newest_event = max(self._newest_event, int(np.max(event_index)))

@@ -98,3 +98,19 @@ def test_a_checkpointed_model_serves_again_after_a_restart():
     x = torch.randn(8, 40, rr.features.n_features)
     with torch.inference_mode():
         torch.testing.assert_close(fresh.tuner.serving.model(x), rr.tuner.serving.model(x))
+
+
+def test_serving_lists_before_the_first_model_keep_the_blend_and_teach_nothing():
+    rr = DeepReranker(n_candidates=5, every_events=None, every_seconds=3600.0, background=False, device="cpu")
+    users = np.array(["a", "b"], dtype=object)
+    blend = np.random.default_rng(0).normal(size=(2, 30)).astype(np.float32)
+    out = rr.rerank(users, np.full(2, -1), blend, {"s": blend}, np.arange(30), np.zeros(2), remember=False)
+    np.testing.assert_array_equal(out, blend)
+    assert out is not blend
+    rr.learn(users, np.array([3, 4]), np.zeros(2))  # learned without a scored batch: no samples
+    assert rr.window is None or len(rr.window) == 0
+    scored = rr.rerank(users, np.array([3, 4]), blend, {"s": blend}, np.arange(30), np.ones(2))
+    np.testing.assert_array_equal(scored, blend)  # still no model: the blend's order
+    rr.learn(users, np.array([3, 4]), np.ones(2))
+    assert rr.window is not None
+    rr.close()

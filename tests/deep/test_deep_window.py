@@ -19,7 +19,9 @@ def test_capacity_keeps_the_newest_in_arrival_order():
     for lo in range(0, 12, 4):
         _append(window, np.arange(lo, lo + 4), np.zeros(4))
     assert len(window) == 5
-    assert window.snapshot()["y"].tolist() == [7, 8, 9, 10, 11]
+    snap = window.snapshot()  # the appends wrapped around the ring twice
+    assert snap["y"].tolist() == [7, 8, 9, 10, 11] and snap["event"].tolist() == [7, 8, 9, 10, 11]
+    assert snap["x"][:, 0].tolist() == [7.0, 8.0, 9.0, 10.0, 11.0]
 
 
 def test_span_in_events_and_age_in_seconds_bound_the_snapshot():
