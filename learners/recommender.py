@@ -185,6 +185,7 @@ class OnlineRecommender:
         self._items = IdIndex(capacity=max_items)
         self._recent_items = np.full((0, recent), _NO_ITEM, dtype=np.int64)
         self._last_ts = np.zeros(0, dtype=np.float64)
+        self._latest_ts = 0.0  # the stream's latest event time (max of _last_ts, kept as a scalar)
         self._user_events = np.zeros(0, dtype=np.int64)
         self._item_events = np.zeros(0, dtype=np.int64)
         self._evicted_events = 0  # interactions of items evicted since: still applied, no longer counted
@@ -554,6 +555,7 @@ class OnlineRecommender:
         np.add.at(self._item_events, items, 1)
         self._recent_items[batch_users] = new_rows
         self._last_ts[users] = batch.ts
+        self._latest_ts = max(self._latest_ts, float(batch.ts.max()))
         self._item_table = None
         if self._drift_boost_events > 0 and self.mf:
             self._drift_boost_events -= len(batch)
@@ -658,7 +660,7 @@ class OnlineRecommender:
         if self.reranker is not None and n:
             # the deep stage re-orders the blend's top candidates (excluded items stay -inf); "now" is
             # the stream's latest event time, so a user's gap since their last event is as at serving
-            now = float(self._last_ts.max()) if len(self._last_ts) else 0.0
+            now = self._latest_ts
             blend = self.reranker.rerank(ids, np.full(len(ids), _NO_ITEM), blend, kept, np.arange(n),
                                          np.full(len(ids), now), remember=False)
         new = live & (self._item_events[:n] < self.explore_below)
@@ -788,6 +790,7 @@ class OnlineRecommender:
             self._recent_items[user_cols] = np.where(recent_ids == "", _NO_ITEM, flat)
         self._last_ts = np.zeros(u)
         self._last_ts[user_cols] = users["last_ts"]
+        self._latest_ts = float(self._last_ts.max(initial=0.0))
         self._user_events = np.zeros(u, dtype=np.int64)
         self._user_events[user_cols] = users["n_events"]
         if self.mf:
