@@ -2,11 +2,15 @@
 
 On the synthetic stream (every user's interest moves to another cluster at a known event), the same
 learner is replayed twice, still learning throughout: once with `DriftMonitor` calling
-`model.on_drift()` on each detected drop of the hit rate, once with detection only (control). The
-figure of merit: events after the switch until the rolling HR@10 is back to 90% of its level just
-before the switch.
+`model.on_drift(keep_recent=0)` on each detected drop of the hit rate (counts forgotten, each user's
+old context dropped), once with detection only (control). The figure of merit: events after the
+switch until the rolling HR@10 over a trailing window of evaluated events, all of them after the
+switch, is back to 90% of its level just before the switch; the claim is that adapting needs at most
+half as many. Each window also reports the earliest possible count (where the first window made only
+of post-switch events ends: about 1,200 events for the 1,000 window, as only ~80% of the events after
+the switch are evaluated), so a ratio near that bound is seen for what it is.
 
-    python -m bench.drift --report drift.json --plot drift.png
+    python -m bench.drift --no-deep --seeds 0-9 --jobs 2 --report drift.json --plot drift.png
 """
 
 from __future__ import annotations
