@@ -9,6 +9,13 @@ ADWIN detects a change and the recent hit rate is *lower* than before, it calls 
 rise (the model warming up) is not a drift to adapt to. river is imported lazily, so `learners`
 stays importable without it.
 
+Why the 0/1 hits and not a lower-variance signal: replayed offline on the no-adaptation runs, ADWIN on
+chunks of 4 hits (delta 2e-4) finds the synthetic interest switch on each of seeds 0-9 within 86-280
+events (median 172) and stays silent on ML-100K and YOOCHOOSE-100k. Reciprocal rank, rank percentile
+and -log(1 + rank) were tried at deltas 2e-3..2e-8 and chunks 1..16: each is either slower on the switch
+or fires on ML-100K, whose hit rate really does move (bursts of active users); so do hits at chunks of
+1, 2 or 8 (ADWIN's bound on chunk means is not monotonic in the chunk).
+
 >>> import numpy as np
 >>> monitor = DriftMonitor(chunk=20)
 >>> rng = np.random.default_rng(0)
@@ -45,11 +52,15 @@ class DriftMonitor:
         Evaluated events after a detection during which no further one is raised (the model is
         re-adapting; its hit rate is expected to move).
     adapt
-        Call `model.on_drift()` on a detection (False: only count, e.g. a control run).
+        Call `model.on_drift(**adapt_args)` on a detection (False: only count, e.g. a control run).
+    adapt_args
+        Keyword arguments of the model's `on_drift` (None: its defaults), e.g. ``{"keep_recent": 0}``
+        for `OnlineRecommender` when the tastes of all users move at once.
     """
 
     def __init__(
-        self, delta: float = 0.0002, chunk: int = 4, cooldown: int = 2000, adapt: bool = True
+        self, delta: float = 0.0002, chunk: int = 4, cooldown: int = 2000, adapt: bool = True,
+        adapt_args: dict[str, Any] | None = None,
     ) -> None:
         if not 0 < delta < 1 or chunk < 1 or cooldown < 0:
             raise ValueError("need 0 < delta < 1, chunk >= 1 and cooldown >= 0")
@@ -57,6 +68,7 @@ class DriftMonitor:
         self.chunk = chunk
         self.cooldown = cooldown
         self.adapt = adapt
+        self.adapt_args = adapt_args
         self.detections = 0
         self.positions: list[int] = []  # stream positions of the detections
         self._adwin: Any = None
@@ -94,6 +106,6 @@ class DriftMonitor:
                 else:
                     self.positions.append(evaluated)
                 if self.adapt and model is not None and hasattr(model, "on_drift"):
-                    model.on_drift()
+                    model.on_drift(**(self.adapt_args or {}))
         self._seen += len(hits)
         return detected
