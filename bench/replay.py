@@ -111,7 +111,7 @@ def _drift_monitor(model: Recommender, args: argparse.Namespace) -> Any:
     try:
         from learners.drift import DriftMonitor
 
-        return DriftMonitor()
+        return DriftMonitor().ready()  # river imported outside the timed loop
     except ImportError:  # river missing: replay without adaptation
         return None
 

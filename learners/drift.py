@@ -76,6 +76,12 @@ class DriftMonitor:
         self._seen = 0  # evaluated events so far
         self._quiet_until = 0
 
+    def ready(self) -> DriftMonitor:
+        """Build the detector now (importing river takes ~1 s: do it before a timed or live loop, and
+        see a missing river at start rather than mid-stream); returns self."""
+        self._detector()
+        return self
+
     def _detector(self) -> Any:
         if self._adwin is None:
             from river import drift

@@ -600,7 +600,7 @@ class OnlineRecommender:
         self.learn_many(Interactions.from_records(
             [{"user_id": user_id, "item_id": item_id, "ts": ts, "value": value, "type": kind}]))
 
-    def on_drift(self, forget: float = 0.05, keep_recent: int | None = 2, user_forget: float = 0.2,
+    def on_drift(self, forget: float = 0.05, keep_recent: int | None = 0, user_forget: float = 0.2,
                  boost: float = 2.0, boost_events: int = 2000) -> None:
         """Adapt after a detected drift (a drop of the hit rate): accumulated co-occurrence and
         popularity counts shrink by `forget`, so the events after the drift outweigh the old ones at

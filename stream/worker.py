@@ -464,8 +464,7 @@ def drift_monitor(learner: Recommender) -> Any:
     try:
         from learners.drift import DriftMonitor
 
-        monitor = DriftMonitor()
-        monitor._detector()  # imports river now: a missing river shows at start, not mid-stream
+        monitor = DriftMonitor().ready()
     except ImportError as exc:
         log.warning("drift detection unavailable (%s): the learner will not adapt to drift", exc)
         return None

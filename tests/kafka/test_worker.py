@@ -248,3 +248,37 @@ def test_the_deep_stage_fine_tunes_live_and_reaches_the_metrics(tmp_path: Path) 
     fresh = LiveLoop(OnlineRecommender(deep=DeepReranker(device="cpu"), seed=0), state_dir=tmp_path)
     fresh.restore()
     assert fresh.learner.model_version == learner.model_version  # the served deep model came back
+
+
+def test_live_loop_detects_the_interest_switch_and_the_learner_adapts() -> None:
+    from learners.recommender import OnlineRecommender
+    from stream.metrics import StreamMetrics
+    from stream.worker import _no_drift, add_arguments, drift_monitor
+
+    parser = __import__("argparse").ArgumentParser()
+    add_arguments(parser)
+    assert _no_drift(parser.parse_args(["--no-drift"]), env={})
+    assert _no_drift(parser.parse_args([]), env={"STREAMREC_NO_DRIFT": "yes"})
+    assert not _no_drift(parser.parse_args([]), env={})
+    assert drift_monitor(DecayedPopularity()) is None  # nothing to adapt: no monitor
+
+    class Adapting(OnlineRecommender):
+        adapted_at: list[int] = []
+
+        def on_drift(self, *args: object, **kwargs: object) -> None:
+            self.adapted_at.append(self.events_applied)
+            super().on_drift(*args, **kwargs)
+
+    # the stream of tests/learners/test_drift.py: every user's interest switches at a known event
+    stream = generate(n_events=16_000, n_users=400, n_items=200, n_clusters=8, cluster_skew=1.0, seed=1)
+    switch = stream.truth["switch_at"]
+    learner, metrics = Adapting(seed=0), StreamMetrics()
+    live = LiveLoop(learner, k=10, metrics=metrics, monitor=drift_monitor(learner))
+    recs = records_of(stream.log)
+    for start in range(0, len(recs), 200):
+        live.apply([], recs[start:start + 200])
+    assert live.monitor.detections >= 1
+    assert learner.adapted_at and learner.adapted_at[0] >= switch - 200  # not before the switch
+    assert min(p for p in live.monitor.positions) >= switch
+    assert metrics.summary()["drift_detections"] == live.monitor.detections
+    assert f"streamrec_drift_detections_total {live.monitor.detections:.1f}".encode() in metrics.text()

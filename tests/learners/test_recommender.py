@@ -165,11 +165,15 @@ def test_on_drift_shrinks_old_evidence():
 def test_on_drift_forgets_each_users_older_taste_by_default():
     model = OnlineRecommender(seed=0)
     model.learn_many(two_taste_log())
-    model.learn_many(events([("u0", "x"), ("u0", "y")], t0=500))  # u0 switched taste
     factors = model.mf.user_factors.copy()
-    model.on_drift()
-    assert (model._recent_items[:, 2:] == -1).all() and (model._recent_items[:, :2] >= 0).any()
+    model.on_drift()  # by default every user's pre-drift context goes: it is the old taste
+    assert (model._recent_items == -1).all()
     np.testing.assert_allclose(model.mf.user_factors, 0.2 * factors)
+    model = OnlineRecommender(seed=0)
+    model.learn_many(two_taste_log())
+    model.learn_many(events([("u0", "x"), ("u0", "y")], t0=500))  # u0 switched taste
+    model.on_drift(keep_recent=2)
+    assert (model._recent_items[:, 2:] == -1).all() and (model._recent_items[:, :2] >= 0).any()
     u0 = model._users.cols(np.array(["u0"], dtype=object), add=False)[0]
     assert model.item_ids(model._recent_items[u0, :2]).tolist() == ["y", "x"]  # its newest taste only
     assert (model._recent_items[u0, 2:] == -1).all()
