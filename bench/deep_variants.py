@@ -50,6 +50,7 @@ def build(variant: str, args: argparse.Namespace) -> tuple[Any, Any]:
         seq = SequenceSource(dim=args.dim, length=args.length, window_events=args.seq_window,
                              every_events=args.seq_every, epochs=args.epochs, batch_size=args.seq_batch,
                              lr=args.lr, output=args.output, cost_clock=args.cost_clock, device=args.device,
+                             fixed_cost_s=args.seq_fixed_cost,
                              seed=args.seed)
     sources = [seq] if seq is not None else []
     deep = None
@@ -127,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blend-init", type=float, default=0.3, help="the encoder's initial blend weight")
     parser.add_argument("--per-source", type=int, default=5)
     parser.add_argument("--no-warm-start", dest="warm_start", action="store_false")
+    parser.add_argument("--seq-fixed-cost", type=float,
+                        help="charge each encoder round this many seconds (e.g. the cost measured on a GPU)")
     parser.add_argument("--cost-clock", choices=("wall", "cpu"), default="cpu")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="replays run in parallel processes")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the replay's setting: the other core serves the stream
@@ -137,16 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"deep_variants: logs not found under {DATA}: {missing}", file=sys.stderr)
         return 2
+    runs = [(log_name, variant) for log_name in args.logs for variant in args.variants]
+    if args.jobs > 1:  # one process per replay (the GPU machine's cores); rows print when all are done
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            logs, variants = [r[0] for r in runs], [r[1] for r in runs]
+            done = list(pool.map(run_variant, logs, variants, [args] * len(runs)))
+    else:
+        done = [run_variant(log_name, variant, args) for log_name, variant in runs]
     results: list[dict[str, Any]] = []
-    for log_name in args.logs:
-        base = None
-        for variant in args.variants:
-            r = run_variant(log_name, variant, args)
-            if variant == "nodeep":
-                base = r["hr@10"]
-            r["gain_vs_nodeep"] = r["hr@10"] / base - 1 if base else None
-            results.append(r)
-            print(_row(r, base), flush=True)
+    for r in done:
+        base = next((x["hr@10"] for x in done if x["log"] == r["log"] and x["variant"] == "nodeep"), None)
+        r["gain_vs_nodeep"] = r["hr@10"] / base - 1 if base else None
+        results.append(r)
+        print(_row(r, base), flush=True)
     if args.out:
         write_report(args.out, {"config": {k: str(v) for k, v in vars(args).items()}, "results": results})
         print(f"report: {args.out}")

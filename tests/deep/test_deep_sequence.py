@@ -101,3 +101,41 @@ def test_warm_start_fills_untrained_rows_only():
     assert torch.allclose(after[2], after[3]) and not torch.equal(after[2], before[2])
     history, item = torch.zeros((2, 3), dtype=torch.long), torch.zeros(2, dtype=torch.long)
     assert next_item_hit_rate(None, history, item, 8) == 0.0
+
+
+def replay_cycles(model, n_users: int = 40, n_items: int = 130, steps: int = 100) -> list[str]:
+    """Every user steps through a cycle of `n_items` (stride 1 or 2) `steps` times, users interleaved;
+    returns each user's next item."""
+    from learners.base import Interactions
+
+    rng = np.random.default_rng(1)
+    position, stride = rng.integers(0, n_items, n_users), 1 + np.arange(n_users) % 2
+    records, t = [], 0
+    for _ in range(steps):
+        for u in rng.permutation(n_users):
+            records.append({"user_id": f"u{u}", "item_id": f"i{position[u]}", "ts": float(t)})
+            position[u] = (position[u] + stride[u]) % n_items
+            t += 1
+    for lo in range(0, len(records), 200):
+        batch = Interactions.from_records(records[lo: lo + 200])
+        scores, cols = model.score_many(batch)
+        assert np.isfinite(scores).all() and scores.shape == (len(batch), len(cols))
+        model.learn_many(batch)
+    return [f"i{position[u]}" for u in range(n_users)]
+
+
+def test_encoder_as_a_recommender_source():
+    from learners.recommender import OnlineRecommender
+
+    source = make_source(every_events=1000, max_items=256, epochs=6)
+    model = OnlineRecommender(sources=[source], seed=0)
+    at = model.blend.names.index("seq")
+    model.blend.weights[at] = model.blend.prior[at] = 1.0
+    expected = replay_cycles(model)
+    assert source.model_version >= 1
+    lists = model.recommend([f"u{u}" for u in range(len(expected))], k=1)
+    assert np.mean([lst[0].item_id == e for lst, e in zip(lists, expected, strict=True)]) > 0.8
+    # and the encoder alone, on the recommender's own context of each user, knows it too
+    users = model._users.cols(np.asarray([f"u{u}" for u in range(len(expected))], dtype=object), add=False)
+    top = source.score_histories(model._recent_items[users], model._items.n_cols).argmax(1)
+    assert np.mean(model.item_ids(top) == np.asarray(expected, dtype=object)) > 0.4  # chance: 1/130
