@@ -50,7 +50,7 @@ def build(variant: str, args: argparse.Namespace) -> tuple[Any, Any]:
         seq = SequenceSource(dim=args.dim, length=args.length, window_events=args.seq_window,
                              every_events=args.seq_every, epochs=args.epochs, batch_size=args.seq_batch,
                              lr=args.lr, output=args.output, cost_clock=args.cost_clock, device=args.device,
-                             fixed_cost_s=args.seq_fixed_cost,
+                             fixed_cost_s=args.seq_fixed_cost, exclude_history=args.exclude_history,
                              seed=args.seed)
     sources = [seq] if seq is not None else []
     deep = None
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", choices=("z", "logp", "logit", "prob"), default="z")
     parser.add_argument("--blend-init", type=float, default=0.3, help="the encoder's initial blend weight")
     parser.add_argument("--per-source", type=int, default=5)
+    parser.add_argument("--keep-history", dest="exclude_history", action="store_false",
+                        help="the encoder may predict the user's own recent items (repeats)")
     parser.add_argument("--no-warm-start", dest="warm_start", action="store_false")
     parser.add_argument("--seq-fixed-cost", type=float,
                         help="charge each encoder round this many seconds (e.g. the cost measured on a GPU)")

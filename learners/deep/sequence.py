@@ -56,13 +56,15 @@ class GRUEncoder(nn.Module):
         Recent items read per user.
     """
 
-    def __init__(self, n_items: int, dim: int = 64, length: int = 20, dropout: float = 0.0) -> None:
+    def __init__(self, n_items: int, dim: int = 64, length: int = 20, dropout: float = 0.0,
+                 exclude_history: bool = True) -> None:
         super().__init__()
         if n_items < 1 or dim < 1 or length < 1:
             raise ValueError(f"n_items, dim and length must be positive, got {n_items}, {dim}, {length}")
         self.n_items = int(n_items)
         self.dim = int(dim)
         self.length = int(length)
+        self.exclude_history = bool(exclude_history)
         self.embedding = nn.Embedding(self.n_items + 1, self.dim)
         nn.init.normal_(self.embedding.weight, std=0.05)
         with torch.no_grad():
@@ -86,7 +88,10 @@ class GRUEncoder(nn.Module):
         """Logits [B, n_cols] over item columns 0..n_cols-1 (all rows by default)."""
         n_cols = self.n_items if n_cols is None else min(int(n_cols), self.n_items)
         user = self.encode(history)
-        return user @ self.embedding.weight[:n_cols].T + self.bias[:n_cols]
+        logits = user @ self.embedding.weight[:n_cols].T + self.bias[:n_cols]
+        if self.exclude_history:  # the user's own items are never the answer (as the evaluator ranks)
+            logits = logits.masked_fill(history_mask(history[:, : self.length], n_cols), float("-inf"))
+        return logits
 
     @torch.no_grad()
     def warm_start(self, vectors: np.ndarray | torch.Tensor, scale: float = 1.0) -> int:
@@ -106,7 +111,18 @@ class GRUEncoder(nn.Module):
         return int(ok.sum())
 
     def config(self) -> dict[str, int]:
-        return {"n_items": self.n_items, "dim": self.dim, "length": self.length}
+        return {"n_items": self.n_items, "dim": self.dim, "length": self.length,
+                "exclude_history": self.exclude_history}
+
+
+def history_mask(history: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """[B, n_cols] True at the columns of each row's history items (-1 padding and columns beyond
+    `n_cols` ignored)."""
+    valid = (history >= 0) & (history < n_cols)
+    index = torch.where(valid, history, n_cols)  # invalid entries land in a spare column, dropped
+    mask = torch.zeros((len(history), n_cols + 1), dtype=torch.bool, device=history.device)
+    mask.scatter_(1, index, True)
+    return mask[:, :n_cols]
 
 
 def next_item_hit_rate(model: GRUEncoder | None, history: torch.Tensor, item: torch.Tensor, n_cols: int,
@@ -217,6 +233,9 @@ class SequenceSource:
     output
         "z": logits standardized per row (default), "logp": log-softmax over the item columns,
         "logit": raw logits, "prob": softmax.
+    exclude_history
+        The user's recent items are no next-item answer: masked out of the softmax, repeat events
+        left out of the window (the evaluator ranks only items outside the user's history).
     window_events, every_events, every_seconds
         Window span (events) and fine-tune cadence.
     epochs, batch_size, lr
@@ -238,6 +257,7 @@ class SequenceSource:
         length: int = 20,
         max_items: int = 8192,
         output: str = "z",
+        exclude_history: bool = True,
         window_events: int = 30_000,
         every_events: int | None = 10_000,
         every_seconds: float | None = None,
@@ -260,6 +280,7 @@ class SequenceSource:
         self.length = length
         self.max_items = max_items
         self.output = output
+        self.exclude_history = exclude_history
         self.window_events = window_events
         self.every_events = every_events
         self.every_seconds = every_seconds
@@ -288,7 +309,8 @@ class SequenceSource:
         self._stale = np.zeros(0, dtype=bool)  # recycled columns the serving encoder knows as others
 
     def _build_model(self) -> GRUEncoder:
-        return GRUEncoder(self.max_items, self.dim, self.length).to(self.device)
+        return GRUEncoder(self.max_items, self.dim, self.length,
+                          exclude_history=self.exclude_history).to(self.device)
 
     def _warm_start(self, model: GRUEncoder) -> None:
         vectors = self.item_vectors() if self.item_vectors is not None else None
@@ -312,12 +334,19 @@ class SequenceSource:
         hist = torch.from_numpy(_fit_width(np.asarray(history, np.int64), self.length)).to(self.device)
         with torch.inference_mode():
             logits = model(hist, width).float()
+            masked = ~torch.isfinite(logits)  # the user's own items: scored at the row's minimum
             if self.output == "logp":
                 logits = torch.log_softmax(logits, 1)
             elif self.output == "prob":
                 logits = torch.softmax(logits, 1)
             elif self.output == "z":  # spread, not offset: the blend scales sources by mean |score|
-                logits = (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp_min(1e-6)
+                count = (~masked).sum(1, keepdim=True).clamp_min(1)
+                values = logits.masked_fill(masked, 0.0)
+                mean = values.sum(1, keepdim=True) / count
+                var = ((values - mean).masked_fill(masked, 0.0) ** 2).sum(1, keepdim=True) / count
+                logits = (logits - mean) / var.sqrt().clamp_min(1e-6)
+            low = logits.masked_fill(masked, float("inf")).min(1, keepdim=True).values
+            logits = torch.where(masked, low.clamp(max=0.0), logits)
             out[:, :width] = logits.cpu().numpy()
         stale = np.flatnonzero(self._stale[:width])
         if len(stale):
@@ -329,9 +358,12 @@ class SequenceSource:
         fine-tune schedule."""
         items = np.asarray(items, dtype=np.int64)
         n = len(items)
+        hist = _fit_width(np.asarray(history, np.int64), self.length)
         keep = (items >= 0) & (items < self.max_items)
+        if self.exclude_history:  # repeats are not next-item targets (nor evaluated as such)
+            keep &= ~(hist == items[:, None]).any(1)
         if keep.any():
-            hist = _fit_width(np.asarray(history, np.int64)[keep], self.length)
+            hist = hist[keep]
             hist = np.where(hist < self.max_items, hist, -1)
             self.window.append(self.events + np.flatnonzero(keep), np.asarray(ts, np.float64)[keep],
                                history=hist, item=items[keep])

@@ -139,3 +139,16 @@ def test_encoder_as_a_recommender_source():
     users = model._users.cols(np.asarray([f"u{u}" for u in range(len(expected))], dtype=object), add=False)
     top = source.score_histories(model._recent_items[users], model._items.n_cols).argmax(1)
     assert np.mean(model.item_ids(top) == np.asarray(expected, dtype=object)) > 0.4  # chance: 1/130
+
+
+def test_history_is_no_answer():
+    model = GRUEncoder(10, dim=4, length=3)
+    logits = model(torch.tensor([[2, 7, -1], [-1, -1, -1]]), n_cols=8)
+    assert torch.isinf(logits[0, [2, 7]]).all() and torch.isfinite(logits[0, [0, 1, 3, 4, 5, 6]]).all()
+    assert torch.isfinite(logits[1]).all()
+    source = make_source(length=3)
+    source.learn_histories(np.array([[2, 7, -1], [2, 7, -1]]), np.array([7, 3]), np.zeros(2))
+    assert source.window.snapshot()["item"].tolist() == [3]  # the repeat is no training sample
+    kept = make_source(length=3, exclude_history=False)
+    kept.learn_histories(np.array([[2, 7, -1], [2, 7, -1]]), np.array([7, 3]), np.zeros(2))
+    assert len(kept.window) == 2
