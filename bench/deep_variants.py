@@ -15,6 +15,12 @@ serves from k + ceil(cost_s x 5000). Variants:
 
 The encoder's round cost is its thread CPU time (`--cost-clock cpu`, default: on this shared machine
 wall time mostly measures the neighbours); the ranker's is wall time as in `streamrec replay`.
+`--seq-fixed-cost S` charges every encoder round S seconds instead: the cost measured for the same
+round on a GPU (an H100 trains d=64, L=20, batch 512 at ~178k samples/s, so 3 epochs of a 50k
+window take ~0.8 s), i.e. the replay a GPU-backed worker would see while this CPU does the training:
+
+    python -m bench.deep_variants --variants nodeep deep seq-rank --dim 64 --epochs 3
+        --seq-window 50000 --seq-every 5000 --seq-fixed-cost 1.0 --jobs 4   (one line)
 """
 
 from __future__ import annotations
