@@ -323,9 +323,11 @@ class SequenceSource:
         return self.tuner.serving.version
 
     # ----------------------------------------------------------------------------- core
-    def score_histories(self, history: np.ndarray, n_items: int) -> np.ndarray:
+    def score_histories(self, history: np.ndarray, n_items: int, own_items: str = "min") -> np.ndarray:
         """Scores [B, n_items] from recent item columns [B, L'] (most recent first, -1 padding); zeros
-        before the first accepted round and for columns beyond the encoder's table."""
+        before the first accepted round and for columns beyond the encoder's table. With
+        `exclude_history` the user's own items score the row's minimum (`own_items="min"`), or its
+        mean ("mean": no opinion)."""
         out = np.zeros((len(history), n_items), dtype=np.float32)
         model = self.tuner.serving.model
         if model is None or not len(history) or not n_items:
@@ -334,7 +336,7 @@ class SequenceSource:
         hist = torch.from_numpy(_fit_width(np.asarray(history, np.int64), self.length)).to(self.device)
         with torch.inference_mode():
             logits = model(hist, width).float()
-            masked = ~torch.isfinite(logits)  # the user's own items: scored at the row's minimum
+            masked = ~torch.isfinite(logits)  # the user's own items
             if self.output == "logp":
                 logits = torch.log_softmax(logits, 1)
             elif self.output == "prob":
@@ -345,8 +347,11 @@ class SequenceSource:
                 mean = values.sum(1, keepdim=True) / count
                 var = ((values - mean).masked_fill(masked, 0.0) ** 2).sum(1, keepdim=True) / count
                 logits = (logits - mean) / var.sqrt().clamp_min(1e-6)
-            low = logits.masked_fill(masked, float("inf")).min(1, keepdim=True).values
-            logits = torch.where(masked, low.clamp(max=0.0), logits)
+            if own_items == "min":
+                fill = logits.masked_fill(masked, float("inf")).min(1, keepdim=True).values
+            else:
+                fill = logits.masked_fill(masked, 0.0).sum(1, keepdim=True) / (~masked).sum(1, keepdim=True)
+            logits = torch.where(masked, torch.where(torch.isfinite(fill), fill, 0.0), logits)
             out[:, :width] = logits.cpu().numpy()
         stale = np.flatnonzero(self._stale[:width])
         if len(stale):
@@ -379,7 +384,10 @@ class SequenceSource:
         if self.tuner.serving.model is None or cols.size == 0:
             return np.zeros(cols.shape, dtype=np.float32)
         n = max(ctx.n_items, int(cols.max()) + 1)
-        return np.take_along_axis(self.score_histories(ctx.recent, n), cols, 1)
+        # the blend learns its weights from these pairs on every event, repeats included: there the
+        # positive is the user's own item, which the encoder leaves to the other sources (no opinion;
+        # at the row's minimum the repeats of yoochoose taught the blend to drop the encoder)
+        return np.take_along_axis(self.score_histories(ctx.recent, n, own_items="mean"), cols, 1)
 
     def learn(self, ctx: Any) -> None:
         self.learn_histories(ctx.recent, ctx.items, ctx.ts)
