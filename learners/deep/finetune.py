@@ -142,7 +142,15 @@ class WindowedFineTuner:
         self.fixed_cost_s = fixed_cost_s
         self.threads = threads
         self.nice = nice
-        self.device = resolve_device(device)
+        # the window's tensors are where training must run: "auto" follows them (a CPU window under
+        # STREAMREC_DEVICE=cuda trained on CUDA mixed devices); an explicit other device is an error
+        window_device = getattr(window, "device", None)
+        if device in (None, "auto") and window_device is not None:
+            self.device = torch.device(window_device)
+        else:
+            self.device = resolve_device(device)
+        if window_device is not None and torch.device(window_device).type != self.device.type:
+            raise ValueError(f"the window lives on {window_device} but the tuner's device is {self.device}")
         self.seed = seed
         self._served = Served(0, None)
         self._swap_lock = threading.Lock()
