@@ -28,6 +28,7 @@ import torch
 from learners.deep.device import resolve_device
 from learners.deep.finetune import WindowedFineTuner, sample_fields
 from learners.deep.model import CandidateRanker
+from learners.deep.reranker import training_defaults
 from learners.deep.window import SlidingWindow
 
 
@@ -48,6 +49,8 @@ def synthetic_window(
 def measure(args: argparse.Namespace) -> dict[str, object]:
     main_threads = _threads_seen_by_main(args.threads)  # before this thread sets its own
     device = resolve_device(args.device)
+    batch_size, epochs = training_defaults(device)  # the production defaults of this device
+    args.batch_size, args.epochs = args.batch_size or batch_size, args.epochs or epochs
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     window = synthetic_window(args.window, args.candidates, args.features, device, args.seed)
@@ -162,8 +165,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=50)
     parser.add_argument("--features", type=int, default=15, help="9 own + 3 per source, 2 sources")
     parser.add_argument("--hidden", default="32,16")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, help="default: the device's production default (CPU 1, CUDA 4)")
+    parser.add_argument("--batch-size", type=int,
+                        help="default: the device's production default (CPU 1024, CUDA 8192)")
     parser.add_argument("--interval", type=int, default=10_000, help="events between fine-tunes")
     parser.add_argument("--live-rate", type=float, default=5_000.0, help="events per second, live")
     parser.add_argument("--rounds", type=int, default=3)

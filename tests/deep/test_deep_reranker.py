@@ -114,3 +114,15 @@ def test_serving_lists_before_the_first_model_keep_the_blend_and_teach_nothing()
     rr.learn(users, np.array([3, 4]), np.ones(2))
     assert rr.window is not None
     rr.close()
+
+
+def test_training_defaults_follow_the_device_unless_given() -> None:
+    import torch
+
+    from learners.deep.reranker import DeepReranker, training_defaults
+
+    assert training_defaults(torch.device("cuda")) == (8192, 4)  # a GPU wants big batches
+    tuner = DeepReranker(device="cpu", background=False)._ensure_tuner()
+    assert (tuner.batch_size, tuner.epochs) == training_defaults(torch.device("cpu")) == (1024, 1)
+    tuner = DeepReranker(device="cpu", background=False, batch_size=256, epochs=2)._ensure_tuner()
+    assert (tuner.batch_size, tuner.epochs) == (256, 2)
