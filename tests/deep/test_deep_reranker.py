@@ -122,7 +122,13 @@ def test_training_defaults_follow_the_device_unless_given() -> None:
     from learners.deep.reranker import DeepReranker, training_defaults
 
     assert training_defaults(torch.device("cuda")) == (8192, 4)  # a GPU wants big batches
-    tuner = DeepReranker(device="cpu", background=False)._ensure_tuner()
-    assert (tuner.batch_size, tuner.epochs) == training_defaults(torch.device("cpu")) == (1024, 1)
-    tuner = DeepReranker(device="cpu", background=False, batch_size=256, epochs=2)._ensure_tuner()
-    assert (tuner.batch_size, tuner.epochs) == (256, 2)
+    users = np.array(["u1", "u2"], dtype=object)
+    blend = np.array([[0.3, 0.2, 0.1, 0.0], [0.0, 0.1, 0.2, 0.3]], dtype=np.float32)
+    ts = np.array([0.0, 1.0])
+    for options, expected in (({}, (1024, 1)), ({"batch_size": 256, "epochs": 2}, (256, 2))):
+        rr = DeepReranker(n_candidates=3, every_events=None, every_seconds=3600.0, device="cpu",
+                          background=False, **options)
+        rr.rerank(users, np.array([1, 2]), blend, {"pop": blend}, np.arange(4), ts)
+        rr.learn(users, np.array([1, 2]), ts)
+        assert (rr.tuner.batch_size, rr.tuner.epochs) == expected
+        rr.close()
