@@ -106,14 +106,9 @@ def load_stream(args: argparse.Namespace) -> tuple[Interactions, list[ItemMeta],
 
 
 def _drift_monitor(model: Recommender, args: argparse.Namespace) -> Any:
-    if args.no_drift or not hasattr(model, "on_drift"):
-        return None
-    try:
-        from learners.drift import DriftMonitor
+    from learners.drift import monitor_for
 
-        return DriftMonitor().ready()  # river imported outside the timed loop
-    except ImportError:  # river missing: replay without adaptation
-        return None
+    return None if args.no_drift else monitor_for(model)
 
 
 def replay(

@@ -31,9 +31,12 @@ True
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class DriftMonitor:
@@ -115,3 +118,15 @@ class DriftMonitor:
                     model.on_drift(**(self.adapt_args or {}))
         self._seen += len(hits)
         return detected
+
+
+def monitor_for(model: Any) -> DriftMonitor | None:
+    """A ready `DriftMonitor` (river imported now, outside any timed or live loop) for a model that can
+    adapt (`on_drift`); None for one that cannot, or when river is missing (with a warning)."""
+    if not hasattr(model, "on_drift"):
+        return None
+    try:
+        return DriftMonitor().ready()
+    except ImportError as exc:
+        log.warning("drift detection unavailable (%s): the learner will not adapt to drift", exc)
+        return None

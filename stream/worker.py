@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from learners.base import Interactions, ItemMeta, Recommender
+from learners.drift import monitor_for as drift_monitor
 from stream.config import Settings, add_worker_arguments
 from stream.publisher import RecommendationPublisher
 from stream.schema import Rejection, parse_item, validate_interactions
@@ -441,34 +442,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"no drift detection / adaptation on the live hit rate [{NO_DRIFT_ENV}]")
 
 
-def _no_deep(args: argparse.Namespace, env: Any = None) -> bool:
-    """--no-deep, else a true-looking STREAMREC_NO_DEEP (1, true, yes, on)."""
-    if getattr(args, "no_deep", None):
+def _switched_off(args: argparse.Namespace, flag: str, env_name: str, env: Any = None) -> bool:
+    """The `--no-...` flag `flag`, else a true-looking `env_name` variable (1, true, yes, on)."""
+    if getattr(args, flag, None):
         return True
-    value = (os.environ if env is None else env).get(NO_DEEP_ENV, "")
+    value = (os.environ if env is None else env).get(env_name, "")
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _no_deep(args: argparse.Namespace, env: Any = None) -> bool:
+    """--no-deep, else STREAMREC_NO_DEEP."""
+    return _switched_off(args, "no_deep", NO_DEEP_ENV, env)
 
 
 def _no_drift(args: argparse.Namespace, env: Any = None) -> bool:
-    """--no-drift, else a true-looking STREAMREC_NO_DRIFT."""
-    if getattr(args, "no_drift", None):
-        return True
-    value = (os.environ if env is None else env).get(NO_DRIFT_ENV, "")
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def drift_monitor(learner: Recommender) -> Any:
-    """A `learners.drift.DriftMonitor` for learners that can adapt (`on_drift`), when river is there."""
-    if not hasattr(learner, "on_drift"):
-        return None
-    try:
-        from learners.drift import DriftMonitor
-
-        monitor = DriftMonitor().ready()
-    except ImportError as exc:
-        log.warning("drift detection unavailable (%s): the learner will not adapt to drift", exc)
-        return None
-    return monitor
+    """--no-drift, else STREAMREC_NO_DRIFT."""
+    return _switched_off(args, "no_drift", NO_DRIFT_ENV, env)
 
 
 def _health_extra(live: LiveLoop) -> dict[str, Any]:
