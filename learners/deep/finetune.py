@@ -342,18 +342,22 @@ class WindowedFineTuner:
     ) -> tuple[CandidateRanker | None, RoundReport | None]:
         """Train a copy of `serving` on the window's events before `trigger_event`; validate it against
         `serving` on the newest slice. Returns (new model, report), or (None, None) when the window
-        is too small."""
-        start = time.perf_counter()
+        is too small. The round's cost (`report.seconds`) is read on `round_clock`."""
+        start = self.round_clock()
         data = self.window.snapshot(before_event=trigger_event)
-        n = len(data["label"])
+        n = len(next(iter(data.values())))  # samples: every field has one row per sample
         if n < self.min_samples:
             return None, None
         model = self._start_model(serving, trigger_event)
         model, report = self.train_round(model, serving, data, trigger_event, fresh=serving is None)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        report.seconds = time.perf_counter() - start
+        report.seconds = self.round_clock() - start
         return model, report
+
+    def round_clock(self) -> float:
+        """Seconds on the clock a round's cost is measured with: wall time."""
+        return time.perf_counter()
 
     def _start_model(self, serving: CandidateRanker | None, trigger_event: int) -> CandidateRanker:
         torch.manual_seed(self.seed + trigger_event)  # a new model's initial weights

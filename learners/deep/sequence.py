@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from learners.deep.adam import Adam
 from learners.deep.device import resolve_device
 from learners.deep.finetune import RoundReport, WindowedFineTuner
 from learners.deep.window import SlidingWindow
@@ -158,18 +159,10 @@ class SequenceFineTuner(WindowedFineTuner):
     def mode(self) -> str:
         return "replay" if self.background is False else "thread"
 
-    def run_round(self, serving: Any, trigger_event: int) -> tuple[Any, RoundReport | None]:
-        cpu = self.cost_clock == "cpu" and self.device.type == "cpu"  # the round runs on this thread
-        start = time.thread_time() if cpu else time.perf_counter()
-        data = self.window.snapshot(before_event=trigger_event)
-        if len(data["item"]) < self.min_samples:
-            return None, None
-        model = self._start_model(serving, trigger_event)
-        model, report = self.train_round(model, serving, data, trigger_event, fresh=serving is None)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        report.seconds = (time.thread_time() if cpu else time.perf_counter()) - start
-        return model, report
+    def round_clock(self) -> float:
+        if self.cost_clock == "cpu" and self.device.type == "cpu":  # the round runs on this thread
+            return time.thread_time()
+        return super().round_clock()
 
     def train_round(self, model: GRUEncoder, serving: GRUEncoder | None, data: dict[str, torch.Tensor],
                     trigger_event: int, fresh: bool) -> tuple[GRUEncoder, RoundReport]:
@@ -200,7 +193,7 @@ class SequenceFineTuner(WindowedFineTuner):
         """Batches are index slices of a permutation of the resident window; full softmax over the
         columns the window knows."""
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)  # no torch._dynamo
         n = len(data["item"])
         n_cols = int(data["item"].max()) + 1 if n else 1
         for _ in range(self.epochs):
@@ -209,7 +202,7 @@ class SequenceFineTuner(WindowedFineTuner):
                 idx = order[lo: lo + self.batch_size]
                 logits = model(data["history"][idx], n_cols)
                 loss = nn.functional.cross_entropy(logits, data["item"][idx])
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
 
