@@ -38,7 +38,7 @@ def recent_context(
     n = len(users)
     full = recent.shape[1]
     width = full if width is None else min(width, full)
-    order, starts, position = _layout(users)
+    order, starts, position = group_layout(users)
     sorted_users = users[order]
     sorted_values = values[order]
     lags = np.arange(1, width + 1)
@@ -60,7 +60,7 @@ def recent_context(
     return context, batch_users, np.where(new_in_batch, new_from_batch, new_from_recent).astype(recent.dtype)
 
 
-def _layout(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_layout(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(stable order grouping equal codes, group starts in that order, each sorted event's position in
     its group)."""
     n = len(codes)
@@ -74,7 +74,7 @@ def _layout(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def batch_positions(codes: np.ndarray) -> np.ndarray:
     """For each event, how many earlier events of the batch have the same code (user)."""
-    order, _, position = _layout(codes)
+    order, _, position = group_layout(codes)
     out = np.empty(len(codes), dtype=np.int64)
     out[order] = position
     return out

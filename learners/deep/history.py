@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from learners.cooccurrence import group_layout
 from learners.ids import IdIndex, grow_rows
 
 
@@ -86,11 +87,7 @@ class RecentItems:
         stored_ts = np.zeros((n, length))
         stored[known] = self._items[cols[known]]
         stored_ts[known] = self._ts[cols[known]]
-        order = np.argsort(codes, kind="stable")  # each user's events together, in stream order
-        sorted_codes = codes[order]
-        new_group = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]] if n else np.zeros(0, bool)
-        starts = np.flatnonzero(new_group)
-        position = np.arange(n) - starts[np.cumsum(new_group) - 1] if n else np.zeros(0, int)
+        order, starts, position = group_layout(codes)  # each user's events together, in stream order
         ends = np.r_[starts[1:], n] - 1  # sorted position of each user's last event
         # [n, L] at once: the lag-th previous item is the batch's (sorted) event lag back when the user
         # has that many earlier events in the batch, else slot lag - 1 - position of the stored list
