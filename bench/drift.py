@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import build_model, write_report
+from bench.replay import build_model, replay, write_report
 from learners.base import Interactions, ItemMeta, Recommender
 from learners.drift import DriftMonitor
-from learners.evaluate import PrequentialEvaluator, add_due_items, prequential_step
+from learners.evaluate import PrequentialEvaluator
 from learners.rolling import rolling_mean
 
 
@@ -54,14 +54,8 @@ def recovery_events(positions: np.ndarray, hits: np.ndarray, switch_at: int, win
 
 def run_once(make_model: Callable[[], Recommender], log: Interactions, items: list[ItemMeta], adapt: bool,
              batch_size: int, monitor_args: dict[str, Any]) -> tuple[PrequentialEvaluator, DriftMonitor]:
-    model = make_model()
-    evaluator = PrequentialEvaluator()
     monitor = DriftMonitor(adapt=adapt, **monitor_args)
-    next_item = 0
-    for lo in range(0, len(log), batch_size):
-        batch = log[lo: lo + batch_size]
-        next_item = add_due_items(model, items, float(batch.ts[-1]), next_item)
-        prequential_step(model, evaluator, batch, monitor=monitor)
+    evaluator, _ = replay(log, make_model(), items, batch_size, PrequentialEvaluator(), monitor)
     return evaluator, monitor
 
 
