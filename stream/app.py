@@ -20,28 +20,24 @@ import hashlib
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from stream.config import TOPICS, Settings
+from stream.sending import FIT_LIMIT, MAX_BATCH_BYTES, fit, rebuild, record_batches
 
 log = logging.getLogger("streamrec.app")
 
+AHEAD_FETCHES = 4  # fetches validating in the child while the learner works (bounds the memory held)
 STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to deliver before it gives up
-MAX_BATCH_BYTES = 1024 * 1024  # the broker's default message.max.bytes
 _partitioner = DefaultPartitioner()
 
-
-def _fit(value: bytes) -> bytes:
-    """A dead letter's raw value, cut so that it fits a batch with its headers (only a payload near the
-    broker's own size limit is ever cut)."""
-    limit = MAX_BATCH_BYTES - 16 * 1024
-    return value if len(value) <= limit else value[:limit]
 
 # Per-topic Kafka configs: the latest list per user is all a reader of `recommendations` needs.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
@@ -124,14 +120,19 @@ class EventConsumer(Service):
     """Consumes `items` and `interactions` in micro-batches and hands them to a `LiveLoop`-like
     `live` object (see `stream.worker`), sending what it returns; checkpoints state with offsets.
 
-    `live` provides: `stage(item_records, interaction_records) -> good events pending`, `flush() ->
+    With `validate_in_child`, a `stream.validator.ValidatorProcess` validates the interactions and
+    dead-letters the refused ones beside the learner, one fetch ahead of it.
+
+    `live` provides: `stage(item_records, interaction_records) -> good events pending`,
+    `merged(records, started)` and `stage_validated(items, records, record_ts, validated)` (the same
+    with validation done elsewhere), `flush() ->
     (dead letters, recommendation records)`, `due_records()`, `final_records()`, `offsets` (dict
     (topic, partition) -> next offset), `checkpoint() -> path | None`, `records_since_checkpoint`,
     `executor` (the one thread that runs every learner call), `assignment`, `timing_sums`.
     """
 
     def __init__(self, settings: Settings, live: Any, on_lag: Callable[[dict], None] | None = None,
-                 **kwargs: Any) -> None:
+                 validate_in_child: bool = True, **kwargs: Any) -> None:
         self.settings = settings
         self.live = live
         self.on_lag = on_lag
@@ -143,6 +144,10 @@ class EventConsumer(Service):
         self._key_partition: dict[bytes, int] = {}
         self._give_up_at = float("inf")  # when stopping: stop retrying sends after this (monotonic)
         self._undelivered = False  # some applied batch's records were never sent: never checkpoint again
+        # stream.validator.ValidatorProcess: validation and dead letters off the learner's interpreter
+        self.validator: Any = None
+        self.validate_in_child = validate_in_child
+        self._ahead: deque[Fetched] = deque()  # the next fetches, validating while the learner works
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -162,6 +167,13 @@ class EventConsumer(Service):
         self.consumer.subscribe([s.topic("items"), s.topic("interactions")], listener=_Rebalance(self))
         await self.producer.start()
         await self.consumer.start()
+        if self.validate_in_child:
+            from stream.validator import ValidatorProcess
+
+            try:
+                self.validator = ValidatorProcess(s).start()
+            except Exception:  # noqa: BLE001 - validating in the worker still works
+                log.exception("validator process did not start: validating in the worker")
 
     async def on_stop(self) -> None:
         self._give_up_at = time.monotonic() + STOP_GRACE_S
@@ -180,6 +192,7 @@ class EventConsumer(Service):
                 await self.consumer.stop()
             if self.producer is not None:
                 await self.producer.stop()
+            self._close_validator(stopping=True)
 
     async def _in_learner(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.live.executor, fn, *args)
@@ -190,7 +203,7 @@ class EventConsumer(Service):
         timeout_ms = max(1, int(s.batch_timeout * 1000))
         while not self.should_stop:
             try:
-                got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=s.batch_size)
+                fetched = await self._next_fetched(timeout_ms)
             except Exception as exc:  # noqa: BLE001 - broker trouble: aiokafka reconnects, we retry
                 log.warning("fetch failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
@@ -199,8 +212,8 @@ class EventConsumer(Service):
                 async with self._batch_lock:
                     if self.should_stop:
                         break
-                    await self._process(got)
-                if self.on_lag is not None and got:
+                    await self._process(fetched)
+                if self.on_lag is not None and fetched is not None:
                     self.on_lag(self.lag())
             except asyncio.CancelledError:
                 raise
@@ -208,36 +221,101 @@ class EventConsumer(Service):
                 log.exception("processing a batch failed; going on")
                 await asyncio.sleep(0.1)
 
-    async def _process(self, got: dict) -> None:
-        s = self.settings
-        topic_items = s.topic("items")
+    async def _next_fetched(self, timeout_ms: int) -> Fetched | None:
+        """The fetch already validating ahead, else a new one (None: nothing came)."""
+        if self._ahead:
+            return self._ahead.popleft()
+        got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.batch_size)
+        return self._prepare(got) if got else None
+
+    def _prepare(self, got: dict) -> Fetched:
+        """Split a fetch into items and interactions; with a validator process, the interactions
+        (merged by record time) start validating there at once."""
+        topic_items = self.settings.topic("items")
         items, interactions = [], []
         for tp, records in got.items():
             (items if tp.topic == topic_items else interactions).extend(records)
+        if interactions and self.validator is not None:
+            records, record_ts = self.live.merged(interactions, time.time())
+            return Fetched(items, records, record_ts, self.validator.submit(records, record_ts))
+        return Fetched(items, interactions, None, None)
+
+    async def _fetch_ahead(self) -> None:
+        """Start validating the next fetches (those already waiting, up to `AHEAD_FETCHES`) while the
+        learner works on this one."""
+        while self.validator is not None and len(self._ahead) < AHEAD_FETCHES and not self.should_stop:
+            try:
+                got = await self.consumer.getmany(timeout_ms=0, max_records=self.settings.batch_size)
+            except Exception as exc:  # noqa: BLE001 - the next regular fetch retries
+                log.debug("fetch ahead failed (%s)", exc)
+                return
+            if not got:
+                return
+            self._ahead.append(self._prepare(got))
+
+    def drop_ahead(self) -> None:
+        """Forget the fetches validating ahead (partitions revoked, or stopping): never staged, their
+        offsets are not in any checkpoint, so they are fetched again (their dead letters may then go
+        out twice: the dead-letter topic is at-least-once)."""
+        for fetched in self._ahead:
+            if fetched.validating is not None:
+                fetched.validating.cancel()
+        self._ahead.clear()
+
+    async def _stage(self, fetched: Fetched) -> int:
+        """Stage a fetch in the learner's stage; returns the good interactions pending."""
+        live = self.live
+        if fetched.validating is None:
+            return await self._in_learner(live.stage, fetched.items, fetched.interactions)
+        try:
+            validated = await fetched.validating
+        except EOFError as exc:  # its dead letters of this fetch may be out already: at-least-once
+            log.error("%s: validating in the worker from now on", exc)
+            self._close_validator()
+            return await self._in_learner(live.stage, fetched.items, fetched.interactions)
+        good = await self._in_learner(live.stage_validated, fetched.items, fetched.interactions,
+                                      fetched.record_ts, validated)
+        await self._fetch_ahead()
+        return good
+
+    def _close_validator(self, stopping: bool = False) -> None:
+        """Stop the validator process; the fetches validating ahead are validated here instead (or,
+        when `stopping`, dropped)."""
+        validator, self.validator = self.validator, None
+        if stopping:
+            self.drop_ahead()
+        else:
+            for i, fetched in enumerate(self._ahead):
+                if fetched.validating is not None:
+                    fetched.validating.cancel()
+                    self._ahead[i] = Fetched(fetched.items, fetched.interactions, None, None)
+        if validator is not None:
+            validator.close()
+
+    async def _process(self, fetched: Fetched | None) -> None:
+        s = self.settings
         t0 = time.perf_counter()
-        if items or interactions:
-            good = await self._in_learner(self.live.stage, items, interactions)
-            fetched = len(interactions)
+        n_items = n_interactions = 0
+        if fetched is not None:
+            good = await self._stage(fetched)
+            n_items, n_interactions = len(fetched.items), len(fetched.interactions)
             # Many bad records in this fetch: top the batch up with what is already fetched, so the
             # learner gets a full batch of good events (its per-batch cost is mostly fixed).
-            while good < s.batch_size and fetched < 4 * s.batch_size and not self.should_stop:
-                more = await self.consumer.getmany(timeout_ms=0, max_records=s.batch_size)
-                if not more:
+            while good < s.batch_size and n_interactions < 4 * s.batch_size and not self.should_stop:
+                more = await self._next_fetched(0)
+                if more is None:
                     break
-                items, interactions = [], []
-                for tp, records in more.items():
-                    (items if tp.topic == topic_items else interactions).extend(records)
-                fetched += len(interactions)
-                good = await self._in_learner(self.live.stage, items, interactions)
-            letters, recs = await self._in_learner(self.live.flush)
+                n_items, n_interactions = n_items + len(more.items), n_interactions + len(more.interactions)
+                good = await self._stage(more)
+            letters, recs = await self._in_learner(self.live.flush)  # the next fetch validates meanwhile
         else:
             letters, recs = [], await self._in_learner(self.live.due_records)
         t1 = time.perf_counter()
         await self._publish(letters, recs)
         self.live.timing_sums["send_s"] += time.perf_counter() - t1
-        if got:
+        if fetched is not None:
             log.debug("batch: %d items, %d interactions -> %d dead letters, %d lists; apply %.1f ms, "
-                      "send %.1f ms", len(items), len(interactions), len(letters), len(recs),
+                      "send %.1f ms", n_items, n_interactions, len(letters), len(recs),
                       1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1))
         since = self.live.records_since_checkpoint
         if since and (since >= s.checkpoint_events
@@ -254,9 +332,13 @@ class EventConsumer(Service):
             topic = self.settings.topic("interactions.dlq")
             n = len(await self.producer.partitions_for(topic))
             by_partition: dict[int, list] = {}
-            for letter in letters:  # the source partition's order carries over to the DLQ
-                by_partition.setdefault(letter.source_partition % n, []).append(
-                    (letter.key, _fit(letter.value), letter.headers))
+            for key, value, headers, _, source_partition in letters:  # its order carries over
+                if len(value) > FIT_LIMIT:
+                    value = fit(value)
+                part = by_partition.get(source_partition % n)
+                if part is None:
+                    part = by_partition[source_partition % n] = []
+                part.append((key, value, headers))
             for partition, records in by_partition.items():
                 await self._send_batch(topic, partition, records)
         if recs:
@@ -275,19 +357,7 @@ class EventConsumer(Service):
 
     async def _send_batch(self, topic: str, partition: int, records: list) -> None:
         """Queue `records` (key, value, headers) for one partition; keeps each batch's future."""
-        batch = self.producer.create_batch()
-        chunk: list = []
-        for record in records:
-            key, value, headers = record
-            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                if chunk:  # batch full: ship it, start another
-                    await self._submit(topic, partition, batch, chunk)
-                    batch, chunk = self.producer.create_batch(), []
-                if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                    log.error("a %d-byte record cannot be sent to %s: dropped", len(value), topic)
-                    continue
-            chunk.append(record)
-        if chunk:
+        for batch, chunk in record_batches(self.producer, topic, records):
             await self._submit(topic, partition, batch, chunk)
 
     async def _submit(self, topic: str, partition: int, batch: Any, chunk: list) -> None:
@@ -302,9 +372,7 @@ class EventConsumer(Service):
                 self._maybe_give_up(exc)
                 log.warning("send to %s:%d failed (%r); retrying", topic, partition, exc)
                 await asyncio.sleep(0.5)
-                batch = self.producer.create_batch()  # a submitted-and-failed builder is closed
-                for key, value, headers in chunk:
-                    batch.append(key=key, value=value, timestamp=None, headers=headers or [])
+                batch = rebuild(self.producer, chunk)
 
     def _maybe_give_up(self, exc: BaseException) -> None:
         if self.should_stop and time.monotonic() > self._give_up_at:
@@ -355,6 +423,16 @@ class EventConsumer(Service):
         return out
 
 
+class Fetched(NamedTuple):
+    """One fetch: `items` and `interactions` records; with a validator process, the interactions
+    merged by record time, their record times, and the child's validation (a task) of them."""
+
+    items: list[Any]
+    interactions: list[Any]
+    record_ts: list[float | None] | None
+    validating: asyncio.Future | None
+
+
 class Undelivered(RuntimeError):  # noqa: N818 - reads as a state: "records undelivered"
     """Sends kept failing while stopping: the state must not be checkpointed past them."""
 
@@ -366,6 +444,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owner.drop_ahead()
         if revoked and self.owner.live.records_since_checkpoint:
             try:
                 await self.owner._publish(*await self.owner._in_learner(self.owner.live.final_records))

@@ -32,6 +32,7 @@ MAX_ABS_VALUE = 1e6
 MAX_TS = 4_102_444_800.0  # 2100-01-01: anything later is almost surely milliseconds or garbage
 DEFAULT_TYPE = "click"
 DEFAULT_VALUE = 1.0
+_TYPE_LIST = ", ".join(EVENT_TYPES)
 
 REASONS: tuple[str, ...] = (
     "not_utf8", "not_json", "not_object", "missing_field", "wrong_type", "non_finite", "out_of_range",
@@ -47,8 +48,15 @@ class Rejection(NamedTuple):
 
 
 class _Reject(Exception):  # noqa: N818 - internal control flow, never escapes this module
-    def __init__(self, reason: str, message: str) -> None:
-        self.rejection = Rejection(reason, message)
+    """Raised as `_Reject(reason, message)`: no Python-level __init__, the arguments are the
+    `Rejection` (a malformed record costs the worker little, so a flood cannot starve good events)."""
+
+    @property
+    def rejection(self) -> Rejection:
+        return _new_tuple(Rejection, self.args)
+
+
+_new_tuple = tuple.__new__  # builds a NamedTuple from a tuple without its Python-level __new__
 
 
 _decoder = json.JSONDecoder()
@@ -132,12 +140,16 @@ def _number(obj: dict[str, Any], name: str, low: float, high: float) -> float | 
     return f
 
 
+_JSON_TYPES = {bool: "boolean", str: "string", int: "integer", float: "number", list: "array",
+               dict: "object", type(None): "null"}
+
+
 def _json_type(v: Any) -> str:
-    return {bool: "boolean", str: "string", int: "integer", float: "number", list: "array",
-            dict: "object", type(None): "null"}.get(type(v), type(v).__name__)
+    return _JSON_TYPES.get(type(v), type(v).__name__)
 
 
-def _interaction(raw: Any) -> dict[str, Any]:
+def _interaction(raw: Any) -> tuple[str, str, str, float, float | None, str | None]:
+    """(user_id, item_id, type, value, ts, event_id) of a valid record; raises `_Reject`."""
     obj = _load_object(raw)
     user = _id(obj, "user_id")
     item = _id(obj, "item_id")
@@ -146,14 +158,13 @@ def _interaction(raw: Any) -> dict[str, Any]:
     if type(kind) is not str:
         raise _Reject("wrong_type", f"type must be a string, got {_json_type(kind)}")
     if kind not in EVENT_TYPE_CODE:
-        raise _Reject("unknown_type", f"type {kind[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
+        raise _Reject("unknown_type", f"type {kind[:40]!r} is not one of {_TYPE_LIST}")
     value = _number(obj, "value", -MAX_ABS_VALUE, MAX_ABS_VALUE)
     if value is None:
         if kind == "rating":
             raise _Reject("missing_field", "value is missing (a rating needs one)")
         value = DEFAULT_VALUE
-    ts = _number(obj, "ts", 0.0, MAX_TS)
-    return {"user_id": user, "item_id": item, "type": kind, "value": value, "ts": ts, "event_id": event_id}
+    return user, item, kind, value, _number(obj, "ts", 0.0, MAX_TS), event_id
 
 
 def parse_interaction(raw: Any) -> dict[str, Any] | Rejection:
@@ -161,9 +172,10 @@ def parse_interaction(raw: Any) -> dict[str, Any] | Rejection:
     `Rejection`. Ids come back as str; `ts` and `event_id` are None when absent (the caller fills
     them from the Kafka record)."""
     try:
-        return _interaction(raw)
+        user, item, kind, value, ts, event_id = _interaction(raw)
     except _Reject as r:
         return r.rejection
+    return {"user_id": user, "item_id": item, "type": kind, "value": value, "ts": ts, "event_id": event_id}
 
 
 def parse_item(raw: Any) -> ItemMeta | Rejection:
@@ -229,21 +241,19 @@ def validate_interactions(
     codes = EVENT_TYPE_CODE
     for i in range(n):
         try:
-            ev = _interaction(raws[i])
+            u, it, k, v, t, eid = _interaction(raws[i])
         except _Reject as r:
-            rejects.append((i, r.rejection))
+            rejects.append((i, _new_tuple(Rejection, r.args)))
             continue
-        t = ev["ts"]
         if t is None:
             t = float(record_ts[i]) if record_ts is not None and record_ts[i] is not None else 0.0
-        eid = ev["event_id"]
         if eid is None:
             eid = fallback_id(i) if fallback_id is not None else f"#{i}"
-        user.append(ev["user_id"])
-        item.append(ev["item_id"])
-        value.append(ev["value"])
+        user.append(u)
+        item.append(it)
+        value.append(v)
         ts.append(t)
-        kind.append(codes[ev["type"]])
+        kind.append(codes[k])
         event_id.append(eid)
         positions.append(i)
     m = len(user)

@@ -39,6 +39,7 @@ import numpy as np
 from learners.base import Interactions, ItemMeta, Recommender
 from learners.drift import monitor_for as drift_monitor
 from stream.config import Settings, add_worker_arguments
+from stream.deadletter import DeadLetter, dead_letter
 from stream.publisher import RecommendationPublisher
 from stream.schema import Rejection, parse_item, validate_interactions
 
@@ -62,27 +63,9 @@ class RawRecord(NamedTuple):
     value: bytes | None
 
 
-class DeadLetter(NamedTuple):
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    reason: str = ""
-    source_partition: int = 0
-
-
-def dead_letter(record: Any, rejection: Rejection) -> DeadLetter:
-    """The `interactions.dlq` record of a refused payload: raw bytes, reason and origin in headers."""
-    return DeadLetter(record.key, record.value if record.value is not None else b"", [
-        ("reason", rejection.reason.encode()),
-        ("message", rejection.message.encode("utf-8", "replace")),
-        ("source.topic", record.topic.encode()),
-        ("source.partition", str(record.partition).encode()),
-        ("source.offset", str(record.offset).encode()),
-    ], rejection.reason, record.partition)
-
-
 NO_DEEP_ENV = "STREAMREC_NO_DEEP"
 NO_DRIFT_ENV = "STREAMREC_NO_DRIFT"
+INLINE_VALIDATION_ENV = "STREAMREC_INLINE_VALIDATION"
 
 
 def make_learner(spec: str, deep: bool = False) -> Recommender:
@@ -151,7 +134,9 @@ class LiveLoop:
         self.on_checkpoint: Any = None  # called with (path, offsets) after each checkpoint
         self.assignment: list[str] = []  # "topic:partition" this worker consumes (set by the consumer)
         # where the time goes, summed over batches: record time -> start of apply, apply, send
-        self.timing_sums = {"batches": 0, "events": 0, "wait_s": 0.0, "apply_s": 0.0, "send_s": 0.0}
+        # (stage = validation and dead letters, flush = learning and lists; *_cpu_s: this thread's CPU)
+        self.timing_sums = {"batches": 0, "events": 0, "wait_s": 0.0, "apply_s": 0.0, "send_s": 0.0,
+                            "stage_s": 0.0, "stage_cpu_s": 0.0, "flush_s": 0.0, "flush_cpu_s": 0.0}
         self._pending: dict[str, tuple[float, float | None, float]] = {}  # user -> (event_ts, trigger, due)
         self._staged = self._empty_stage()  # validated, not yet learned (see `stage`)
 
@@ -167,45 +152,104 @@ class LiveLoop:
         good interactions pending. The consumer stages several fetches when many records are bad, so
         the learner still sees full batches of good events (its per-batch cost stays amortised)."""
         with self.lock:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             started = time.time()
             staged = self._staged
             if items:
                 staged["letters"] += self._apply_items(self._fresh(items))
             records = self._fresh(interactions)
             if records:
-                self._validate(records)
-            stamps = [r.timestamp for r in records if r.timestamp is not None]
-            sums = self.timing_sums
-            sums["events"] += len(stamps)
-            sums["wait_s"] += len(stamps) * started - sum(stamps) / 1000.0
+                self._validate(records, started)
             staged["consumed"] += len(records)
-            staged["seconds"] += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            staged["seconds"] += seconds
+            self.timing_sums["stage_s"] += seconds
+            self.timing_sums["stage_cpu_s"] += time.thread_time() - c0
             return sum(len(b) for b in staged["batches"])
 
-    def _validate(self, records: list[Any]) -> None:
-        record_ts = [None if r.timestamp is None else r.timestamp / 1000.0 for r in records]
-        if len(records) > 1:  # several partitions: merge by record time (stable keeps each partition's order)
-            order = np.argsort(np.asarray([t or 0.0 for t in record_ts]), kind="stable")
-            records = [records[i] for i in order]
-            record_ts = [record_ts[i] for i in order]
+    def merged(self, records: list[Any], started: float | None = None,
+               ) -> tuple[list[Any], list[float | None]]:
+        """`records` merged by record time (several partitions: a stable sort keeps each partition's
+        order) and their record times in seconds (None when unknown); with `started`, their time in
+        Kafka + fetch goes to the timings."""
+        n = len(records)
+        ms = np.array([r.timestamp for r in records], dtype=np.float64)  # None -> nan
+        known = ~np.isnan(ms)
+        n_known = int(np.count_nonzero(known))
+        if started is not None:
+            sums = self.timing_sums
+            sums["events"] += n_known
+            sums["wait_s"] += n_known * started - float(ms[known].sum()) / 1000.0
+        if n > 1:
+            order = np.argsort(np.where(known, ms, 0.0), kind="stable")
+            if bool((order[1:] < order[:-1]).any()):
+                records = [records[i] for i in order.tolist()]
+                ms, known = ms[order], known[order]
+        record_ts = (ms / 1000.0).tolist()
+        if n_known < n:
+            record_ts = [t if k else None for t, k in zip(record_ts, known.tolist(), strict=True)]
+        return records, record_ts
+
+    def _validate(self, records: list[Any], started: float) -> None:
+        """Validate interaction records into the stage; bad ones become dead letters."""
+        records, record_ts = self.merged(records, started)
 
         def fallback_id(i: int) -> str:  # only for events without an event_id
             r = records[i]
             return f"{r.topic}:{r.partition}:{r.offset}"
         vb = validate_interactions([r.value for r in records], record_ts, fallback_id)
+        if vb.rejects:
+            self._staged["letters"] += [dead_letter(records[i], rej) for i, rej in vb.rejects]
+        self._stage_good(records, record_ts, vb.batch, vb.positions)
+
+    def _stage_good(self, records: list[Any], record_ts: list[float | None], batch: Interactions,
+                    positions: np.ndarray) -> None:
         staged = self._staged
-        staged["letters"] += [dead_letter(records[i], rej) for i, rej in vb.rejects]
-        if len(vb.batch):
-            staged["batches"].append(vb.batch)
-            staged["records"] += [records[i] for i in vb.positions.tolist()]
-            staged["trigger_ts"] += [record_ts[i] for i in vb.positions.tolist()]
+        if len(batch) == len(records):
+            staged["batches"].append(batch)
+            staged["records"] += records
+            staged["trigger_ts"] += record_ts
+        elif len(batch):
+            where = positions.tolist()
+            staged["batches"].append(batch)
+            staged["records"] += [records[i] for i in where]
+            staged["trigger_ts"] += [record_ts[i] for i in where]
+
+    def stage_validated(self, items: Sequence[Any], records: list[Any], record_ts: list[float | None],
+                        validated: Any) -> int:
+        """`stage` for interaction records validated elsewhere (`stream.validator`, which also
+        dead-lettered the refused ones): `records` and `record_ts` as `merged` gave them, in the
+        order `validated` refers to. Returns the good interactions pending."""
+        with self.lock:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            staged = self._staged
+            if items:
+                staged["letters"] += self._apply_items(self._fresh(items))
+            fresh = self._fresh(records)
+            batch, positions, rejected, reasons = validated
+            if len(fresh) < len(records):  # redelivered records: learn and count only the fresh ones
+                keep = np.zeros(len(records), dtype=bool)
+                ids = {id(r) for r in fresh}
+                keep[[i for i, r in enumerate(records) if id(r) in ids]] = True
+                good = keep[positions]
+                batch, positions = batch[good], positions[good]
+                reasons = [reason for i, reason in zip(rejected, reasons, strict=True) if keep[i]]
+            counts = staged["dlq_counts"]
+            for reason in reasons:
+                counts[reason] = counts.get(reason, 0) + 1
+            self._stage_good(records, record_ts, batch, positions)
+            staged["consumed"] += len(fresh)
+            seconds = time.perf_counter() - t0
+            staged["seconds"] += seconds
+            self.timing_sums["stage_s"] += seconds
+            self.timing_sums["stage_cpu_s"] += time.thread_time() - c0
+            return sum(len(b) for b in staged["batches"])
 
     def flush(self) -> tuple[list[DeadLetter], list]:
         """Learn the pending micro-batch (score -> evaluate -> learn); returns dead letters and due
         `recommendations` records."""
         with self.lock:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             staged, self._staged = self._staged, self._empty_stage()
             letters: list[DeadLetter] = staged["letters"]
             n_good = 0
@@ -213,23 +257,29 @@ class LiveLoop:
                 batch = Interactions.concat(staged["batches"])
                 n_good = self._learn(batch, staged["records"], staged["trigger_ts"], letters)
             self.offsets.update(staged["offsets"])  # learned, or dead-lettered with the reason
+            by_reason = Counter(letter.reason for letter in letters)
+            by_reason.update(staged["dlq_counts"])  # dead-lettered by the validator process
             counts = self.dead_letters
-            for letter in letters:
-                counts[letter.reason] = counts.get(letter.reason, 0) + 1
+            for reason, n in by_reason.items():
+                counts[reason] = counts.get(reason, 0) + n
             recs = self.due_records()
-            elapsed = staged["seconds"] + time.perf_counter() - t0
-            self.timing_sums["batches"] += 1
-            self.timing_sums["apply_s"] += elapsed
+            flush_s = time.perf_counter() - t0
+            elapsed = staged["seconds"] + flush_s
+            sums = self.timing_sums
+            sums["batches"] += 1
+            sums["apply_s"] += elapsed
+            sums["flush_s"] += flush_s
+            sums["flush_cpu_s"] += time.thread_time() - c0
             if self.metrics is not None:
                 self.metrics.observe_batch(staged["consumed"], n_good, elapsed)
-                for reason, n in Counter(letter.reason for letter in letters).items():
+                for reason, n in by_reason.items():
                     self.metrics.observe_dlq(reason, n)
             return letters, recs
 
     @staticmethod
     def _empty_stage() -> dict[str, Any]:
         return {"batches": [], "records": [], "trigger_ts": [], "letters": [], "consumed": 0, "seconds": 0.0,
-                "offsets": {}}
+                "offsets": {}, "dlq_counts": {}}
 
     def _fresh(self, records: Sequence[Any]) -> list[Any]:
         """Drop records the state already reflects (redelivered after a restart) or already staged.
@@ -327,7 +377,9 @@ class LiveLoop:
         return {"batches": s["batches"], "events_per_batch": s["events"] / batches,
                 "kafka_wait_ms_per_event": 1e3 * s["wait_s"] / max(s["events"], 1),
                 "apply_ms_per_batch": 1e3 * s["apply_s"] / batches,
-                "send_ms_per_batch": 1e3 * s["send_s"] / batches}
+                "send_ms_per_batch": 1e3 * s["send_s"] / batches,
+                **{f"{part}_ms_per_batch": 1e3 * s[f"{part}_s"] / batches
+                   for part in ("stage", "stage_cpu", "flush", "flush_cpu")}}
 
     # -- publishing --------------------------------------------------------------------------------
     def _mark_touched(self, users: list[str], event_ts: list[float], trigger_ts: list[float | None]) -> None:
@@ -440,6 +492,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"online learner without the deep (fine-tuned) second stage [{NO_DEEP_ENV}]")
     parser.add_argument("--no-drift", action="store_true", default=None,
                         help=f"no drift detection / adaptation on the live hit rate [{NO_DRIFT_ENV}]")
+    parser.add_argument("--inline-validation", action="store_true", default=None,
+                        help="validate and dead-letter records in the worker's own process instead of a "
+                             f"child process beside it [{INLINE_VALIDATION_ENV}]")
 
 
 def _switched_off(args: argparse.Namespace, flag: str, env_name: str, env: Any = None) -> bool:
@@ -521,7 +576,8 @@ def run(args: argparse.Namespace) -> int:
 
     app = make_app(settings)
     register_routes(app, service)
-    consumer = EventConsumer(settings, live, on_lag=on_lag)
+    inline = _switched_off(args, "inline_validation", INLINE_VALIDATION_ENV)
+    consumer = EventConsumer(settings, live, on_lag=on_lag, validate_in_child=not inline)
     print(json.dumps({"worker": type(learner).__name__,
                       "deep": getattr(learner, "reranker", None) is not None, "bootstrap": settings.bootstrap,
                       "topic_prefix": settings.topic_prefix, "restored": loaded,
