@@ -35,6 +35,11 @@ from stream.sending import FIT_LIMIT, MAX_BATCH_BYTES, fit, rebuild, record_batc
 log = logging.getLogger("streamrec.app")
 
 AHEAD_FETCHES = 4  # fetches validating in the child while the learner works (bounds the memory held)
+# Share of refused records (moving average over fetches) above which fetches are validated in the
+# child, and below which they are validated in place again: in place is cheaper while records are good
+# (no copies between processes, one less process on the cores), the child while many are bad.
+OFFLOAD_ABOVE, INLINE_BELOW = 0.05, 0.01
+BAD_SHARE_WEIGHT = 0.5  # weight of the newest fetch in that moving average
 STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to deliver before it gives up
 _partitioner = DefaultPartitioner()
 
@@ -148,6 +153,8 @@ class EventConsumer(Service):
         self.validator: Any = None
         self.validate_in_child = validate_in_child
         self._ahead: deque[Fetched] = deque()  # the next fetches, validating while the learner works
+        self.bad_share = 0.0  # moving average of the refused share of recent fetches
+        self.offloading = False  # fetches go to the validator process (see OFFLOAD_ABOVE)
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -235,7 +242,7 @@ class EventConsumer(Service):
         items, interactions = [], []
         for tp, records in got.items():
             (items if tp.topic == topic_items else interactions).extend(records)
-        if interactions and self.validator is not None:
+        if interactions and self.validator is not None and self.offloading:
             records, record_ts = self.live.merged(interactions, time.time())
             return Fetched(items, records, record_ts, self.validator.submit(records, record_ts))
         return Fetched(items, interactions, None, None)
@@ -243,7 +250,8 @@ class EventConsumer(Service):
     async def _fetch_ahead(self) -> None:
         """Start validating the next fetches (those already waiting, up to `AHEAD_FETCHES`) while the
         learner works on this one."""
-        while self.validator is not None and len(self._ahead) < AHEAD_FETCHES and not self.should_stop:
+        while (self.validator is not None and self.offloading and len(self._ahead) < AHEAD_FETCHES
+               and not self.should_stop):
             try:
                 got = await self.consumer.getmany(timeout_ms=0, max_records=self.settings.batch_size)
             except Exception as exc:  # noqa: BLE001 - the next regular fetch retries
@@ -265,16 +273,27 @@ class EventConsumer(Service):
     async def _stage(self, fetched: Fetched) -> int:
         """Stage a fetch in the learner's stage; returns the good interactions pending."""
         live = self.live
+        seen, refused = live.validation["in_place"] + live.validation["in_child"], live.validation["refused"]
         if fetched.validating is None:
-            return await self._in_learner(live.stage, fetched.items, fetched.interactions)
-        try:
-            validated = await fetched.validating
-        except EOFError as exc:  # its dead letters of this fetch may be out already: at-least-once
-            log.error("%s: validating in the worker from now on", exc)
-            self._close_validator()
-            return await self._in_learner(live.stage, fetched.items, fetched.interactions)
-        good = await self._in_learner(live.stage_validated, fetched.items, fetched.interactions,
-                                      fetched.record_ts, validated)
+            good = await self._in_learner(live.stage, fetched.items, fetched.interactions)
+        else:
+            try:
+                validated = await fetched.validating
+            except EOFError as exc:  # its dead letters of this fetch may be out already: at-least-once
+                log.error("%s: validating in the worker from now on", exc)
+                self._close_validator()
+                good = await self._in_learner(live.stage, fetched.items, fetched.interactions)
+            else:
+                good = await self._in_learner(live.stage_validated, fetched.items, fetched.interactions,
+                                              fetched.record_ts, validated)
+        n = live.validation["in_place"] + live.validation["in_child"] - seen
+        if n and self.validator is not None:
+            share = (live.validation["refused"] - refused) / n
+            self.bad_share += BAD_SHARE_WEIGHT * (share - self.bad_share)
+            if self.offloading != (self.bad_share > (INLINE_BELOW if self.offloading else OFFLOAD_ABOVE)):
+                self.offloading = not self.offloading
+                log.info("refused share %.3f: validating %s", self.bad_share,
+                         "in the validator process" if self.offloading else "in place")
         await self._fetch_ahead()
         return good
 

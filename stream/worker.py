@@ -129,6 +129,8 @@ class LiveLoop:
         self.batches_applied = 0
         self.applied_count = 0  # valid interactions learned (kept in checkpoints)
         self.dead_letters: dict[str, int] = {}
+        # interaction records validated here / elsewhere (stream.validator), and refused among them
+        self.validation = {"in_place": 0, "in_child": 0, "refused": 0}
         self.records_since_checkpoint = 0  # records consumed (good or not) since the last checkpoint
         self.last_checkpoint: dict[str, Any] = {"path": None, "offsets": {}, "created": None}
         self.on_checkpoint: Any = None  # called with (path, offsets) after each checkpoint
@@ -200,6 +202,8 @@ class LiveLoop:
         vb = validate_interactions([r.value for r in records], record_ts, fallback_id)
         if vb.rejects:
             self._staged["letters"] += [dead_letter(records[i], rej) for i, rej in vb.rejects]
+        self.validation["in_place"] += len(records)
+        self.validation["refused"] += len(vb.rejects)
         self._stage_good(records, record_ts, vb.batch, vb.positions)
 
     def _stage_good(self, records: list[Any], record_ts: list[float | None], batch: Interactions,
@@ -237,6 +241,8 @@ class LiveLoop:
             counts = staged["dlq_counts"]
             for reason in reasons:
                 counts[reason] = counts.get(reason, 0) + 1
+            self.validation["in_child"] += len(records)
+            self.validation["refused"] += len(rejected)
             self._stage_good(records, record_ts, batch, positions)
             staged["consumed"] += len(fresh)
             seconds = time.perf_counter() - t0
@@ -519,7 +525,8 @@ def _health_extra(live: LiveLoop) -> dict[str, Any]:
     return {"events_applied": live.events_applied, "assigned": list(live.assignment),
             "drift_detections": None if live.monitor is None else live.monitor.detections,
             "dlq": dict(live.dead_letters),
-            "dlq_total": sum(live.dead_letters.values()), "model_version": live.publisher.model_version,
+            "dlq_total": sum(live.dead_letters.values()), "validation": dict(live.validation),
+            "model_version": live.publisher.model_version,
             "checkpoint": dict(live.last_checkpoint), "timings": live.timings(),
             "offsets": {f"{t}:{p}": o for (t, p), o in sorted(live.offsets.items())}}
 

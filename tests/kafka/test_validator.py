@@ -105,7 +105,8 @@ def test_worker_keeps_every_event_when_the_validator_dies(
         producer = make_producer(settings)
         try:
             send_records(producer, settings.topic("interactions"), mixed[:half])
-            worker.wait_applied(sum(1 for key, _ in mixed[:half] if key != b"flood"), timeout=60)
+            before = worker.wait_applied(sum(1 for key, _ in mixed[:half] if key != b"flood"), timeout=60)
+            assert before["validation"]["in_child"] > 0  # a quarter refused: the child validates
             os.kill(child, signal.SIGKILL)
             send_records(producer, settings.topic("interactions"), mixed[half:])
         finally:
@@ -117,3 +118,25 @@ def test_worker_keeps_every_event_when_the_validator_dies(
         assert "validator process" in worker.log_tail(200)
     assert health["events_applied"] == len(good)
     assert sorted({x.value for x in letters}) == sorted({raw for raw, _ in bad})
+
+
+def test_good_records_are_validated_in_place_and_a_flood_in_the_child(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+    settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    good = encode_events(generate(n_events=4000, seed=8).log)
+    bad = flood_payloads(2000, seed=8)
+    with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "state",
+                       args=["--learner", "popularity"]) as worker:
+        worker.wait_ready()
+        producer = make_producer(settings)
+        try:
+            send_records(producer, settings.topic("interactions"), good[:2000])
+            clean = worker.wait_applied(2000, timeout=60)["validation"]
+            send_records(producer, settings.topic("interactions"), interleave(good[2000:], bad, seed=8))
+            flood = worker.wait_applied(len(good), timeout=60)["validation"]
+        finally:
+            producer.close()
+    assert clean == {"in_place": 2000, "in_child": 0, "refused": 0}
+    assert flood["in_child"] >= 2000  # most of the flood went to the child
+    assert flood["in_place"] + flood["in_child"] == len(good) + len(bad)
+    assert flood["refused"] == len(bad)
