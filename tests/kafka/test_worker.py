@@ -15,6 +15,8 @@ from learners.synthetic import generate
 from stream.config import Settings
 from stream.producer import encode_events, make_producer, send_records
 from stream.publisher import read_topic
+from stream.schema import validate_interactions
+from stream.validator import Validated
 from stream.worker import LiveLoop, RawRecord, WorkerProcess
 
 
@@ -66,6 +68,33 @@ def test_redelivered_records_are_not_applied_twice() -> None:
     live.apply([], recs[60:])  # a consumer restarted from an older position
     assert live.events_applied == 200
     assert live.offsets == {("interactions", 0): 100, ("interactions", 1): 100}
+
+
+def _validated_elsewhere(live: LiveLoop, records: list[RawRecord]) -> tuple[list, list, Validated]:
+    """What `stream.validator` hands back for `records` (its child runs this same validation)."""
+    merged, record_ts = live.merged(records)
+    vb = validate_interactions([r.value for r in merged], record_ts,
+                               lambda i: f"{merged[i].topic}:{merged[i].partition}:{merged[i].offset}")
+    return merged, record_ts, Validated(vb.batch, vb.positions, [i for i, _ in vb.rejects],
+                                        [rej.reason for _, rej in vb.rejects])
+
+
+def test_records_validated_elsewhere_learn_like_records_validated_in_place() -> None:
+    log = generate(n_events=300, seed=4).log
+    recs = records_of(log, partitions=3)
+    bad = [RawRecord("interactions", 3, n, 1_000_000 + n, b"x", b"[1]") for n in range(5)]  # own partition
+    in_place = LiveLoop(DecayedPopularity(), k=5)
+    in_place.apply([], recs + bad)
+    elsewhere = LiveLoop(DecayedPopularity(), k=5)
+    for chunk in (recs[:150] + bad, recs[100:]):  # the second one redelivers 50 records
+        elsewhere.stage_validated([], *_validated_elsewhere(elsewhere, chunk))
+        letters, _ = elsewhere.flush()
+        assert letters == []  # the validator process sent them
+    assert elsewhere.events_applied == in_place.events_applied == 300
+    assert elsewhere.dead_letters == in_place.dead_letters == {"not_object": 5}
+    assert elsewhere.offsets == in_place.offsets
+    assert elsewhere.validation == {"in_place": 0, "in_child": 355, "refused": 5}  # redelivered ones too
+    assert elsewhere.learner.recommend(["u1", "u7"], 5) == in_place.learner.recommend(["u1", "u7"], 5)
 
 
 def test_learner_failure_dead_letters_the_batch_and_the_loop_goes_on() -> None:
