@@ -674,15 +674,14 @@ class OnlineRecommender:
             return [[] for _ in ids]
         picks = np.array([x + [x[0] if x else 0] * (width - len(x)) for x in lists], dtype=np.int64)
         contrib = self._pair_features(ctx, picks) * self.blend.effective().astype(np.float32)
-        out = []
-        for row, (top, explored) in enumerate(picked):
-            names = self._items.ids(np.asarray(top, dtype=np.int64))
-            out.append([
-                Recommendation(str(names[j]), float(blend[row, col]), "explore" if col in explored
-                               else self.blend.names[int(np.argmax(contrib[row, j]))])
-                for j, col in enumerate(top)
-            ])
-        return out
+        strongest = contrib.argmax(axis=2).tolist()  # per listed item, the source adding the most
+        scores = np.take_along_axis(blend, picks, 1).tolist()
+        names = self._items.ids(picks.ravel()).reshape(picks.shape).tolist()
+        sources = self.blend.names
+        return [[Recommendation(str(item), score, "explore" if col in explored else sources[source])
+                 for item, score, source, col in zip(item_row, score_row, source_row, top, strict=False)]
+                for (top, explored), item_row, score_row, source_row in zip(picked, names, scores, strongest,
+                                                                            strict=True)]
 
     def _top(self, row: np.ndarray, new: np.ndarray, k: int) -> tuple[list[int], set[int]]:
         """Best k finite columns, the last `explore_slots` of them given to the best new items; and
