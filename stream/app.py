@@ -232,8 +232,13 @@ class EventConsumer(Service):
         """The fetch already validating ahead, else a new one (None: nothing came)."""
         if self._ahead:
             return self._ahead.popleft()
+        t0 = time.perf_counter()
         got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.batch_size)
-        return self._prepare(got) if got else None
+        if not got:
+            return None
+        fetched = self._prepare(got)
+        self.live.timing_sums["fetch_s"] += time.perf_counter() - t0
+        return fetched
 
     def _prepare(self, got: dict) -> Fetched:
         """Split a fetch into items and interactions; with a validator process, the interactions
@@ -252,6 +257,7 @@ class EventConsumer(Service):
         learner works on this one."""
         while (self.validator is not None and self.offloading and len(self._ahead) < AHEAD_FETCHES
                and not self.should_stop):
+            t0 = time.perf_counter()
             try:
                 got = await self.consumer.getmany(timeout_ms=0, max_records=self.settings.batch_size)
             except Exception as exc:  # noqa: BLE001 - the next regular fetch retries
@@ -260,6 +266,7 @@ class EventConsumer(Service):
             if not got:
                 return
             self._ahead.append(self._prepare(got))
+            self.live.timing_sums["fetch_s"] += time.perf_counter() - t0
 
     def drop_ahead(self) -> None:
         """Forget the fetches validating ahead (partitions revoked, or stopping): never staged, their
@@ -277,6 +284,7 @@ class EventConsumer(Service):
         if fetched.validating is None:
             good = await self._in_learner(live.stage, fetched.items, fetched.interactions)
         else:
+            t0 = time.perf_counter()
             try:
                 validated = await fetched.validating
             except EOFError as exc:  # its dead letters of this fetch may be out already: at-least-once
@@ -284,6 +292,7 @@ class EventConsumer(Service):
                 self._close_validator()
                 good = await self._in_learner(live.stage, fetched.items, fetched.interactions)
             else:
+                live.timing_sums["child_wait_s"] += time.perf_counter() - t0
                 good = await self._in_learner(live.stage_validated, fetched.items, fetched.interactions,
                                               fetched.record_ts, validated)
         n = live.validation["in_place"] + live.validation["in_child"] - seen

@@ -138,7 +138,8 @@ class LiveLoop:
         # where the time goes, summed over batches: record time -> start of apply, apply, send
         # (stage = validation and dead letters, flush = learning and lists; *_cpu_s: this thread's CPU)
         self.timing_sums = {"batches": 0, "events": 0, "wait_s": 0.0, "apply_s": 0.0, "send_s": 0.0,
-                            "stage_s": 0.0, "stage_cpu_s": 0.0, "flush_s": 0.0, "flush_cpu_s": 0.0}
+                            "stage_s": 0.0, "stage_cpu_s": 0.0, "flush_s": 0.0, "flush_cpu_s": 0.0,
+                            "fetch_s": 0.0, "child_wait_s": 0.0}  # (set by the consumer)
         self._pending: dict[str, tuple[float, float | None, float]] = {}  # user -> (event_ts, trigger, due)
         self._staged = self._empty_stage()  # validated, not yet learned (see `stage`)
 
@@ -385,7 +386,7 @@ class LiveLoop:
                 "apply_ms_per_batch": 1e3 * s["apply_s"] / batches,
                 "send_ms_per_batch": 1e3 * s["send_s"] / batches,
                 **{f"{part}_ms_per_batch": 1e3 * s[f"{part}_s"] / batches
-                   for part in ("stage", "stage_cpu", "flush", "flush_cpu")}}
+                   for part in ("stage", "stage_cpu", "flush", "flush_cpu", "fetch", "child_wait")}}
 
     # -- publishing --------------------------------------------------------------------------------
     def _mark_touched(self, users: list[str], event_ts: list[float], trigger_ts: list[float | None]) -> None:
