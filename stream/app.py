@@ -130,7 +130,7 @@ class EventConsumer(Service):
 
     `live` provides: `stage(item_records, interaction_records) -> good events pending`,
     `merged(records, started)` and `stage_validated(items, records, record_ts, validated)` (the same
-    with validation done elsewhere), `flush() ->
+    with validation done elsewhere), `unstage(partitions)`, `flush() ->
     (dead letters, recommendation records)`, `due_records()`, `final_records()`, `offsets` (dict
     (topic, partition) -> next offset), `checkpoint() -> path | None`, `records_since_checkpoint`,
     `executor` (the one thread that runs every learner call), `assignment`, `timing_sums`.
@@ -472,13 +472,24 @@ class _Rebalance(ConsumerRebalanceListener):
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.owner.drop_ahead()
-        if revoked and self.owner.live.records_since_checkpoint:
-            try:
-                await self.owner._publish(*await self.owner._in_learner(self.owner.live.final_records))
-                await self.owner.checkpoint()
-            except Exception:  # noqa: BLE001 - the next owner replays from the previous checkpoint
-                log.exception("checkpoint on revocation failed")
+        # aiokafka calls this from its coordination task, beside the consuming one: the batch in
+        # progress ends first (learned, its lists sent), so the checkpoint below covers it
+        owner = self.owner
+        async with owner._batch_lock:
+            owner.drop_ahead()
+            if not revoked:
+                return
+            # staged, not learned (a batch that failed midway): the next owner applies them
+            leaving = {(tp.topic, tp.partition) for tp in revoked}
+            dropped = await owner._in_learner(owner.live.unstage, leaving)
+            if dropped:
+                log.info("revoked: %d staged events left to the partitions' next owner", dropped)
+            if owner.live.records_since_checkpoint:
+                try:
+                    await owner._publish(*await owner._in_learner(owner.live.final_records))
+                    await owner.checkpoint()
+                except Exception:  # noqa: BLE001 - the next owner replays from the previous checkpoint
+                    log.exception("checkpoint on revocation failed")
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         live = self.owner.live

@@ -252,6 +252,26 @@ class LiveLoop:
             self.timing_sums["stage_cpu_s"] += time.thread_time() - c0
             return sum(len(b) for b in staged["batches"])
 
+    def unstage(self, partitions: set[tuple[str, int]]) -> int:
+        """Forget the staged (validated, not yet learned) interactions of `partitions` and their staged
+        offsets: the partitions were revoked, so their next owner applies these records from the last
+        checkpoint, and learning them here too would count them twice. Returns the events dropped
+        (their dead letters, if any, still go out: the dead-letter topic is at-least-once)."""
+        with self.lock:
+            staged = self._staged
+            for tp in partitions:
+                staged["offsets"].pop(tp, None)
+            keep = np.fromiter(((r.topic, r.partition) not in partitions for r in staged["records"]), bool,
+                               len(staged["records"]))
+            if keep.all():
+                return 0
+            batch = Interactions.concat(staged["batches"])[keep]
+            staged["batches"] = [batch] if len(batch) else []
+            where = np.flatnonzero(keep).tolist()
+            staged["records"] = [staged["records"][i] for i in where]
+            staged["trigger_ts"] = [staged["trigger_ts"][i] for i in where]
+            return int(len(keep) - len(where))
+
     def flush(self) -> tuple[list[DeadLetter], list]:
         """Learn the pending micro-batch (score -> evaluate -> learn); returns dead letters and due
         `recommendations` records."""

@@ -97,6 +97,21 @@ def test_records_validated_elsewhere_learn_like_records_validated_in_place() -> 
     assert elsewhere.learner.recommend(["u1", "u7"], 5) == in_place.learner.recommend(["u1", "u7"], 5)
 
 
+def test_revoked_partitions_leave_the_stage_and_their_offsets_unclaimed() -> None:
+    log = generate(n_events=120, seed=6).log
+    recs = records_of(log, partitions=2)
+    live = LiveLoop(DecayedPopularity(), evaluate=False)
+    live.apply([], recs[:40])  # 20 per partition learned
+    assert live.stage([], recs[40:]) == 80
+    assert live.unstage({("interactions", 1)}) == 40
+    live.flush()
+    assert live.events_applied == 80  # partition 1's staged 40 were never learned here
+    assert live.offsets == {("interactions", 0): 60, ("interactions", 1): 20}
+    live.apply([], [r for r in recs if r.partition == 1])  # assigned back: replayed from offset 20
+    assert live.events_applied == 120
+    assert live.unstage({("interactions", 0)}) == 0  # nothing staged
+
+
 def test_learner_failure_dead_letters_the_batch_and_the_loop_goes_on() -> None:
     class Fragile(DecayedPopularity):
         def learn_many(self, batch: Interactions) -> None:
