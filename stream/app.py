@@ -153,6 +153,7 @@ class EventConsumer(Service):
         self.validator: Any = None
         self.validate_in_child = validate_in_child
         self._ahead: deque[Fetched] = deque()  # the next fetches, validating while the learner works
+        self.generation = 0  # bumped on each revocation: fetches made before it are not staged
         self.bad_share = 0.0  # moving average of the refused share of recent fetches
         self.offloading = False  # fetches go to the validator process (see OFFLOAD_ABOVE)
         super().__init__(**kwargs)
@@ -249,8 +250,9 @@ class EventConsumer(Service):
             (items if tp.topic == topic_items else interactions).extend(records)
         if interactions and self.validator is not None and self.offloading:
             records, record_ts = self.live.merged(interactions, time.time())
-            return Fetched(items, records, record_ts, self.validator.submit(records, record_ts))
-        return Fetched(items, interactions, None, None)
+            return Fetched(items, records, record_ts, self.validator.submit(records, record_ts),
+                           self.generation)
+        return Fetched(items, interactions, None, None, self.generation)
 
     async def _fetch_ahead(self) -> None:
         """Start validating the next fetches (those already waiting, up to `AHEAD_FETCHES`) while the
@@ -280,6 +282,10 @@ class EventConsumer(Service):
     async def _stage(self, fetched: Fetched) -> int:
         """Stage a fetch in the learner's stage; returns the good interactions pending."""
         live = self.live
+        if fetched.generation != self.generation:  # fetched before a revocation: fetched again later
+            if fetched.validating is not None:
+                fetched.validating.cancel()
+            return await self._in_learner(live.stage, [], [])
         seen, refused = live.validation["in_place"] + live.validation["in_child"], live.validation["refused"]
         if fetched.validating is None:
             good = await self._in_learner(live.stage, fetched.items, fetched.interactions)
@@ -316,7 +322,8 @@ class EventConsumer(Service):
             for i, fetched in enumerate(self._ahead):
                 if fetched.validating is not None:
                     fetched.validating.cancel()
-                    self._ahead[i] = Fetched(fetched.items, fetched.interactions, None, None)
+                    self._ahead[i] = Fetched(fetched.items, fetched.interactions, None, None,
+                                             fetched.generation)
         if validator is not None:
             validator.close()
 
@@ -453,12 +460,13 @@ class EventConsumer(Service):
 
 class Fetched(NamedTuple):
     """One fetch: `items` and `interactions` records; with a validator process, the interactions
-    merged by record time, their record times, and the child's validation (a task) of them."""
+    merged by record time, their record times, and the child's validation (a future) of them."""
 
     items: list[Any]
     interactions: list[Any]
     record_ts: list[float | None] | None
     validating: asyncio.Future | None
+    generation: int = 0  # `EventConsumer.generation` when fetched
 
 
 class Undelivered(RuntimeError):  # noqa: N818 - reads as a state: "records undelivered"
@@ -479,6 +487,7 @@ class _Rebalance(ConsumerRebalanceListener):
             owner.drop_ahead()
             if not revoked:
                 return
+            owner.generation += 1  # a fetch taken before this and not yet staged is dropped
             # staged, not learned (a batch that failed midway): the next owner applies them
             leaving = {(tp.topic, tp.partition) for tp in revoked}
             dropped = await owner._in_learner(owner.live.unstage, leaving)
