@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from learners.base import Interactions
 from learners.popularity import DecayedPopularity
 from learners.synthetic import generate
+from stream.app import EventConsumer, Fetched
 from stream.config import Settings
 from stream.producer import encode_events, make_producer, send_records
 from stream.publisher import read_topic
@@ -110,6 +112,21 @@ def test_revoked_partitions_leave_the_stage_and_their_offsets_unclaimed() -> Non
     live.apply([], [r for r in recs if r.partition == 1])  # assigned back: replayed from offset 20
     assert live.events_applied == 120
     assert live.unstage({("interactions", 0)}) == 0  # nothing staged
+
+
+def test_a_fetch_taken_before_a_revocation_is_not_staged_after_it() -> None:
+    recs = [RawRecord("interactions", 0, n, 1_000 + n, b"u", event("u", f"i{n}", float(n))) for n in range(5)]
+    live = LiveLoop(DecayedPopularity(), evaluate=False)
+
+    async def run() -> tuple[int, int]:
+        consumer = EventConsumer(Settings(), live, validate_in_child=False)
+        before = await consumer._stage(Fetched([], recs[:3], None, None, consumer.generation))
+        consumer.generation += 1  # what a revocation does
+        after = await consumer._stage(Fetched([], recs[3:], None, None, 0))
+        return before, after
+    assert asyncio.run(run()) == (3, 3)
+    live.flush()
+    assert live.events_applied == 3 and live.offsets == {("interactions", 0): 3}
 
 
 def test_learner_failure_dead_letters_the_batch_and_the_loop_goes_on() -> None:
