@@ -30,7 +30,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from stream.config import TOPICS, Settings
-from stream.sending import FIT_LIMIT, MAX_BATCH_BYTES, fit, rebuild, record_batches
+from stream.deadletter import by_dlq_partition
+from stream.sending import MAX_BATCH_BYTES, rebuild, record_batches
 
 log = logging.getLogger("streamrec.app")
 
@@ -322,8 +323,7 @@ class EventConsumer(Service):
             for i, fetched in enumerate(self._ahead):
                 if fetched.validating is not None:
                     fetched.validating.cancel()
-                    self._ahead[i] = Fetched(fetched.items, fetched.interactions, None, None,
-                                             fetched.generation)
+                    self._ahead[i] = fetched._replace(validating=None)
         if validator is not None:
             validator.close()
 
@@ -366,14 +366,7 @@ class EventConsumer(Service):
         if letters:
             topic = self.settings.topic("interactions.dlq")
             n = len(await self.producer.partitions_for(topic))
-            by_partition: dict[int, list] = {}
-            for key, value, headers, _, source_partition in letters:  # its order carries over
-                if len(value) > FIT_LIMIT:
-                    value = fit(value)
-                part = by_partition.get(source_partition % n)
-                if part is None:
-                    part = by_partition[source_partition % n] = []
-                part.append((key, value, headers))
+            by_partition = by_dlq_partition(letters, n)
             for partition, records in by_partition.items():
                 await self._send_batch(topic, partition, records)
         if recs:

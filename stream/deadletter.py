@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from stream.schema import Rejection
+from stream.sending import FIT_LIMIT, fit
 
 
 class DeadLetter(NamedTuple):
@@ -48,3 +49,17 @@ def dead_letter(record: Any, rejection: Rejection) -> DeadLetter:
 _new_tuple = tuple.__new__  # a NamedTuple from a tuple, without its Python-level __new__
 _ORIGIN_HEADERS: dict[tuple[str, int], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
 _REASON_HEADERS: dict[str, tuple[str, bytes]] = {}
+
+
+def by_dlq_partition(letters: list[DeadLetter], n_partitions: int) -> dict[int, list[tuple]]:
+    """Dead letters as (key, value, headers) records per `interactions.dlq` partition: the source
+    partition modulo the DLQ's, so a source partition's order carries over; values cut to `fit`."""
+    by_partition: dict[int, list[tuple]] = {}
+    for key, value, headers, _, source_partition in letters:
+        if len(value) > FIT_LIMIT:
+            value = fit(value)
+        part = by_partition.get(source_partition % n_partitions)
+        if part is None:
+            part = by_partition[source_partition % n_partitions] = []
+        part.append((key, value, headers))
+    return by_partition

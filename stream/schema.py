@@ -243,7 +243,7 @@ def validate_interactions(
         try:
             u, it, k, v, t, eid = _interaction(raws[i])
         except _Reject as r:
-            rejects.append((i, _new_tuple(Rejection, r.args)))
+            rejects.append((i, r.rejection))
             continue
         if t is None:
             t = float(record_ts[i]) if record_ts is not None and record_ts[i] is not None else 0.0

@@ -28,6 +28,9 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from stream.config import Settings
+from stream.deadletter import by_dlq_partition, dead_letter
+from stream.schema import validate_interactions
+from stream.sending import MAX_BATCH_BYTES, rebuild, record_batches
 
 log = logging.getLogger("streamrec.validator")
 
@@ -56,10 +59,6 @@ class ValidatorProcess:
         self._pending: deque[asyncio.Future] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dead: BaseException | None = None  # why the child is gone, once it is
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
 
     def start(self) -> ValidatorProcess:
         import multiprocessing as mp
@@ -152,8 +151,6 @@ def serve(conn: Any, settings: Settings, parent: int) -> None:
 async def _serve(conn: Any, settings: Settings) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from stream.sending import MAX_BATCH_BYTES
-
     loop = asyncio.get_running_loop()
     producer = AIOKafkaProducer(client_id=f"{settings.group_id}-validator", acks=1, linger_ms=5,
                                 max_batch_size=MAX_BATCH_BYTES, max_request_size=MAX_BATCH_BYTES,
@@ -176,9 +173,6 @@ async def _serve(conn: Any, settings: Settings) -> None:
 
 async def _answer(producer: Any, topic: str, request: tuple) -> tuple:
     """Validate one request's records; dead-letter (and wait for the acks of) the refused ones."""
-    from stream.deadletter import dead_letter
-    from stream.schema import validate_interactions
-
     values, keys, topics, partitions, offsets, record_ts = request
 
     def fallback_id(i: int) -> str:  # only for events without an event_id
@@ -216,13 +210,8 @@ async def _receive(loop: asyncio.AbstractEventLoop, conn: Any) -> Any:
 async def _send_letters(producer: Any, topic: str, letters: list[Any]) -> None:
     """Produce dead letters (the source partition's order carries over) and wait for the acks;
     retries while the broker is away."""
-    from stream.sending import fit, rebuild, record_batches
-
     n = len(await _retry(lambda: producer.partitions_for(topic), "reading the dead-letter topic"))
-    by_partition: dict[int, list] = {}
-    for key, value, headers, _, source_partition in letters:
-        by_partition.setdefault(source_partition % n, []).append((key, fit(value), headers))
-    pending = [(partition, batch, chunk) for partition, records in by_partition.items()
+    pending = [(partition, batch, chunk) for partition, records in by_dlq_partition(letters, n).items()
                for batch, chunk in record_batches(producer, topic, records)]
     while pending:
         futures = []

@@ -29,8 +29,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -154,21 +155,30 @@ class LiveLoop:
         """Validate records into the pending micro-batch (items are applied at once); returns the
         good interactions pending. The consumer stages several fetches when many records are bad, so
         the learner still sees full batches of good events (its per-batch cost stays amortised)."""
-        with self.lock:
-            t0, c0 = time.perf_counter(), time.thread_time()
+        with self._staging(items) as staged:
             started = time.time()
-            staged = self._staged
-            if items:
-                staged["letters"] += self._apply_items(self._fresh(items))
             records = self._fresh(interactions)
             if records:
                 self._validate(records, started)
             staged["consumed"] += len(records)
+        return self._pending_good()
+
+    @contextmanager
+    def _staging(self, items: Sequence[Any]) -> Iterator[dict[str, Any]]:
+        """The stage, under the lock, with `items` applied first; the time spent goes to the timings."""
+        with self.lock:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            staged = self._staged
+            if items:
+                staged["letters"] += self._apply_items(self._fresh(items))
+            yield staged
             seconds = time.perf_counter() - t0
             staged["seconds"] += seconds
             self.timing_sums["stage_s"] += seconds
             self.timing_sums["stage_cpu_s"] += time.thread_time() - c0
-            return sum(len(b) for b in staged["batches"])
+
+    def _pending_good(self) -> int:
+        return sum(len(b) for b in self._staged["batches"])
 
     def merged(self, records: list[Any], started: float | None = None,
                ) -> tuple[list[Any], list[float | None]]:
@@ -225,11 +235,7 @@ class LiveLoop:
         """`stage` for interaction records validated elsewhere (`stream.validator`, which also
         dead-lettered the refused ones): `records` and `record_ts` as `merged` gave them, in the
         order `validated` refers to. Returns the good interactions pending."""
-        with self.lock:
-            t0, c0 = time.perf_counter(), time.thread_time()
-            staged = self._staged
-            if items:
-                staged["letters"] += self._apply_items(self._fresh(items))
+        with self._staging(items) as staged:
             fresh = self._fresh(records)
             batch, positions, rejected, reasons = validated
             if len(fresh) < len(records):  # redelivered records: learn and count only the fresh ones
@@ -239,18 +245,12 @@ class LiveLoop:
                 good = keep[positions]
                 batch, positions = batch[good], positions[good]
                 reasons = [reason for i, reason in zip(rejected, reasons, strict=True) if keep[i]]
-            counts = staged["dlq_counts"]
-            for reason in reasons:
-                counts[reason] = counts.get(reason, 0) + 1
+            staged["dlq_reasons"] += reasons
             self.validation["in_child"] += len(records)
             self.validation["refused"] += len(rejected)
             self._stage_good(records, record_ts, batch, positions)
             staged["consumed"] += len(fresh)
-            seconds = time.perf_counter() - t0
-            staged["seconds"] += seconds
-            self.timing_sums["stage_s"] += seconds
-            self.timing_sums["stage_cpu_s"] += time.thread_time() - c0
-            return sum(len(b) for b in staged["batches"])
+        return self._pending_good()
 
     def unstage(self, partitions: set[tuple[str, int]]) -> int:
         """Forget the staged (validated, not yet learned) interactions of `partitions` and their staged
@@ -285,7 +285,7 @@ class LiveLoop:
                 n_good = self._learn(batch, staged["records"], staged["trigger_ts"], letters)
             self.offsets.update(staged["offsets"])  # learned, or dead-lettered with the reason
             by_reason = Counter(letter.reason for letter in letters)
-            by_reason.update(staged["dlq_counts"])  # dead-lettered by the validator process
+            by_reason.update(staged["dlq_reasons"])  # dead-lettered by the validator process
             counts = self.dead_letters
             for reason, n in by_reason.items():
                 counts[reason] = counts.get(reason, 0) + n
@@ -306,7 +306,7 @@ class LiveLoop:
     @staticmethod
     def _empty_stage() -> dict[str, Any]:
         return {"batches": [], "records": [], "trigger_ts": [], "letters": [], "consumed": 0, "seconds": 0.0,
-                "offsets": {}, "dlq_counts": {}}
+                "offsets": {}, "dlq_reasons": []}
 
     def _fresh(self, records: Sequence[Any]) -> list[Any]:
         """Drop records the state already reflects (redelivered after a restart) or already staged.
