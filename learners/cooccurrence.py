@@ -28,17 +28,18 @@ from learners.ids import grow_rows
 
 def recent_context(
     users: np.ndarray, values: np.ndarray, recent: np.ndarray, width: int | None = None,
-    new_rows: bool = True,
+    new_rows: bool = True, layout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per event, the user's previous values (most recent first), in-batch events included.
 
     `recent[u]` holds user code u's values before the batch (most recent first, padded). Returns
     (context[B, width] (default: all of `recent`'s columns), the batch's distinct users, their recent
-    rows after the batch — None with `new_rows=False`, e.g. when only scoring)."""
+    rows after the batch — None with `new_rows=False`, e.g. when only scoring). `layout`:
+    `group_layout(users)` when the caller has it already."""
     n = len(users)
     full = recent.shape[1]
     width = full if width is None else min(width, full)
-    order, starts, position = group_layout(users)
+    order, starts, position = group_layout(users) if layout is None else layout
     sorted_users = users[order]
     sorted_values = values[order]
     lags = np.arange(1, width + 1)

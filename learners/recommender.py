@@ -58,7 +58,7 @@ import torch
 from learners.base import RATING, Interactions, ItemMeta, Recommendation, State
 from learners.blend import Blend
 from learners.content import HashedContent
-from learners.cooccurrence import BatchContext, CoOccurrence, batch_positions, recent_context
+from learners.cooccurrence import BatchContext, CoOccurrence, group_layout, recent_context
 from learners.ids import IdIndex, grow_rows
 from learners.mf import MatrixFactorization
 from learners.popularity import DecayedCounts, StagePopularity, stage_of
@@ -215,6 +215,7 @@ class OnlineRecommender:
         self._top_cache: tuple[Any, np.ndarray] | None = None  # (batch.user, top columns) of score_many
         self._scored: dict[str, Any] | None = None  # what score_many computed, reused by learn_many
         self._seen = np.zeros((0, 0), dtype=np.uint8)  # users x items bitmap of learned interactions
+        self._item_index_loads = 0  # loaded states (each brings a new item index)
 
     # ------------------------------------------------------------------ ids
     @property
@@ -230,6 +231,12 @@ class OnlineRecommender:
     def knows_user(self, user_id: str) -> bool:
         """Whether the user has state here (else `recommend` serves the cold-start list)."""
         return user_id in self._users
+
+    @property
+    def item_index_version(self) -> tuple[int, int]:
+        """Changes whenever an item column changes hands (eviction, expiry, a loaded state), so the
+        evaluator re-checks its cached item columns only then."""
+        return self._item_index_loads, self._items.generation
 
     @property
     def n_items(self) -> int:
@@ -347,15 +354,23 @@ class OnlineRecommender:
         if unknown.any():
             _, inverse = np.unique(batch.user[unknown].astype(str), return_inverse=True)
             codes[unknown] = self._users.n_cols + inverse
-        distinct, local = np.unique(codes, return_inverse=True)
+        # one stable sort groups the events by user for everything below (distinct users, each
+        # event's user number and its position among that user's events of the batch)
+        layout = order, starts, position = group_layout(codes)
+        distinct = codes[order[starts]]
+        local = np.empty(len(codes), dtype=np.int64)
+        local[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(codes)]))
         known = distinct < self._users.n_cols
         width = self._scoring_width() if scoring else self.recent
         rows = np.full((len(distinct), width), _NO_ITEM, dtype=np.int64)
         rows[known] = self._recent_items[distinct[known], :width]
-        recent, batch_users, new_rows = recent_context(local, items, rows, new_rows=not scoring)
+        recent, batch_users, new_rows = recent_context(local, items, rows, new_rows=not scoring,
+                                                       layout=layout)
         before = np.zeros(len(distinct), dtype=np.int64)
         before[known] = self._user_events[distinct[known]]
-        stage = stage_of(before[local] + batch_positions(local))
+        in_batch = np.empty(len(codes), dtype=np.int64)
+        in_batch[order] = position
+        stage = stage_of(before[local] + in_batch)
         ctx = BatchContext(users=users, items=items, ts=batch.ts, value=batch.value, kind=batch.kind,
                            recent=recent, n_items=self._items.n_cols, stage=stage)
         return ctx, distinct[batch_users], new_rows
@@ -761,6 +776,7 @@ class OnlineRecommender:
         items, users = state.items, state.users
         self._items = IdIndex(capacity=self.max_items)
         self._items.load_arrays(items["item_id"], items["last_seen"], now=state.meta.get("item_clock", 0.0))
+        self._item_index_loads += 1
         n = self._items.n_cols
         self._item_events = np.asarray(items["n_events"], dtype=np.int64).copy()
         self._evicted_events = int(state.meta.get("evicted_events", 0))

@@ -284,3 +284,32 @@ def test_best_columns_matches_a_stable_full_sort_with_ties_and_masks():
         cols = np.flatnonzero(mask)
         reference = cols[np.argsort(-row[cols], kind="stable")][:m]
         assert best_columns(row, mask, m).tolist() == reference.tolist()
+
+
+class _Unversioned(OnlineRecommender):
+    """The same learner without `item_index_version`: the evaluator re-checks every column each batch."""
+
+    item_index_version = None
+
+
+def test_item_index_version_lets_the_evaluator_skip_checks_without_changing_ranks() -> None:
+    from learners.evaluate import PrequentialEvaluator, prequential_step
+    from learners.synthetic import generate
+
+    log = generate(n_events=3000, n_users=60, n_items=80, seed=5).log
+    ranks, versions = [], set()
+    for model in (OnlineRecommender(seed=0, max_items=40), _Unversioned(seed=0, max_items=40)):
+        evaluator = PrequentialEvaluator(seed=0)
+        for lo in range(0, len(log), 25):
+            prequential_step(model, evaluator, log[lo: lo + 25])
+            versions.add(model.item_index_version)
+        ranks.append(evaluator.ranks())
+    assert len(versions) > 10  # evictions moved columns between owners many times
+    assert len(ranks[0]) > 500 and np.array_equal(ranks[0], ranks[1])
+    state = OnlineRecommender(seed=0)
+    state.learn_many(log[:500])
+    before = state.item_index_version
+    state.learn_many(log[500:1000])  # new items, no eviction: no column changed hands
+    assert state.item_index_version == before
+    state.load_state_dict(state.state_dict())
+    assert state.item_index_version != before  # a loaded state brings a new index
