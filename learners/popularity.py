@@ -113,6 +113,7 @@ class DecayedPopularity:
         self.unit = unit
         self.max_items = max_items
         self._items = IdIndex(capacity=max_items)
+        self._item_index_loads = 0  # loaded states (each brings a new item index)
         self._counts = DecayedCounts(half_life, unit)
         self._interactions = np.zeros(16, dtype=np.int64)
 
@@ -160,6 +161,12 @@ class DecayedPopularity:
     def events_applied(self) -> int:
         return self._counts.n_events
 
+    @property
+    def item_index_version(self) -> tuple[int, int]:
+        """Changes whenever an item column changes hands (eviction, a loaded state): the evaluator
+        re-checks its cached item columns only then."""
+        return self._item_index_loads, self._items.generation
+
     def state_dict(self) -> State:
         ids, last_seen = self._items.state_arrays()
         counts, clock = self._counts.state(self._items.n_cols)
@@ -184,6 +191,7 @@ class DecayedPopularity:
         if state.meta.get("kind") != type(self).__name__:
             raise ValueError(f"state of {state.meta.get('kind')!r} cannot load into {type(self).__name__}")
         self._items = IdIndex(capacity=self.max_items)
+        self._item_index_loads += 1
         self._items.load_arrays(state.items["item_id"], state.items["last_seen"])
         self._counts = DecayedCounts(self.half_life, self.unit)
         self._counts.load(state.items["count"], state.meta)

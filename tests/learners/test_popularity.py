@@ -74,3 +74,29 @@ def test_capacity_bounds_the_catalog():
     model.learn_many(batch(["c"]))  # evicts a, the least recently seen
     assert sorted(r.item_id for r in model.recommend(["u"], k=5)[0]) == ["b", "c"]
     assert all(r.score == 1.0 for r in model.recommend(["u"], k=5)[0])
+
+
+def test_item_index_version_changes_with_evictions_and_ranks_stay_exact():
+    from learners.evaluate import PrequentialEvaluator, prequential_step
+    from learners.synthetic import generate
+
+    class Unversioned(DecayedPopularity):
+        item_index_version = None  # the evaluator re-checks every cached column each batch
+
+    log = generate(n_events=3000, n_users=60, n_items=80, seed=5).log
+    ranks, versions = [], set()
+    for model_class in (DecayedPopularity, Unversioned):
+        model = model_class(half_life=300.0, max_items=40)
+        evaluator = PrequentialEvaluator(seed=0)
+        for lo in range(0, len(log), 25):
+            prequential_step(model, evaluator, log[lo: lo + 25])
+            versions.add(model.item_index_version)
+        ranks.append(evaluator.ranks())
+    assert len(versions) > 10 and len(ranks[0]) > 500 and np.array_equal(ranks[0], ranks[1])
+    model = DecayedPopularity()
+    model.learn_many(batch(["a", "b"]))
+    before = model.item_index_version
+    model.learn_many(batch(["c"]))
+    assert model.item_index_version == before  # a new item, nothing evicted
+    model.load_state_dict(model.state_dict())
+    assert model.item_index_version != before

@@ -313,3 +313,29 @@ def test_item_index_version_lets_the_evaluator_skip_checks_without_changing_rank
     assert state.item_index_version == before
     state.load_state_dict(state.state_dict())
     assert state.item_index_version != before  # a loaded state brings a new index
+
+
+def test_evaluator_follows_columns_the_catalog_took_over() -> None:
+    """Announced items evict idle ones and take their columns, with no new interaction to make the
+    evaluator look again: only the changed `item_index_version` tells it to re-check its cache."""
+    from learners.evaluate import PrequentialEvaluator, prequential_step
+
+    rng = np.random.default_rng(0)
+
+    def events(items: list[str], t0: int) -> Interactions:
+        return Interactions.from_records([{"user_id": f"u{rng.integers(30)}", "item_id": item,
+                                           "ts": float(t0 + k)} for k, item in enumerate(items)])
+
+    idle, busy = [f"i{k}" for k in range(10)], [f"i{k}" for k in range(10, 40)]
+    model, evaluator = OnlineRecommender(seed=0, max_items=40), PrequentialEvaluator(seed=0)
+    stream = events(idle + busy + [busy[k] for k in rng.integers(0, 30, 400)], 0)
+    for lo in range(0, len(stream), 20):
+        prequential_step(model, evaluator, stream[lo: lo + 20])
+    model.add_items([ItemMeta(f"x{k}", f"new title {k}") for k in range(10)])  # the idle items' columns
+    assert (model.item_cols(np.array(idle, dtype=object)) < 0).all()
+    prequential_step(model, evaluator, events([busy[k] for k in rng.integers(0, 30, 20)], 1000))
+    slots = np.flatnonzero(evaluator._holds[: evaluator._n_slots])
+    held = evaluator._slot_item[slots]
+    assert set(idle) <= set(held.tolist())
+    # every item the evaluator ranks maps to the column holding it now, or to none (-1: forgotten)
+    assert np.array_equal(evaluator._model_col[slots], model.item_cols(held))
