@@ -73,14 +73,6 @@ def group_layout(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return order, starts, position
 
 
-def batch_positions(codes: np.ndarray) -> np.ndarray:
-    """For each event, how many earlier events of the batch have the same code (user)."""
-    order, _, position = group_layout(codes)
-    out = np.empty(len(codes), dtype=np.int64)
-    out[order] = position
-    return out
-
-
 @dataclass
 class BatchContext:
     """What sources see of a micro-batch: dense columns and each event's recent-item context.

@@ -234,8 +234,8 @@ class OnlineRecommender:
 
     @property
     def item_index_version(self) -> tuple[int, int]:
-        """Changes whenever an item column changes hands (eviction, expiry, a loaded state), so the
-        evaluator re-checks its cached item columns only then."""
+        """Changes whenever an item column changes hands (eviction, a loaded state), so the evaluator
+        re-checks its cached item columns only then."""
         return self._item_index_loads, self._items.generation
 
     @property
