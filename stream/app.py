@@ -31,7 +31,7 @@ from mode import Service
 
 from stream.config import TOPICS, Settings
 from stream.deadletter import by_dlq_partition
-from stream.sending import MAX_BATCH_BYTES, rebuild, record_batches
+from stream.sending import BatchSender, new_producer
 
 log = logging.getLogger("streamrec.app")
 
@@ -146,7 +146,7 @@ class EventConsumer(Service):
         self.producer: Any = None
         self._last_checkpoint = time.monotonic()
         self._batch_lock = asyncio.Lock()
-        self._inflight: list[tuple[str, int, list, Any]] = []  # (topic, partition, records, future)
+        self.sender: BatchSender | None = None  # the producer's batches in flight, resent until acknowledged
         self._key_partition: dict[bytes, int] = {}
         self._give_up_at = float("inf")  # when stopping: stop retrying sends after this (monotonic)
         self._undelivered = False  # some applied batch's records were never sent: never checkpoint again
@@ -160,13 +160,12 @@ class EventConsumer(Service):
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka import AIOKafkaConsumer
 
         s = self.settings
         conn = s.aiokafka_kwargs()
-        self.producer = AIOKafkaProducer(client_id=f"{s.group_id}-producer", acks=1, linger_ms=5,
-                                         max_batch_size=MAX_BATCH_BYTES, max_request_size=MAX_BATCH_BYTES,
-                                         request_timeout_ms=10_000, **conn)
+        self.producer = new_producer(f"{s.group_id}-producer", conn)
+        self.sender = BatchSender(self.producer, on_failure=self._maybe_give_up)
         self.consumer = AIOKafkaConsumer(
             client_id=f"{s.group_id}-consumer", group_id=s.group_id, group_instance_id=instance_id(s),
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.batch_size,
@@ -193,7 +192,7 @@ class EventConsumer(Service):
                     if self.live.records_since_checkpoint:
                         await self.checkpoint()
                     else:
-                        await self._settle()
+                        await self.sender.settle()
                 except Undelivered as exc:
                     log.warning("%s: no final checkpoint; a restart replays from the previous one", exc)
                 except Exception:  # noqa: BLE001 - still stop the clients
@@ -362,13 +361,13 @@ class EventConsumer(Service):
         bad records must not slow the good ones down). The previous batch's sends are confirmed (and
         failures resent) first: delivery is at-least-once, a user's lists stay in order, and waiting
         for acks overlaps with the next batch's work."""
-        await self._settle()
+        await self.sender.settle()
         if letters:
             topic = self.settings.topic("interactions.dlq")
             n = len(await self.producer.partitions_for(topic))
             by_partition = by_dlq_partition(letters, n)
             for partition, records in by_partition.items():
-                await self._send_batch(topic, partition, records)
+                await self.sender.send(topic, partition, records)
         if recs:
             topic = self.settings.topic("recommendations")
             parts = sorted(await self.producer.partitions_for(topic))
@@ -381,51 +380,18 @@ class EventConsumer(Service):
                     partition = self._key_partition[key] = _partitioner(key, parts, parts)
                 by_partition.setdefault(partition, []).append((key, value, None))
             for partition, records in by_partition.items():
-                await self._send_batch(topic, partition, records)
-
-    async def _send_batch(self, topic: str, partition: int, records: list) -> None:
-        """Queue `records` (key, value, headers) for one partition; keeps each batch's future."""
-        for batch, chunk in record_batches(self.producer, topic, records):
-            await self._submit(topic, partition, batch, chunk)
-
-    async def _submit(self, topic: str, partition: int, batch: Any, chunk: list) -> None:
-        while True:
-            try:  # bounded by the producer's request_timeout_ms when the broker is away
-                future = await self.producer.send_batch(batch, topic, partition=partition)
-                self._inflight.append((topic, partition, chunk, future))
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - e.g. broker away: wait, keep the records
-                self._maybe_give_up(exc)
-                log.warning("send to %s:%d failed (%r); retrying", topic, partition, exc)
-                await asyncio.sleep(0.5)
-                batch = rebuild(self.producer, chunk)
+                await self.sender.send(topic, partition, records)
 
     def _maybe_give_up(self, exc: BaseException) -> None:
         if self.should_stop and time.monotonic() > self._give_up_at:
             self._undelivered = True
             raise Undelivered(f"records still undelivered after {STOP_GRACE_S:.0f}s of stopping ({exc!r})")
 
-    async def _settle(self) -> None:
-        """Wait for every in-flight batch; resend the failed ones until they are acknowledged."""
-        while self._inflight:
-            pending, self._inflight = self._inflight, []
-            results = await asyncio.gather(*(f for *_, f in pending), return_exceptions=True)
-            failed = [p for p, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-            if failed:
-                error = next(r for r in results if isinstance(r, BaseException))
-                self._maybe_give_up(error)
-                log.warning("%d batches failed (%r); resending", len(failed), error)
-                await asyncio.sleep(0.5)
-                for topic, partition, chunk, _ in failed:
-                    await self._send_batch(topic, partition, chunk)
-
     async def checkpoint(self) -> None:
         """Save state + offsets once every record they reflect is delivered, then commit them."""
         from aiokafka import TopicPartition
 
-        await self._settle()  # lists and dead letters of the saved events are out first
+        await self.sender.settle()  # lists and dead letters of the saved events are out first
         if self._undelivered:
             raise Undelivered("records of applied events were dropped")
         path = await self._in_learner(self.live.checkpoint)

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from stream.config import Settings
 from stream.deadletter import by_dlq_partition, dead_letter
 from stream.schema import validate_interactions
-from stream.sending import MAX_BATCH_BYTES, rebuild, record_batches
+from stream.sending import BatchSender, new_producer
 
 log = logging.getLogger("streamrec.validator")
 
@@ -149,12 +149,8 @@ def serve(conn: Any, settings: Settings, parent: int) -> None:
 
 
 async def _serve(conn: Any, settings: Settings) -> None:
-    from aiokafka import AIOKafkaProducer
-
     loop = asyncio.get_running_loop()
-    producer = AIOKafkaProducer(client_id=f"{settings.group_id}-validator", acks=1, linger_ms=5,
-                                max_batch_size=MAX_BATCH_BYTES, max_request_size=MAX_BATCH_BYTES,
-                                request_timeout_ms=10_000, **settings.aiokafka_kwargs())
+    producer = new_producer(f"{settings.group_id}-validator", settings.aiokafka_kwargs())
     await _retry(producer.start, "starting the dead-letter producer")
     topic = settings.topic("interactions.dlq")
     try:
@@ -211,28 +207,10 @@ async def _send_letters(producer: Any, topic: str, letters: list[Any]) -> None:
     """Produce dead letters (the source partition's order carries over) and wait for the acks;
     retries while the broker is away."""
     n = len(await _retry(lambda: producer.partitions_for(topic), "reading the dead-letter topic"))
-    pending = [(partition, batch, chunk) for partition, records in by_dlq_partition(letters, n).items()
-               for batch, chunk in record_batches(producer, topic, records)]
-    while pending:
-        futures = []
-        for partition, batch, chunk in pending:
-            while True:
-                try:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - broker away: wait, keep the records
-                    log.warning("sending dead letters to %s failed (%r); retrying", topic, exc)
-                    await asyncio.sleep(0.5)
-                    batch = rebuild(producer, chunk)  # a submitted-and-failed builder is closed
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [p for p, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-        if failed:
-            log.warning("%d dead-letter batches failed (%r); resending", len(failed),
-                        next(r for r in results if isinstance(r, BaseException)))
-            await asyncio.sleep(0.5)
-        pending = [(partition, rebuild(producer, chunk), chunk) for partition, _, chunk in failed]
+    sender = BatchSender(producer)
+    for partition, records in by_dlq_partition(letters, n).items():
+        await sender.send(topic, partition, records)
+    await sender.settle()
 
 
 async def _retry(fn: Any, what: str, every_s: float = 0.5) -> Any:
