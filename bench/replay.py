@@ -27,7 +27,7 @@ from learners.datasets import FORMATS, read_items, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, add_due_items, prequential_step
 
 CATALOG_NAMES = ("u.item", "movies.csv", "items.jsonl")
-MODELS = ("online", "popularity", "trending")
+MODELS = ("online", "sparse", "popularity", "trending")
 SERIES_POINTS = 500
 
 
@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the rolling metrics here")
     parser.add_argument("--model", choices=MODELS, default="online",
-                        help="learner: online (OnlineRecommender, default), popularity or trending baselines")
+                        help="learner: online (OnlineRecommender, default), sparse (SparseRecommender: "
+                             "candidates and a sublinear evaluator, for large catalogs), popularity or "
+                             "trending baselines")
     parser.add_argument("--no-deep", action="store_true", help="disable the deep (PyTorch) source")
     parser.add_argument("--save-state", type=Path, metavar="DIR",
                         help="write the final learner state as a worker checkpoint into DIR")
@@ -72,6 +74,10 @@ def build_model(args: argparse.Namespace) -> Recommender:
         from learners.popularity import Popularity
 
         return Popularity()
+    if kind == "sparse":
+        from learners.sparse import SparseRecommender
+
+        return SparseRecommender(seed=seed)
     try:
         from learners.recommender import OnlineRecommender
     except ImportError:
@@ -105,6 +111,15 @@ def load_stream(args: argparse.Namespace) -> tuple[Interactions, list[ItemMeta],
     return log, items, f"{args.data} ({fmt})", {"format": fmt, "items_file": str(items_path or "")}
 
 
+def evaluator_for(model: Recommender, **kwargs: Any) -> PrequentialEvaluator:
+    """The evaluator of a model: candidate-scoring models get the sublinear `CandidateEvaluator`."""
+    if hasattr(model, "score_then_learn"):
+        from learners.candidate_eval import CandidateEvaluator
+
+        return CandidateEvaluator(**kwargs)
+    return PrequentialEvaluator(**kwargs)
+
+
 def _drift_monitor(model: Recommender, args: argparse.Namespace) -> Any:
     from learners.drift import monitor_for
 
@@ -123,7 +138,7 @@ def replay(
     """Run the prequential loop over `log`; returns the evaluator and wall-clock facts."""
     if batch_size < 1:
         raise ValueError(f"batch size must be positive, got {batch_size}")
-    evaluator = evaluator or PrequentialEvaluator()
+    evaluator = evaluator or evaluator_for(model)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -272,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     catalog = f", {len(items):,} catalog entries" if items else ""
     print(f"replaying {description}: {len(log):,} events, {n_users:,} users, {n_items:,} items{catalog}"
           f" -> {type(model).__name__}", file=sys.stderr)
-    evaluator = PrequentialEvaluator(window=args.window, seed=args.seed, series_every=max(1, len(log) // 400))
+    evaluator = evaluator_for(model, window=args.window, seed=args.seed, series_every=max(1, len(log) // 400))
     evaluator, timing = replay(log, model, items, args.batch_size, evaluator, monitor,
                                progress=not args.quiet)
     report = build_report(evaluator, timing, model, description, args.batch_size, facts, monitor)

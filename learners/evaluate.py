@@ -636,7 +636,20 @@ def prequential_step(model: Recommender, evaluator: PrequentialEvaluator, batch:
     """Test then train on one micro-batch: score (state before the batch) -> observe -> learn.
 
     Replay and the live worker both call this. `monitor` (e.g. `learners.drift.DriftMonitor`) gets the
-    batch's hits after evaluation and may call `model.on_drift()` before the model learns."""
+    batch's hits after evaluation and may call `model.on_drift()` before the model learns.
+
+    A candidate-scoring model (`score_then_learn`, e.g. `learners.sparse.SparseRecommender`) with a
+    `learners.candidate_eval.CandidateEvaluator` tests and trains event by event in one pass; the
+    monitor then reacts after the batch."""
+    if hasattr(model, "score_then_learn") and hasattr(evaluator, "observe_candidates"):
+        predictions = None
+        if bool((batch.kind == RATING).any()):
+            predictions = model.predict_many(batch)
+        cands = model.score_then_learn(batch)
+        result = evaluator.observe_candidates(batch, cands, model, predictions=predictions)
+        if monitor is not None and len(result["rank"]):
+            monitor.update(result["hit"], model, result["position"])
+        return result
     evaluable = evaluator.evaluable(batch)
     scores = cols = None
     if evaluable.any():

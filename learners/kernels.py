@@ -1,0 +1,292 @@
+"""Fused per-event kernels of `learners.sparse.SparseRecommender` (numba, compiled once and cached).
+
+One pass per event does what the model's signals need, with the state before the event: gather the
+candidates (neighbours of the user's recent items, content neighbours, the trending set, fresh items),
+score them by the blend, write them out for the evaluator, take one online step of the blend weights,
+then learn the event (neighbour pairs, counts, the trending set, the user's recent items). No step
+touches every item: the cost is context x row width per event.
+
+Feature order of the blend (`FEATURES`): co-occurrence, trending, popularity, content.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from learners.neighbours import add_pair
+
+FEATURES = ("cooccurrence", "trending", "popularity", "content")
+N_FEATURES = len(FEATURES)
+
+# params (float64 array) layout
+(P_CONTEXT, P_WINDOW, P_ALPHA, P_BOOST, P_LR, P_MOMENTUM, P_NEGATIVES, P_HALF_LIFE, P_REF, P_CLOCK,
+ P_ERR) = range(11)
+N_PARAMS = 11
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next_random(rng: np.ndarray) -> np.uint64:
+    """xorshift64*: the model's own generator, so runs are reproducible whatever else uses numba."""
+    x = rng[0]
+    x ^= x >> np.uint64(12)
+    x ^= x << np.uint64(25)
+    x ^= x >> np.uint64(27)
+    rng[0] = x
+    return x * np.uint64(2685821657736338717)
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols, cn_w,
+                      top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc, s_cont,
+                      touched, err_share):
+    """Candidates of user column `u` (u < 0: no context) into `touched`; their co-occurrence and content
+    sums into s_cooc / s_cont (valid where stamp == cur). Returns the number of candidates."""
+    n = 0
+    if u >= 0:
+        length = min(recent_len[u], context)
+        width = recent.shape[1]
+        total = 0.0
+        for k in range(length):
+            total += decay_pow[k]
+        for k in range(length):
+            c = recent[u, (recent_head[u] - 1 - k) % width]
+            if c < 0:
+                continue
+            base = decay_pow[k] / total
+            wc = base * ctx_norm[c]
+            for s in range(nb_cols.shape[1]):
+                j = nb_cols[c, s]
+                if j < 0:
+                    continue
+                if stamp[j] != cur:
+                    stamp[j] = cur
+                    s_cooc[j] = 0.0
+                    s_cont[j] = 0.0
+                    touched[n] = j
+                    n += 1
+                s_cooc[j] += wc * (nb_w[c, s] - err_share * nb_err[c, s])
+            for s in range(cn_cols.shape[1]):
+                j = cn_cols[c, s]
+                if j < 0:
+                    continue
+                if stamp[j] != cur:
+                    stamp[j] = cur
+                    s_cooc[j] = 0.0
+                    s_cont[j] = 0.0
+                    touched[n] = j
+                    n += 1
+                s_cont[j] += base * cn_w[c, s]
+    for s in range(top_cols.shape[0]):
+        j = top_cols[s]
+        if j >= 0 and stamp[j] != cur:
+            stamp[j] = cur
+            s_cooc[j] = 0.0
+            s_cont[j] = 0.0
+            touched[n] = j
+            n += 1
+    for s in range(min(n_fresh, fresh.shape[0])):
+        j = fresh[s]
+        if j >= 0 and stamp[j] != cur:
+            stamp[j] = cur
+            s_cooc[j] = 0.0
+            s_cont[j] = 0.0
+            touched[n] = j
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, out):
+    """Raw features of item j: the log counts are logs floored at 0 (a count below one event adds
+    nothing), from per-item logs kept up to date as items are learned, so no transcendental runs per
+    candidate."""
+    inside = stamp[j] == cur
+    out[0] = s_cooc[j] * cand_norm[j] if inside else 0.0
+    out[1] = max(log_trend[j] + trend_shift, 0.0)
+    out[2] = max(log_w[j] - boost_shift, 0.0)
+    out[3] = s_cont[j] if inside else 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w):
+    """The per-item caches of one item after its counts changed."""
+    w = max(item_w[i], 1.0)
+    ctx_norm[i] = w ** -alpha
+    cand_norm[i] = w ** (alpha - 1.0)
+    log_w[i] = np.log(item_w[i]) if item_w[i] > 0 else -np.inf
+    log_trend[i] = np.log(trend[i]) if trend[i] > 0 else -np.inf
+
+
+@numba.njit(cache=True, nogil=True)
+def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w):
+    for i in range(n):
+        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w)
+
+
+@numba.njit(cache=True, nogil=True)
+def score_then_learn(users, items, score, recent, recent_head, recent_len, user_events, item_w, item_events,
+                     trend, ctx_norm, cand_norm, log_trend, log_w, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state,
+                     seen_list, counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_seen,
+                     rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
+                     out_in_cand):
+    """For each event in order: (score) candidates and the target's score with the state before the
+    event, one blend step; (learn) the event. `counters`: [stamp counter, n_seen, event ring head,
+    events]. Writes out_* rows only where `score` is set."""
+    context = int(params[P_CONTEXT])
+    window = int(params[P_WINDOW])
+    alpha = params[P_ALPHA]
+    boost = params[P_BOOST]
+    lr = params[P_LR]
+    momentum = params[P_MOMENTUM]
+    n_neg = int(params[P_NEGATIVES])
+    half_life = params[P_HALF_LIFE]
+    ref = params[P_REF]
+    clock = params[P_CLOCK]
+    width = recent.shape[1]
+    ring = event_ring.shape[0]
+    boost_shift = np.log(boost)
+    feats = np.empty(N_FEATURES)
+    pos = np.empty(N_FEATURES)
+    diff = np.empty(N_FEATURES)
+    grad = np.empty(N_FEATURES)
+    eff = np.empty(N_FEATURES)
+    for e in range(users.shape[0]):
+        u = users[e]
+        i = items[e]
+        counters[0] += 1
+        cur = counters[0]
+        trend_shift = (ref - clock) / half_life * np.log(2.0) - boost_shift
+        n_fresh = fresh_state[1]
+        n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols,
+                              cn_w, top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc,
+                              s_cont, touched, params[P_ERR])
+        for f in range(N_FEATURES):
+            eff[f] = weights[f] / scales[f]
+        if score[e]:
+            out_n[e] = n
+            in_cand = False
+            for m in range(n):
+                j = touched[m]
+                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, feats)
+                value = 0.0
+                for f in range(N_FEATURES):
+                    value += eff[f] * feats[f]
+                out_cols[e, m] = j
+                out_scores[e, m] = value
+                if j == i:
+                    in_cand = True
+                    out_target[e] = value
+            out_in_cand[e] = in_cand
+        # one online step of the blend: the event's item against sampled negatives, pre-event state
+        n_seen = counters[1]
+        if item_w[i] > 0 and n_seen > 1 and n_neg > 0:
+            _features(i, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, pos)
+            for f in range(N_FEATURES):
+                grad[f] = 0.0
+            mean_abs = np.abs(pos)
+            used = 0
+            filled = min(counters[3], ring)
+            for q in range(n_neg):
+                if q % 2 == 0 or filled == 0:  # uniform over seen items
+                    j = seen_list[_next_random(rng) % np.uint64(n_seen)]
+                else:  # by recent popularity: an item of a recent event
+                    j = event_ring[_next_random(rng) % np.uint64(filled)]
+                if j == i:
+                    continue
+                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, feats)
+                margin = 0.0
+                for f in range(N_FEATURES):
+                    mean_abs[f] += abs(feats[f])
+                    diff[f] = (pos[f] - feats[f]) / scales[f]
+                    margin += diff[f] * weights[f]
+                g = 0.5 * (1.0 - np.tanh(0.5 * margin))
+                for f in range(N_FEATURES):
+                    grad[f] += g * diff[f]
+                used += 1
+            if used:
+                for f in range(N_FEATURES):
+                    weights[f] += lr * grad[f] / used
+                    m_abs = mean_abs[f] / (used + 1)
+                    if m_abs > 0:
+                        if scale_seen[f]:
+                            scales[f] = momentum * scales[f] + (1.0 - momentum) * m_abs
+                        else:
+                            scales[f] = m_abs
+                            scale_seen[f] = True
+        # learn the event
+        if u >= 0:
+            length = min(recent_len[u], window)
+            for k in range(length):
+                p = recent[u, (recent_head[u] - 1 - k) % width]
+                if p < 0 or p == i:
+                    continue
+                w = boost * pair_w[k]
+                add_pair(nb_cols, nb_w, nb_err, i, p, w)
+                add_pair(nb_cols, nb_w, nb_err, p, i, w)
+            recent[u, recent_head[u] % width] = i
+            recent_head[u] = (recent_head[u] + 1) % width
+            if recent_len[u] < width:
+                recent_len[u] += 1
+            user_events[u] += 1
+        if item_events[i] == 0:
+            seen_list[counters[1]] = i
+            counters[1] += 1
+            fresh[fresh_state[0] % fresh.shape[0]] = i
+            fresh_state[0] += 1
+            fresh_state[1] = min(fresh_state[1] + 1, fresh.shape[0])
+        item_events[i] += 1
+        item_w[i] += boost
+        trend[i] += boost * 2.0 ** ((clock - ref) / half_life)
+        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w)
+        clock += 1.0
+        if not in_top[i]:
+            weakest = 0
+            weakest_v = np.inf
+            for s in range(top_cols.shape[0]):
+                c = top_cols[s]
+                if c < 0:
+                    weakest = s
+                    weakest_v = -np.inf
+                    break
+                if trend[c] < weakest_v:
+                    weakest_v = trend[c]
+                    weakest = s
+            if trend[i] > weakest_v:
+                if top_cols[weakest] >= 0:
+                    in_top[top_cols[weakest]] = False
+                top_cols[weakest] = i
+                in_top[i] = True
+        event_ring[counters[2] % ring] = i
+        counters[2] += 1
+        counters[3] += 1
+    params[P_CLOCK] = clock
+
+
+@numba.njit(cache=True, nogil=True)
+def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols, nb_w, nb_err, cn_cols, cn_w,
+               top_cols, fresh, fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc,
+               s_cont, touched, out_cols, out_scores, out_parts):
+    """Candidates of one user and their blended scores (for `recommend`); out_parts[m, f] holds each
+    feature's weighted contribution (the item's strongest source)."""
+    context = int(params[P_CONTEXT])
+    alpha = params[P_ALPHA]
+    boost_shift = np.log(params[P_BOOST])
+    trend_shift = (params[P_REF] - params[P_CLOCK]) / params[P_HALF_LIFE] * np.log(2.0) - boost_shift
+    counters[0] += 1
+    cur = counters[0]
+    n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols, cn_w,
+                          top_cols, fresh, fresh_state[1], decay_pow, context, alpha, stamp, cur, s_cooc,
+                          s_cont, touched, params[P_ERR])
+    feats = np.empty(N_FEATURES)
+    for m in range(n):
+        j = touched[m]
+        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, feats)
+        value = 0.0
+        for f in range(N_FEATURES):
+            part = weights[f] / scales[f] * feats[f]
+            out_parts[m, f] = part
+            value += part
+        out_cols[m] = j
+        out_scores[m] = value
+    return n

@@ -1,0 +1,127 @@
+"""Bounded per-item neighbour lists: the sparse replacement of an item x item matrix.
+
+Each item keeps at most `width` neighbours with a weight, in fixed-size rows of two arrays (column,
+weight), so memory is items x width whatever the catalog. Adding weight to a pair (a, b) finds b in a's
+row; when b is absent and the row is full, b takes the slot of the weakest neighbour with that weight
+plus the weight it adds, and that inherited part is remembered as the slot's error (the space-saving
+scheme: every neighbour whose true weight exceeds the row's minimum is kept; `weight - error` is a lower
+bound of the true weight and is what scoring reads).
+
+>>> import numpy as np
+>>> table = NeighbourTable(width=2)
+>>> table.resize(4)
+>>> add_pair(table.cols, table.weights, table.errors, 0, 1, 1.0)
+>>> add_pair(table.cols, table.weights, table.errors, 0, 2, 3.0)
+>>> add_pair(table.cols, table.weights, table.errors, 0, 3, 0.5)  # full: 3 replaces 1 (weight 1.0)
+>>> table.row(0)  # the slot's error (1.0) is taken off: 3's weight is at least 0.5
+{3: 0.5, 2: 3.0}
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_EMPTY = -1
+
+
+@numba.njit(cache=True, nogil=True)
+def add_pair(cols: np.ndarray, weights: np.ndarray, errors: np.ndarray, a: int, b: int, w: float) -> None:
+    """Add `w` to the weight of neighbour b in a's row (space-saving replacement when full)."""
+    row_cols = cols[a]
+    width = row_cols.shape[0]
+    weakest = 0
+    weakest_w = np.inf
+    for s in range(width):
+        c = row_cols[s]
+        if c == b:
+            weights[a, s] += w
+            return
+        if c == _EMPTY:
+            row_cols[s] = b
+            weights[a, s] = w
+            errors[a, s] = 0.0
+            return
+        if weights[a, s] < weakest_w:
+            weakest_w = weights[a, s]
+            weakest = s
+    row_cols[weakest] = b
+    errors[a, weakest] = weakest_w
+    weights[a, weakest] = weakest_w + w
+
+
+@numba.njit(cache=True, nogil=True)
+def _drop_cols(cols: np.ndarray, weights: np.ndarray, errors: np.ndarray, dead: np.ndarray, n: int) -> None:
+    for a in range(n):
+        for s in range(cols.shape[1]):
+            c = cols[a, s]
+            if c != _EMPTY and dead[c]:
+                cols[a, s] = _EMPTY
+                weights[a, s] = 0.0
+                errors[a, s] = 0.0
+
+
+class NeighbourTable:
+    """`width` strongest neighbours per item column (see the module docstring)."""
+
+    def __init__(self, width: int = 64) -> None:
+        if width < 1:
+            raise ValueError(f"width must be positive, got {width}")
+        self.width = width
+        self.cols = np.full((0, width), _EMPTY, dtype=np.int32)
+        self.weights = np.zeros((0, width), dtype=np.float32)
+        self.errors = np.zeros((0, width), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.cols)
+
+    def resize(self, n_items: int) -> None:
+        """Room for columns [0, n_items) (grows by half again, so appends are amortised O(1))."""
+        have = len(self.cols)
+        if n_items <= have:
+            return
+        size = max(n_items, have + have // 2, 64)
+        for name, fill in (("cols", _EMPTY), ("weights", 0.0), ("errors", 0.0)):
+            old = getattr(self, name)
+            grown = np.full((size, self.width), fill, dtype=old.dtype)
+            grown[:have] = old
+            setattr(self, name, grown)
+
+    def row(self, col: int) -> dict[int, float]:
+        """Neighbour -> weight lower bound of one column (for tests and inspection)."""
+        live = self.cols[col] != _EMPTY
+        lower = (self.weights[col] - self.errors[col])[live]
+        return {int(c): float(w) for c, w in zip(self.cols[col][live], lower, strict=True)}
+
+    def reset_items(self, freed: np.ndarray, n_items: int) -> None:
+        """Forget freed columns: their rows, and their entries in every other row (one pass, at eviction
+        time only)."""
+        if not len(freed):
+            return
+        self.cols[freed] = _EMPTY
+        self.weights[freed] = 0.0
+        self.errors[freed] = 0.0
+        dead = np.zeros(max(len(self.cols), int(freed.max()) + 1), dtype=np.bool_)
+        dead[freed] = True
+        _drop_cols(self.cols, self.weights, self.errors, dead, min(n_items, len(self.cols)))
+
+    def forget(self, factor: float) -> None:
+        self.weights *= factor
+        self.errors *= factor
+
+    def nbytes(self) -> int:
+        return self.cols.nbytes + self.weights.nbytes + self.errors.nbytes
+
+    def state(self, n_items: int, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}_cols": self.cols[:n_items].copy(),
+                f"{prefix}_weights": self.weights[:n_items].copy(),
+                f"{prefix}_errors": self.errors[:n_items].copy()}
+
+    def load(self, items: dict[str, np.ndarray], prefix: str) -> None:
+        cols = np.asarray(items[f"{prefix}_cols"], dtype=np.int32)
+        if cols.ndim != 2 or cols.shape[1] != self.width:
+            raise ValueError(f"saved {prefix} neighbours have shape {cols.shape}; "
+                             f"this table is {self.width} wide")
+        self.cols = cols.copy()
+        self.weights = np.asarray(items[f"{prefix}_weights"], dtype=np.float32).copy()
+        self.errors = np.asarray(items[f"{prefix}_errors"], dtype=np.float32).copy()

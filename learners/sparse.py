@@ -1,0 +1,627 @@
+"""`SparseRecommender`: candidates, then scores, with state linear in items and users.
+
+Signals (each a bounded structure, see their modules):
+
+* ``cooccurrence``: per item its `width` strongest neighbours (`learners.neighbours`); an event (u, i)
+  adds weight 1 / d ** pair_power between i and the user's item d steps back (d <= `window`); a
+  candidate j of a user scores the position-decayed (`decay`) sum over the last `context` items c of
+  the asymmetric cosine  w(c, j) / (n_c ** alpha * n_j ** (1 - alpha));
+* ``trending`` / ``popularity``: log of a forward-decayed count (half-life `trend_half_life` events)
+  and of the all-time count; the `top_trending` items form an exactly maintained trending set (forward
+  decay keeps the order of untouched items, so only the touched item can enter it);
+* ``content``: content neighbours found when items are announced (`learners.content_index`).
+
+Candidates of an event are the neighbours and content neighbours of the user's recent items, the
+trending set and the `fresh` most recently first-seen or announced items. Candidates get the blend of
+all signals (weights learned online, `learners.kernels`); every other item scores the *background*, a
+snapshot of the blend's item-only part (trending + popularity) rebuilt every `background_every` events
+(`learners.background`), which is exactly the score `recommend` and the evaluator use for it.
+
+The prequential hook is `score_then_learn(batch)`: for each event, in order, the candidates and the
+target's score with the state before the event, then the event is learned (one fused numba pass per
+event, `learners.kernels.score_then_learn`).
+
+>>> from learners.base import Interactions
+>>> model = SparseRecommender(seed=0)
+>>> model.learn_many(Interactions.from_records(
+...     [{"user_id": u, "item_id": i, "ts": t} for t, (u, i) in enumerate(
+...         [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("c", "x"), ("c", "z")])]))
+>>> [r.item_id for r in model.recommend(["d"], k=2)[0]]  # new user: x most often, then z most lately
+['x', 'z']
+>>> model.learn_many(Interactions.from_records([{"user_id": "d", "item_id": "x", "ts": 9}]))
+>>> model.recommend(["d"], k=1)[0][0].item_id
+'y'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from learners import kernels
+from learners.background import Background
+from learners.base import RATING, Interactions, ItemMeta, Recommendation, State
+from learners.content_index import ContentNeighbours
+from learners.ids import IdIndex
+from learners.neighbours import NeighbourTable
+
+_MAX_EXPONENT = 200.0  # forward-decay exponent at which the trending counts are rebased
+
+
+@dataclass(frozen=True)
+class CandidateScores:
+    """What `score_then_learn` hands the evaluator for a batch: per event its candidates (model
+    columns, padded), their scores, the target's column and score, and the background the rest of
+    the catalog scores."""
+
+    n: np.ndarray  # (B,) int32: candidates per event
+    cols: np.ndarray  # (B, M) int32
+    scores: np.ndarray  # (B, M) float32
+    target_col: np.ndarray  # (B,) int64
+    target_score: np.ndarray  # (B,) float32
+    background: Background
+
+
+def _grow(array: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
+    if len(array) >= n:
+        return array
+    size = max(n, len(array) + len(array) // 2, 64)
+    grown = np.full((size, *array.shape[1:]), fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+class SparseRecommender:
+    """Candidate-generating online recommender (see the module docstring).
+
+    Parameters
+    ----------
+    context, decay
+        Recent items per user that propose and score candidates, and the weight factor per step back.
+    window, pair_power
+        How many previous items of the user each event pairs with, and the pair weight 1 / d ** power.
+    alpha
+        Asymmetric cosine exponent of the context item's count.
+    width, content_width
+        Co-occurrence and content neighbours kept per item.
+    trend_half_life
+        Half-life, in events, of the trending count.
+    top_trending, fresh
+        Size of the trending candidate set and of the fresh-items candidate ring.
+    negatives, blend_lr, init
+        Online blend: negatives per event, step size, starting weights per feature.
+    explore_slots, explore_below
+        Slots of each recommended list kept for items with fewer than `explore_below` interactions.
+    background_every
+        Events between background snapshots (None: 1,024 or an eighth of the catalog, the larger).
+    max_items, max_users
+        Id bounds; past them the least recently seen ids are evicted in chunks of `evict_chunk` of the
+        bound (an evicted id's state is dropped; it starts fresh when it returns).
+    error_share
+        Share of a neighbour's space-saving error taken off its weight when scoring (1: the lower bound).
+    drift_gain
+        On a detected drift new events weigh this many times the old ones from then on (old counts are
+        not wiped: a false alarm costs little).
+    """
+
+    def __init__(
+        self,
+        context: int = 10,
+        decay: float = 0.8,
+        window: int = 30,
+        pair_power: float = 0.6,
+        alpha: float = 0.62,
+        width: int = 64,
+        content_width: int = 32,
+        trend_half_life: float = 1000.0,
+        top_trending: int = 32,
+        fresh: int = 16,
+        negatives: int = 4,
+        blend_lr: float = 0.005,
+        init: dict[str, float] | None = None,
+        explore_slots: int = 1,
+        explore_below: int = 5,
+        background_every: int | None = None,
+        max_items: int = 2_000_000,
+        max_users: int = 4_000_000,
+        evict_chunk: float = 0.01,
+        drift_gain: float = 2.0,
+        error_share: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        self.context = context
+        self.decay = decay
+        self.window = window
+        self.pair_power = pair_power
+        self.alpha = alpha
+        self.width = width
+        self.content_width = content_width
+        self.trend_half_life = trend_half_life
+        self.top_trending = top_trending
+        self.fresh = fresh
+        self.negatives = negatives
+        self.blend_lr = blend_lr
+        self.init = dict(init or {"cooccurrence": 1.0, "trending": 0.1, "popularity": 0.1, "content": 0.3})
+        self.explore_slots = explore_slots
+        self.explore_below = explore_below
+        self.background_every = background_every
+        self.max_items = max_items
+        self.max_users = max_users
+        self.evict_chunk = evict_chunk
+        self.drift_gain = drift_gain
+        self.error_share = error_share
+        self.seed = seed
+        self._reset()
+
+    # ------------------------------------------------------------------ state
+    def _reset(self) -> None:
+        self._users = IdIndex(capacity=self.max_users)
+        self._items = IdIndex(capacity=self.max_items)
+        self._recent_width = max(self.context, self.window, 1)
+        self._recent = np.full((0, self._recent_width), -1, np.int32)
+        self._recent_head = np.zeros(0, np.int32)
+        self._recent_len = np.zeros(0, np.int32)
+        self._user_events = np.zeros(0, np.int64)
+        self._item_w = np.zeros(0, np.float64)
+        self._item_events = np.zeros(0, np.int64)
+        self._trend = np.zeros(0, np.float64)
+        # per-item caches of the counts' transforms (`kernels.refresh_item`)
+        self._ctx_norm = np.ones(0, np.float64)
+        self._cand_norm = np.ones(0, np.float64)
+        self._log_trend = np.full(0, -np.inf)
+        self._log_w = np.full(0, -np.inf)
+        self._in_top = np.zeros(0, np.bool_)
+        self._stamp = np.zeros(0, np.int64)
+        self._s_cooc = np.zeros(0, np.float64)
+        self._s_cont = np.zeros(0, np.float64)
+        self._seen_list = np.zeros(0, np.int32)
+        self.neighbours = NeighbourTable(self.width)
+        self.content = ContentNeighbours(self.content_width)
+        self._top = np.full(self.top_trending, -1, np.int32)
+        self._fresh = np.full(self.fresh, -1, np.int32)
+        self._fresh_state = np.zeros(2, np.int64)
+        self._counters = np.zeros(4, np.int64)  # stamp counter, n_seen, event ring head, events
+        self._event_ring = np.zeros(4096, np.int32)
+        self._decay_pow = self.decay ** np.arange(self._recent_width, dtype=np.float64)
+        self._pair_w = 1.0 / np.arange(1, self._recent_width + 1, dtype=np.float64) ** self.pair_power
+        self._params = np.zeros(kernels.N_PARAMS)
+        self._params[[kernels.P_CONTEXT, kernels.P_WINDOW, kernels.P_ALPHA, kernels.P_BOOST, kernels.P_LR,
+                      kernels.P_MOMENTUM, kernels.P_NEGATIVES, kernels.P_HALF_LIFE]] = [
+            self.context, self.window, self.alpha, 1.0, self.blend_lr / 256, 0.99 ** (1 / 256),
+            self.negatives, self.trend_half_life]
+        self._params[kernels.P_ERR] = self.error_share
+        self._weights = np.array([float(self.init.get(f, 0.0)) for f in kernels.FEATURES])
+        self._scales = np.ones(kernels.N_FEATURES)
+        self._scale_seen = np.zeros(kernels.N_FEATURES, np.bool_)
+        self._rng = np.array([np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(self.seed + 1)], np.uint64)
+        self._background = Background.empty()
+        self._background_at = -(1 << 62)
+        self._background_version = 0
+        self._evicted_events = 0
+        self.evicted_items = 0
+        self.evicted_users = 0
+        self._rating_sum = 0.0
+        self._n_ratings = 0
+        self._item_index_loads = 0
+        self.drift_reactions = 0
+
+    @property
+    def events_applied(self) -> int:
+        return int(self._counters[3])  # evicted items' events included
+
+    @property
+    def n_users(self) -> int:
+        return len(self._users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self._items)
+
+    @property
+    def model_version(self) -> None:
+        return None
+
+    @property
+    def item_index_version(self) -> tuple[int, int]:
+        return self._item_index_loads, self._items.generation
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The blend's effective weight of each feature (applied to raw feature values)."""
+        return dict(zip(kernels.FEATURES, (self._weights / self._scales).tolist(), strict=True))
+
+    def knows_user(self, user_id: str) -> bool:
+        return user_id in self._users
+
+    def item_ids(self, cols: np.ndarray) -> np.ndarray:
+        return self._items.ids(cols)
+
+    def item_cols(self, item_ids: np.ndarray) -> np.ndarray:
+        return self._items.cols(np.asarray(item_ids, dtype=object), add=False)
+
+    def state_bytes(self) -> int:
+        """Bytes held by the numeric state (arrays; the id dictionaries come on top)."""
+        arrays = [self._recent, self._recent_head, self._recent_len, self._user_events, self._item_w,
+                  self._item_events, self._trend, self._in_top, self._stamp, self._s_cooc, self._s_cont,
+                  self._seen_list, self._background.values, self._background.sorted_values,
+                  self._background.position]
+        return sum(a.nbytes for a in arrays) + self.neighbours.nbytes() + self.content.table.nbytes()
+
+    def close(self) -> None:
+        pass
+
+    def finetune_rounds(self, since: int = 0) -> list[tuple[float, int, int | None]]:
+        return []
+
+    # ------------------------------------------------------------------ ids
+    def _ensure_items(self, n: int) -> None:
+        self._item_w = _grow(self._item_w, n)
+        self._item_events = _grow(self._item_events, n)
+        self._trend = _grow(self._trend, n)
+        self._ctx_norm = _grow(self._ctx_norm, n, 1.0)
+        self._cand_norm = _grow(self._cand_norm, n, 1.0)
+        self._log_trend = _grow(self._log_trend, n, -np.inf)
+        self._log_w = _grow(self._log_w, n, -np.inf)
+        self._in_top = _grow(self._in_top, n)
+        self._stamp = _grow(self._stamp, n)
+        self._s_cooc = _grow(self._s_cooc, n)
+        self._s_cont = _grow(self._s_cont, n)
+        self._seen_list = _grow(self._seen_list, n)
+        self.neighbours.resize(n)
+        self.content.resize(n)
+
+    def _ensure_users(self, n: int) -> None:
+        self._recent = _grow(self._recent, n, -1)
+        self._recent_head = _grow(self._recent_head, n)
+        self._recent_len = _grow(self._recent_len, n)
+        self._user_events = _grow(self._user_events, n)
+
+    def _add_ids(self, index: IdIndex, ids: np.ndarray, is_items: bool) -> np.ndarray:
+        cols = index.lookup(ids)
+        bound = index.capacity
+        missing = cols < 0
+        if bound is not None and missing.any():
+            n_new = len(set(ids[missing].tolist()))
+            if len(index) + n_new > bound:  # evict a chunk at once, least recently seen first
+                chunk = max(int(bound * self.evict_chunk), len(index) + n_new - bound)
+                self._evict(index, chunk, cols[~missing], is_items)
+        cols = index.add(ids, cols)
+        if is_items:
+            self._ensure_items(index.n_cols)
+        else:
+            self._ensure_users(index.n_cols)
+        return cols
+
+    def _evict(self, index: IdIndex, chunk: int, keep: np.ndarray, is_items: bool) -> None:
+        saved, index.capacity = index.capacity, max(len(index) - chunk, 0)
+        try:
+            index._make_room(0, keep)
+        finally:
+            index.capacity = saved
+        freed = index.pop_freed()
+        if not len(freed):
+            return
+        if is_items:
+            self._reset_items(freed)
+        else:
+            self.evicted_users += len(freed)
+            self._recent[freed] = -1
+            self._recent_head[freed] = 0
+            self._recent_len[freed] = 0
+            self._user_events[freed] = 0
+
+    def _reset_items(self, freed: np.ndarray) -> None:
+        n = self._items.n_cols
+        self.evicted_items += len(freed)
+        self._evicted_events += int(self._item_events[freed].sum())
+        self._item_w[freed] = 0.0
+        self._item_events[freed] = 0
+        self._trend[freed] = 0.0
+        self._ctx_norm[freed] = 1.0
+        self._cand_norm[freed] = 1.0
+        self._log_trend[freed] = -np.inf
+        self._log_w[freed] = -np.inf
+        self.neighbours.reset_items(freed, n)
+        self.content.reset_items(freed, n)
+        dead = np.zeros(len(self._item_w), np.bool_)
+        dead[freed] = True
+        self._top[(self._top >= 0) & dead[np.maximum(self._top, 0)]] = -1
+        self._in_top[freed] = False
+        self._fresh[(self._fresh >= 0) & dead[np.maximum(self._fresh, 0)]] = -1
+        seen = self._seen_list[: self._counters[1]]
+        kept = seen[~dead[seen]]
+        self._seen_list[: len(kept)] = kept
+        self._counters[1] = len(kept)
+        self._recent[(self._recent >= 0) & dead[np.maximum(self._recent, 0)]] = -1
+        ring = self._event_ring
+        ring[dead[ring]] = kept[0] if len(kept) else 0
+        self._background_at = -(1 << 62)  # columns changed hands: a new snapshot
+
+    # ------------------------------------------------------------------ background
+    def _maybe_rebuild_background(self) -> None:
+        n = self._items.n_cols
+        every = self.background_every or max(1024, n // 8)
+        if self._counters[3] - self._background_at < every and len(self._background) == n:
+            return
+        if self._counters[3] - self._background_at < every and len(self._background) > 0:
+            return  # new columns score the default until the next snapshot
+        self._rebase()
+        trending, popular = self._item_parts(slice(0, n))
+        values = trending + popular
+        self._background_version += 1
+        self._background = Background.build(values.astype(np.float32), self._background_version)
+        self._background_at = int(self._counters[3])
+
+    def _item_parts(self, cols: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The blend's trending and popularity parts of items (the kernels' `_features`)."""
+        eff = self._weights / self._scales
+        boost_shift = np.log(self._params[kernels.P_BOOST])
+        trend_shift = ((self._params[kernels.P_REF] - self._params[kernels.P_CLOCK]) / self.trend_half_life
+                       * np.log(2.0) - boost_shift)
+        trending = eff[1] * np.maximum(self._log_trend[cols] + trend_shift, 0.0)
+        popular = eff[2] * np.maximum(self._log_w[cols] - boost_shift, 0.0)
+        return trending, popular
+
+    def _refresh_items(self) -> None:
+        n = self._items.n_cols
+        kernels.refresh_items(n, self._item_w, self._trend, self.alpha, self._ctx_norm, self._cand_norm,
+                              self._log_trend, self._log_w)
+
+    def background(self) -> Background:
+        """The current background snapshot (what every non-candidate item scores)."""
+        self._maybe_rebuild_background()
+        return self._background
+
+    def _rebase(self) -> None:
+        """Keep the forward-decayed counts and the drift boost in float range (rare O(items) passes)."""
+        p = self._params
+        if (p[kernels.P_CLOCK] - p[kernels.P_REF]) / self.trend_half_life > _MAX_EXPONENT:
+            self._trend *= 2.0 ** ((p[kernels.P_REF] - p[kernels.P_CLOCK]) / self.trend_half_life)
+            p[kernels.P_REF] = p[kernels.P_CLOCK]
+            self._refresh_items()
+        if p[kernels.P_BOOST] > 1e6:
+            factor = 1.0 / p[kernels.P_BOOST]
+            self._item_w *= factor
+            self._trend *= factor
+            self.neighbours.forget(factor)
+            p[kernels.P_BOOST] = 1.0
+            self._refresh_items()
+
+    # ------------------------------------------------------------------ prequential hooks
+    def _run(self, batch: Interactions, score: bool) -> CandidateScores | None:
+        if not np.isfinite(batch.ts).all() or not np.isfinite(batch.value).all():
+            raise ValueError("interactions need finite ts and value")
+        users = self._add_ids(self._users, batch.user, is_items=False)
+        items = self._add_ids(self._items, batch.item, is_items=True)
+        background = self.background()
+        n = len(batch)
+        width = (self.context * (self.width + self.content_width) + self.top_trending + self.fresh)
+        touched = np.empty(width, np.int32)
+        rows = n if score else 0
+        out_n = np.zeros(n, np.int32)
+        out_cols = np.full((rows, width), -1, np.int32)
+        out_scores = np.zeros((rows, width), np.float32)
+        out_target = np.zeros(n, np.float32)
+        out_in_cand = np.zeros(n, np.bool_)
+        flags = np.full(n, score, np.bool_)
+        if not score:
+            out_cols = np.zeros((n, 0), np.int32)
+            out_scores = np.zeros((n, 0), np.float32)
+            flags[:] = False
+        kernels.score_then_learn(
+            users, items, flags, self._recent, self._recent_head, self._recent_len, self._user_events,
+            self._item_w, self._item_events, self._trend, self._ctx_norm, self._cand_norm, self._log_trend,
+            self._log_w, self.neighbours.cols, self.neighbours.weights,
+            self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,
+            self._in_top, self._fresh, self._fresh_state, self._seen_list, self._counters, self._event_ring,
+            self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_seen,
+            self._rng, self._stamp, self._s_cooc, self._s_cont, touched, out_n, out_cols, out_scores,
+            out_target, out_in_cand)
+        rated = batch.kind == RATING
+        self._rating_sum += float(batch.value[rated].sum())
+        self._n_ratings += int(rated.sum())
+        if not score:
+            return None
+        values = background.values
+        outside = ~out_in_cand
+        target_cols = items.astype(np.int64)
+        in_snapshot = outside & (target_cols < len(values))
+        out_target[in_snapshot] = values[target_cols[in_snapshot]]
+        out_target[outside & ~in_snapshot] = background.default
+        return CandidateScores(out_n, out_cols, out_scores, target_cols, out_target, background)
+
+    def score_then_learn(self, batch: Interactions) -> CandidateScores:
+        """Test then train, per event: candidates and scores from the state before each event, then
+        the event is learned. The whole catalog's score of event e is `scores[e]` on `cols[e]` and the
+        background elsewhere."""
+        return self._run(batch, score=True)
+
+    def learn_many(self, batch: Interactions) -> None:
+        if len(batch):
+            self._run(batch, score=False)
+
+    def learn_one(self, user_id: str, item_id: str, ts: float, value: float = 1.0,
+                  kind: str = "click") -> None:
+        self.learn_many(Interactions.from_records(
+            [{"user_id": user_id, "item_id": item_id, "ts": ts, "value": value, "type": kind}]))
+
+    def predict_many(self, batch: Interactions) -> np.ndarray:
+        """Rating predictions: the mean rating so far (this model ranks; it has no rating head)."""
+        mean = self._rating_sum / self._n_ratings if self._n_ratings else 0.0
+        return np.full(len(batch), mean, dtype=np.float32)
+
+    def on_drift(self) -> None:
+        """Adapt to a detected drift, gradedly: from now on new events weigh `drift_gain` times the old
+        ones (in the counts, the trending counts and the neighbour weights), so the new tastes take over
+        within a few hundred events while a false alarm leaves the learned structure in place."""
+        self._params[kernels.P_BOOST] *= self.drift_gain
+        self.drift_reactions += 1
+        self._background_at = -(1 << 62)
+
+    def add_items(self, items: Sequence[ItemMeta]) -> None:
+        """Announce catalog items: they get a column, content neighbours and a fresh-candidate slot."""
+        if not items:
+            return
+        ids = np.asarray([m.item_id for m in items], dtype=object)
+        cols = self._add_ids(self._items, ids, is_items=True)
+        self.content.add(cols, list(items))
+        for col in cols[-self.fresh:].tolist():
+            if self._item_events[col] == 0:
+                self._fresh[self._fresh_state[0] % self.fresh] = col
+                self._fresh_state[0] += 1
+                self._fresh_state[1] = min(self._fresh_state[1] + 1, self.fresh)
+
+    # ------------------------------------------------------------------ serving
+    def recommend(self, user_ids: Sequence[str], k: int = 10, exclude_recent: bool = True
+                  ) -> list[list[Recommendation]]:
+        """Top-k per user from candidates and the background, the user's recent items left out;
+        `explore_slots` slots go to the best-scoring new items ("explore")."""
+        if not len(self._items) or k < 1:
+            return [[] for _ in user_ids]
+        background = self.background()
+        order = background.order_desc()
+        n_cols = self._items.n_cols
+        live = self._items.live_mask()
+        width = (self.context * (self.width + self.content_width) + self.top_trending + self.fresh)
+        touched = np.empty(width, np.int32)
+        cols = np.empty(width, np.int32)
+        scores = np.empty(width, np.float32)
+        parts = np.empty((width, kernels.N_FEATURES))
+        out: list[list[Recommendation]] = []
+        for user_id in user_ids:
+            u = self._users.lookup(np.asarray([str(user_id)], dtype=object))[0]
+            n = kernels.score_user(int(u), self._recent, self._recent_head, self._recent_len, self._ctx_norm,
+                                   self._cand_norm, self._log_trend, self._log_w, self.neighbours.cols, self.neighbours.weights,
+                                   self.neighbours.errors, self.content.table.cols,
+                                   self.content.table.weights,
+                                   self._top, self._fresh, self._fresh_state, self._decay_pow, self._params,
+                                   self._weights, self._scales, self._stamp, self._counters, self._s_cooc,
+                                   self._s_cont, touched, cols, scores, parts)
+            banned = set()
+            if exclude_recent and u >= 0:
+                length = int(self._recent_len[u])
+                banned = set(self._recent[u][self._recent[u] >= 0].tolist()) if length else set()
+            c, s, p = cols[:n].copy(), scores[:n].copy(), parts[:n].copy()
+            ok = live[c] & np.isin(c, list(banned), invert=True) if banned else live[c]
+            c, s, p = c[ok], s[ok], p[ok]
+            by_score = np.argsort(-s, kind="stable")
+            chosen: list[tuple[int, float, str]] = []
+            taken = set(banned) | set(c.tolist())
+            for m in by_score[:k].tolist():
+                chosen.append((int(c[m]), float(s[m]), kernels.FEATURES[int(np.argmax(p[m]))]))
+            # the background fills the list where candidates run out, and competes with weak candidates
+            bg_best: list[tuple[int, float]] = []
+            for col in order.tolist():
+                if len(bg_best) >= k:
+                    break
+                if col < n_cols and live[col] and col not in taken:
+                    bg_best.append((col, float(background.values[col])))
+            merged = sorted(chosen + [(col, v, "background") for col, v in bg_best], key=lambda x: -x[1])[:k]
+            slots = min(self.explore_slots, k - 1) if k > 1 else 0
+            if slots:
+                listed = {col for col, _, _ in merged}
+                new = [(int(c[m]), float(s[m])) for m in by_score.tolist()
+                       if self._item_events[c[m]] < self.explore_below and int(c[m]) not in listed][:slots]
+                if new:
+                    merged = merged[: k - len(new)] + [(col, v, "explore") for col, v in new]
+            names = self._items.ids(np.asarray([col for col, _, _ in merged], dtype=np.int64))
+            sources = [self._background_source(col) if src == "background" else src for col, _, src in merged]
+            out.append([Recommendation(str(name), float(v), src)
+                        for name, (_, v, _), src in zip(names, merged, sources, strict=True)])
+        return out
+
+    def _background_source(self, col: int) -> str:
+        trending, popular = self._item_parts(col)
+        return "trending" if trending >= popular else "popularity"
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> State:
+        item_ids, item_seen = self._items.state_arrays()
+        n = len(item_ids)
+        user_cols = self._users.live_cols()
+        recent = self._recent[user_cols]
+        order = (self._recent_head[user_cols, None] - 1 - np.arange(self._recent_width)[None, :]) \
+            % self._recent_width
+        ordered = np.take_along_axis(recent, order, 1)  # most recent first
+        ordered[np.arange(self._recent_width)[None, :] >= self._recent_len[user_cols, None]] = -1
+        recent_ids = np.full(ordered.shape, "", dtype=object)
+        recent_ids[ordered >= 0] = item_ids[ordered[ordered >= 0]]
+        users = {"user_id": self._users.ids(user_cols).astype(str), "recent_items": recent_ids.astype(str),
+                 "n_events": self._user_events[user_cols].copy()}
+        items = {"item_id": item_ids, "last_seen": item_seen, "n_events": self._item_events[:n].copy(),
+                 "weight": self._item_w[:n].copy(), "trending": self._trend[:n].copy(),
+                 **self.neighbours.state(n, "cooccurrence"), **self.content.table.state(n, "content"),
+                 "top_trending": self._top.copy(), "fresh": self._fresh.copy(),
+                 "seen_list": self._seen_list[: self._counters[1]].copy(),
+                 "event_ring": self._event_ring.copy()}
+        meta = {"kind": "SparseRecommender",
+                "params": {"context": self.context, "window": self.window, "width": self.width,
+                           "content_width": self.content_width},
+                "clock": self._params.tolist(), "counters": self._counters.tolist(),
+                "fresh_state": self._fresh_state.tolist(), "weights": self._weights.tolist(),
+                "scales": self._scales.tolist(), "scale_seen": self._scale_seen.tolist(),
+                "item_clock": self._items.now, "evicted_events": self._evicted_events,
+                "ratings": {"sum": self._rating_sum, "n": self._n_ratings}, "rng": str(int(self._rng[0]))}
+        return State(users=users, items=items, meta=meta)
+
+    def load_state_dict(self, state: State) -> None:
+        if state.meta.get("kind") != "SparseRecommender":
+            raise ValueError(f"not a SparseRecommender state: {state.meta.get('kind')!r}")
+        params = state.meta["params"]
+        mine = {"context": self.context, "window": self.window, "width": self.width,
+                "content_width": self.content_width}
+        if params != mine:
+            raise ValueError(f"state saved with {params}; this model has {mine}")
+        loads = self._item_index_loads
+        self._reset()
+        self._item_index_loads = loads + 1
+        items, users = state.items, state.users
+        self._items.load_arrays(items["item_id"], items["last_seen"], now=state.meta.get("item_clock", 0.0))
+        n = self._items.n_cols
+        self._ensure_items(n)
+        self._item_events[:n] = items["n_events"]
+        self._item_w[:n] = items["weight"]
+        self._trend[:n] = items["trending"]
+        self._refresh_items()
+        self.neighbours.load(items, "cooccurrence")
+        self.content.table.load(items, "content")
+        self._ensure_items(n)
+        self._top[:] = items["top_trending"]
+        self._in_top[self._top[self._top >= 0]] = True
+        self._fresh[:] = items["fresh"]
+        seen = np.asarray(items["seen_list"], np.int32)
+        self._seen_list[: len(seen)] = seen
+        self._event_ring[:] = items["event_ring"]
+        self._params[:] = state.meta["clock"]
+        self._counters[:] = state.meta["counters"]
+        self._fresh_state[:] = state.meta["fresh_state"]
+        self._weights[:] = state.meta["weights"]
+        self._scales[:] = state.meta["scales"]
+        self._scale_seen[:] = state.meta["scale_seen"]
+        self._evicted_events = int(state.meta.get("evicted_events", 0))
+        self._rating_sum = float(state.meta["ratings"]["sum"])
+        self._n_ratings = int(state.meta["ratings"]["n"])
+        self._rng[0] = np.uint64(int(state.meta["rng"]))
+        ids = np.asarray(users["user_id"]).astype(object)
+        user_cols = self._users.cols(ids)
+        self._ensure_users(self._users.n_cols)
+        recent_ids = np.asarray(users["recent_items"]).astype(object)
+        if recent_ids.size:
+            flat = self._items.cols(recent_ids.ravel(), add=False).reshape(recent_ids.shape)
+            flat[recent_ids == ""] = -1
+            lengths = (flat >= 0).sum(1)
+            # stored most recent first; the ring holds oldest..newest ending before head
+            self._recent[user_cols] = flat[:, ::-1]
+            self._recent_head[user_cols] = 0
+            self._recent_len[user_cols] = lengths
+            shift = self._recent_width - lengths
+            rows = self._recent[user_cols]
+            rolled = np.take_along_axis(rows, (np.arange(self._recent_width)[None, :] + shift[:, None])
+                                        % self._recent_width, 1)
+            self._recent[user_cols] = rolled
+            self._recent_head[user_cols] = lengths % self._recent_width
+        self._user_events[user_cols] = users["n_events"]
+        self._background_at = -(1 << 62)
