@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from learners.base import Interactions, ItemMeta, Recommender
-from learners.datasets import FORMATS, read_items, read_log, sniff_format
+from learners.datasets import FORMATS, add_log_arguments, log_options, read_items, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, add_due_items, prequential_step
 
 CATALOG_NAMES = ("u.item", "movies.csv", "items.jsonl")
@@ -34,6 +34,7 @@ SERIES_POINTS = 500
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="log file or folder (default: a synthetic stream)")
     parser.add_argument("--format", choices=FORMATS, help="log format (default: guessed from the file)")
+    add_log_arguments(parser)
     parser.add_argument("--items", type=Path,
                         help="item catalog (u.item, movies.csv or items JSONL; default: one next to the log)")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
@@ -100,7 +101,7 @@ def load_stream(args: argparse.Namespace) -> tuple[Interactions, list[ItemMeta],
         facts = {"switch_at": stream.truth["switch_at"]}
         return stream.log, list(stream.items), "synthetic stream", facts
     fmt = args.format or sniff_format(args.data)
-    log = read_log(args.data, fmt)
+    log = read_log(args.data, fmt, **log_options(args))
     if args.limit:
         log = log[: args.limit]
     items_path = args.items
@@ -197,6 +198,11 @@ def build_report(evaluator: PrequentialEvaluator, timing: dict[str, float], mode
     if monitor is not None:
         report["drift_detections"] = monitor.detections
         report["drift_positions"] = list(monitor.positions)
+    for name in ("n_items", "n_users", "evicted_items", "evicted_users"):
+        if hasattr(model, name):
+            report[f"model_{name}" if name.startswith("n_") else name] = int(getattr(model, name))
+    if hasattr(model, "state_bytes"):
+        report["state_bytes"] = int(model.state_bytes())
     reranker = getattr(model, "reranker", None)
     report["deep"] = reranker.stats() if reranker is not None else None  # rounds, rejected, s/round
     report["rolling_window"] = evaluator.window
@@ -265,8 +271,10 @@ def _summary(report: dict[str, Any], k: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    loading = time.perf_counter()
     try:
         log, items, description, facts = load_stream(args)
+        facts["load_s"] = time.perf_counter() - loading
     except ValueError as exc:
         print(f"streamrec replay: {exc}", file=sys.stderr)
         return 2
@@ -283,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.torch_threads))
     model = build_model(args)
     monitor = _drift_monitor(model, args)
-    n_users, n_items = len(set(log.user.tolist())), len(set(log.item.tolist()))
+    n_users, n_items = len(np.unique(log.user)), len(np.unique(log.item))
     catalog = f", {len(items):,} catalog entries" if items else ""
     print(f"replaying {description}: {len(log):,} events, {n_users:,} users, {n_items:,} items{catalog}"
           f" -> {type(model).__name__}", file=sys.stderr)

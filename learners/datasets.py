@@ -3,9 +3,14 @@
 Formats: `movielens` (100K `u.data`, TAB `user item rating ts` without header, or the newer
 `ratings.csv` with header `userId,movieId,rating,timestamp`), `yoochoose` (TAB with header
 `SessionId ItemId Time`; a folder holding `*train_full*` then `*test*`, or one file; the session is
-the user) and `jsonl` (one `interactions`-contract object per line). Events are stable-sorted by
-time: ties keep file order. Each event gets a deterministic `event_id` (a hash of its raw line and
-line number), so producing the same log twice yields the same ids; jsonl keeps its own ids.
+the user), `jsonl` (one `interactions`-contract object per line), and `csv` / `parquet` (columnar,
+read by pyarrow in `learners.csvlog`: a header CSV `user_id,item_id,ts[,value][,type]` or a Parquet
+file, other column names, a millisecond `ts` and raw event types mapped by `columns`, `ts_unit` and
+`types`). Events are stable-sorted by time: ties keep file order. MovieLens and YOOCHOOSE events get
+a deterministic `event_id` (a hash of the raw line and line number), so producing the same log twice
+yields the same ids; jsonl keeps its own ids; csv and parquet logs leave `event_id` None (10M id
+strings would cost more than the rest of the read) and the producer derives ids from
+`log_digest` and the position in time order.
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "u.data"
@@ -24,14 +29,29 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from learners.base import EVENT_TYPE_CODE, EVENT_TYPES, Interactions, ItemMeta
+from learners.csvlog import (
+    add_log_arguments,
+    log_digest,
+    log_options,
+    parse_columns,
+    parse_types,
+    read_csv_log,
+    read_parquet_log,
+)
 
-FORMATS: tuple[str, ...] = ("movielens", "yoochoose", "jsonl")
+__all__ = [
+    "FORMATS", "add_log_arguments", "event_ids", "log_digest", "log_options", "parse_columns", "parse_types",
+    "read_items", "read_log", "sniff_format", "sort_by_time", "write_items_jsonl", "write_jsonl",
+]
+
+FORMATS: tuple[str, ...] = ("movielens", "yoochoose", "jsonl", "csv", "parquet")
+COLUMNAR_FORMATS: tuple[str, ...] = ("csv", "parquet")
 
 MOVIELENS_GENRES: tuple[str, ...] = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -206,22 +226,52 @@ def sniff_format(path: str | Path) -> str:
                 return "movielens"
         raise ValueError(f"{path}: cannot tell the log format of this folder; pass --format")
     with open(path, "rb") as fh:
+        magic = fh.read(4)
+        fh.seek(0)
         first = fh.readline().strip()
+    if magic == b"PAR1" or path.suffix.lower() in (".parquet", ".pq"):
+        return "parquet"
+    if first.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+        first = first[3:]
     if first.startswith(b"{"):
         return "jsonl"
     if first.split(b"\t") == [b"SessionId", b"ItemId", b"Time"]:
         return "yoochoose"
-    if first.lower().startswith(b"userid,") or len(first.split(b"\t")) == 4:
+    if first.lower().startswith(b"userid,movieid,") or len(first.split(b"\t")) == 4:
         return "movielens"
+    if path.suffix.lower() == ".csv" or b"," in first:
+        return "csv"
     raise ValueError(f"{path}:1: cannot tell the log format from {first[:80]!r}; pass --format")
 
 
-def read_log(path: str | Path, fmt: str | None = None) -> Interactions:
-    """Read a whole log into one time-ordered `Interactions` (ids as str, event ids set)."""
+def read_log(
+    path: str | Path, fmt: str | None = None, columns: Mapping[str, str] | None = None, ts_unit: str = "s",
+    types: Mapping[str, str] | None = None,
+) -> Interactions:
+    """Read a whole log into one time-ordered `Interactions` (ids as str).
+
+    `columns` (role -> column name: user, item, ts, value, type), `ts_unit` ("s" or "ms") and `types`
+    (raw type -> one of `EVENT_TYPES`) apply to the csv and parquet formats (`learners.csvlog`);
+    `event_id` is set for the other formats and None for those two.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "events.csv"
+    >>> _ = path.write_text("ts,user_id,item_id,type\\n5,u1,i1,transaction\\n3,u2,i1,view\\n")
+    >>> log = read_log(path, types={"transaction": "purchase"})
+    >>> log.user.tolist(), [EVENT_TYPES[k] for k in log.kind], log.event_id is None
+    (['u2', 'u1'], ['view', 'purchase'], True)
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
     fmt = fmt or sniff_format(path)
+    if fmt not in COLUMNAR_FORMATS and (columns or types or ts_unit != "s"):
+        raise ValueError(f"{path}: --columns, --ts-unit and --types apply to csv and parquet logs, "
+                         f"not to {fmt}")
+    if fmt == "csv":
+        return read_csv_log(path, columns=columns, ts_unit=ts_unit, types=types)
+    if fmt == "parquet":
+        return read_parquet_log(path, columns=columns, ts_unit=ts_unit, types=types)
     if fmt == "movielens":
         if path.is_dir():
             path = path / "u.data" if (path / "u.data").exists() else path / "ratings.csv"

@@ -125,9 +125,10 @@ def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w
 
 
 @numba.njit(cache=True, nogil=True)
-def score_then_learn(users, items, score, recent, recent_head, recent_len, user_events, item_w, item_events,
-                     trend, ctx_norm, cand_norm, log_trend, log_w, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state,
-                     seen_list, counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_seen,
+def score_then_learn(users, items, score, recent, recent_head, recent_len, user_events, item_w,
+                     item_events, trend, ctx_norm, cand_norm, log_trend, log_w, nb_cols, nb_w,
+                     nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
+                     counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_seen,
                      rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
                      out_in_cand):
     """For each event in order: (score) candidates and the target's score with the state before the
@@ -168,7 +169,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
             in_cand = False
             for m in range(n):
                 j = touched[m]
-                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, feats)
+                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift,
+                          boost_shift, feats)
                 value = 0.0
                 for f in range(N_FEATURES):
                     value += eff[f] * feats[f]
@@ -181,7 +183,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         # one online step of the blend: the event's item against sampled negatives, pre-event state
         n_seen = counters[1]
         if item_w[i] > 0 and n_seen > 1 and n_neg > 0:
-            _features(i, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, pos)
+            _features(i, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift,
+                      pos)
             for f in range(N_FEATURES):
                 grad[f] = 0.0
             mean_abs = np.abs(pos)
@@ -194,7 +197,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                     j = event_ring[_next_random(rng) % np.uint64(filled)]
                 if j == i:
                     continue
-                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, feats)
+                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift,
+                          boost_shift, feats)
                 margin = 0.0
                 for f in range(N_FEATURES):
                     mean_abs[f] += abs(feats[f])
@@ -264,9 +268,10 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
 
 
 @numba.njit(cache=True, nogil=True)
-def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols, nb_w, nb_err, cn_cols, cn_w,
-               top_cols, fresh, fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc,
-               s_cont, touched, out_cols, out_scores, out_parts):
+def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols,
+               nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params,
+               weights, scales, stamp, counters, s_cooc, s_cont, touched, out_cols, out_scores,
+               out_parts):
     """Candidates of one user and their blended scores (for `recommend`); out_parts[m, f] holds each
     feature's weighted contribution (the item's strongest source)."""
     context = int(params[P_CONTEXT])
@@ -281,7 +286,8 @@ def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_tren
     feats = np.empty(N_FEATURES)
     for m in range(n):
         j = touched[m]
-        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, feats)
+        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift,
+                          boost_shift, feats)
         value = 0.0
         for f in range(N_FEATURES):
             part = weights[f] / scales[f] * feats[f]

@@ -494,7 +494,8 @@ class SparseRecommender:
         for user_id in user_ids:
             u = self._users.lookup(np.asarray([str(user_id)], dtype=object))[0]
             n = kernels.score_user(int(u), self._recent, self._recent_head, self._recent_len, self._ctx_norm,
-                                   self._cand_norm, self._log_trend, self._log_w, self.neighbours.cols, self.neighbours.weights,
+                                   self._cand_norm, self._log_trend, self._log_w, self.neighbours.cols,
+                                   self.neighbours.weights,
                                    self.neighbours.errors, self.content.table.cols,
                                    self.content.table.weights,
                                    self._top, self._fresh, self._fresh_state, self._decay_pow, self._params,

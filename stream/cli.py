@@ -12,8 +12,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("stream.broker", "control the local Apache Kafka broker (up|down|status)"),
     "worker": ("stream.worker", "run the Faust worker: consume events, learn, publish top-K"),
-    "produce": ("stream.producer", "push a log (movielens|yoochoose|jsonl) into the interactions topic"),
+    "produce": ("stream.producer",
+                "push a log (movielens|yoochoose|jsonl|csv|parquet) into the interactions topic"),
     "replay": ("bench.replay", "replay a log offline, prequentially, through the learners (no broker)"),
+    "synth": ("learners.synthlog", "write a large seeded synthetic log (CSV) and optionally its catalog"),
 }
 
 

@@ -1,9 +1,13 @@
 """`streamrec produce`: push an interaction log into the `interactions` topic in time order.
 
-The log is read with `learners.datasets.read_log` (MovieLens, YOOCHOOSE, JSONL), stable-sorted by
-event time, cut to the first `--limit` events, and sent as contract JSON (key = user id), as fast as
-possible or at `--rate` events/s. Event ids are deterministic, so producing the same log twice
-yields the same ids. `--items PATH` first publishes a catalog (u.item, movies.csv, JSONL) to `items`.
+The log is read with `learners.datasets.read_log` (MovieLens, YOOCHOOSE, JSONL, CSV, Parquet;
+`--columns`, `--ts-unit` and `--types` for the last two), stable-sorted by event time, cut to the
+first `--limit` events, and sent as contract JSON (key = user id), as fast as possible or at `--rate`
+events/s, encoded chunk by chunk. Event ids are deterministic, so producing the same log twice yields
+the same ids: the reader's own (a hash of the line, or the JSONL `event_id`) or, for CSV and Parquet
+logs, `<digest>:<n>` with `digest` a hash of the file and the reading options
+(`learners.csvlog.log_digest`) and `n` the event's position in time order. `--items PATH` first
+publishes a catalog (u.item, movies.csv, JSONL) to `items`.
 
 >>> from learners.base import Interactions
 >>> log = Interactions.from_records([{"event_id": "e1", "user_id": "u", "item_id": "i", "type": "rating",
@@ -15,12 +19,16 @@ yields the same ids. `--items PATH` first publishes a catalog (u.item, movies.cs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from learners.base import EVENT_TYPES, Interactions, ItemMeta
+from learners.datasets import FORMATS, add_log_arguments
 from stream.config import Settings, add_connection_arguments
 
 _PRODUCER_TUNING: dict[str, Any] = {
@@ -69,33 +77,75 @@ def make_producer(settings: Settings, **overrides: Any) -> Any:
                          **settings.kafka_python_kwargs())
 
 
+def with_event_ids(log: Interactions, prefix: str, first: int = 0) -> Interactions:
+    """`log` with event ids `<prefix>:<n>` (n counting from `first`) where it has none.
+
+    >>> log = Interactions.from_records([{"user_id": "u", "item_id": "i", "ts": 1.0}])
+    >>> with_event_ids(log, "ab12", first=7).event_id.tolist()
+    ['ab12:7']
+    """
+    if log.event_id is not None:
+        return log
+    ids = np.empty(len(log), dtype=object)
+    ids[:] = [f"{prefix}:{n}" for n in range(first, first + len(log))]
+    return dataclasses.replace(log, event_id=ids)
+
+
+def _send_paced(
+    producer: Any, topic: str, chunks: Iterable[Sequence[tuple[bytes, bytes]]], rate: float | None,
+    progress: Callable[[int], Any] | None, step: int,
+) -> float:
+    start = time.perf_counter()
+    send = producer.send
+    sent = 0
+    for records in chunks:
+        for lo in range(0, len(records), step):
+            if rate:
+                delay = start + sent / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            part = records[lo:lo + step]
+            for key, value in part:
+                send(topic, value=value, key=key)
+            sent += len(part)
+            if progress is not None:
+                progress(len(part))
+    producer.flush()
+    return time.perf_counter() - start
+
+
+def _pace_step(rate: float | None, chunk: int) -> int:
+    return chunk if rate is None else max(1, min(chunk, int(rate // 100) or 1))  # pace in ~10 ms slices
+
+
 def send_records(
     producer: Any, topic: str, records: Sequence[tuple[bytes, bytes]], rate: float | None = None,
     progress: Callable[[int], Any] | None = None, chunk: int = 1000,
 ) -> float:
     """Send (key, value) records in order, paced to `rate` per second when given; returns seconds taken
     (until every record is acknowledged)."""
-    start = time.perf_counter()
-    send = producer.send
-    n = len(records)
-    step = chunk if rate is None else max(1, min(chunk, int(rate // 100) or 1))  # pace in ~10 ms slices
-    for lo in range(0, n, step):
-        if rate:
-            delay = start + lo / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        for key, value in records[lo:lo + step]:
-            send(topic, value=value, key=key)
-        if progress is not None:
-            progress(min(step, n - lo))
-    producer.flush()
-    return time.perf_counter() - start
+    return _send_paced(producer, topic, [records], rate, progress, _pace_step(rate, chunk))
+
+
+def send_log(
+    producer: Any, topic: str, log: Interactions, rate: float | None = None,
+    progress: Callable[[int], Any] | None = None, id_prefix: str | None = None, chunk: int = 10_000,
+) -> float:
+    """Encode (`encode_events`) and send a log's events in order, `chunk` at a time, so a 10M-event log
+    is never encoded whole; events without ids get `<id_prefix>:<position>` when `id_prefix` is given.
+    Paced like `send_records`; returns seconds taken."""
+    def chunks() -> Iterator[list[tuple[bytes, bytes]]]:
+        for lo in range(0, len(log), chunk):
+            batch = log[lo:lo + chunk]
+            yield encode_events(batch if id_prefix is None else with_event_ids(batch, id_prefix, lo))
+
+    return _send_paced(producer, topic, chunks(), rate, progress, _pace_step(rate, 1000))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="interaction log: file or folder (movielens|yoochoose|jsonl)")
-    parser.add_argument("--format", choices=["movielens", "yoochoose", "jsonl"],
-                        help="log format (guessed from the file when omitted)")
+    parser.add_argument("--data", help="interaction log: file or folder (" + "|".join(FORMATS) + ")")
+    parser.add_argument("--format", choices=FORMATS, help="log format (guessed from the file when omitted)")
+    add_log_arguments(parser)
     parser.add_argument("--items",
                         help="item catalog to publish on `items` first (u.item, movies.csv, JSONL)")
     parser.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
@@ -108,7 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from learners.datasets import read_items, read_log
+    from learners.datasets import log_digest, log_options, read_items, read_log
     from stream.app import ensure_topics
 
     if not args.data and not args.items:
@@ -122,9 +172,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = Settings.from_args(args)
     try:
-        log = read_log(args.data, args.format) if args.data else None
+        options = log_options(args)
+        log = read_log(args.data, args.format, **options) if args.data else None
+        id_prefix = log_digest(args.data, **options) if log is not None and log.event_id is None else None
         items = read_items(args.items) if args.items else []
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"streamrec produce: {exc}", file=sys.stderr)
         return 2
     try:
@@ -141,13 +193,13 @@ def run(args: argparse.Namespace) -> int:
         if log is not None:
             if args.limit is not None:
                 log = log[: args.limit]
-            records = encode_events(log)
             topic = args.topic or settings.topic("interactions")
-            with tqdm(total=len(records), unit="ev", disable=args.no_progress, file=sys.stderr,
+            with tqdm(total=len(log), unit="ev", disable=args.no_progress, file=sys.stderr,
                       desc=f"-> {topic}") as bar:
-                seconds = send_records(producer, topic, records, rate=args.rate, progress=bar.update)
-            rate = len(records) / seconds if seconds > 0 else float("inf")
-            print(f"produced {len(records)} events to {topic} in {seconds:.2f}s: {rate:,.0f} events/s",
+                seconds = send_log(producer, topic, log, rate=args.rate, progress=bar.update,
+                                   id_prefix=id_prefix)
+            rate = len(log) / seconds if seconds > 0 else float("inf")
+            print(f"produced {len(log)} events to {topic} in {seconds:.2f}s: {rate:,.0f} events/s",
                   flush=True)
     finally:
         producer.close()

@@ -63,6 +63,29 @@ def test_limit_takes_the_first_events_in_time_order(
     assert got == every_ts[:10]
 
 
+def test_csv_with_mapped_columns_gets_deterministic_ids(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("timestamp,visitorid,event,itemid,transactionid\n"
+                    "1433221999827,257597,addtocart,355908,\n"
+                    "1433221332117,257597,view,355908,\n"
+                    "1433223236124,287857,transaction,5206,4000\n")
+    flags = ("--data", str(path), "--format", "csv", "--columns",
+             "user=visitorid,item=itemid,ts=timestamp,type=event", "--ts-unit", "ms",
+             "--types", "addtocart=cart,transaction=purchase")
+    assert produce(kafka_bootstrap, topic_prefix + "a.", *flags) == 0
+    assert produce(kafka_bootstrap, topic_prefix + "b.", *flags, "--limit", "2") == 0
+    first = sorted((e for _, e in events(kafka_bootstrap, topic_prefix + "a.interactions")),
+                   key=lambda e: e["ts"])
+    second = [e for _, e in events(kafka_bootstrap, topic_prefix + "b.interactions")]
+    assert [(e["user_id"], e["item_id"], e["type"], e["ts"]) for e in first] == [
+        ("257597", "355908", "view", 1433221332.117), ("257597", "355908", "cart", 1433221999.827),
+        ("287857", "5206", "purchase", 1433223236.124)]
+    ids = [e["event_id"] for e in first]
+    assert len(set(ids)) == 3 and ids[0].endswith(":0") and ids[2].endswith(":2")
+    assert sorted(e["event_id"] for e in second) == ids[:2]  # same file and options, same ids
+
+
 def test_items_are_published(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
     catalog = [ItemMeta("n1", "New one", ("jazz", "live"), 5.0), ItemMeta("n2", "Other", (), 6.0)]
     write_items_jsonl(tmp_path / "items.jsonl", catalog)

@@ -97,7 +97,11 @@ def test_missing_path_and_unknown_format(tmp_path: Path) -> None:
         read_log(tmp_path / "nope.txt", "movielens")
     (tmp_path / "a.txt").write_text("hello\n")
     with pytest.raises(ValueError, match="unknown log format"):
+        read_log(tmp_path / "a.txt", "xml")
+    with pytest.raises(ValueError, match="cannot read as Parquet"):
         read_log(tmp_path / "a.txt", "parquet")
+    with pytest.raises(ValueError, match="apply to csv and parquet"):
+        read_log(tmp_path / "a.txt", "movielens", ts_unit="ms")
     with pytest.raises(ValueError, match="cannot tell"):
         sniff_format(tmp_path / "a.txt")
 
