@@ -6,7 +6,10 @@ score them by the blend, write them out for the evaluator, take one online step 
 then learn the event (neighbour pairs, counts, the trending set, the user's recent items). No step
 touches every item: the cost is context x row width per event.
 
-Feature order of the blend (`FEATURES`): co-occurrence, trending, popularity, content.
+Feature order of the blend (`FEATURES`): co-occurrence (asymmetric cosine: context count ** -alpha,
+candidate count ** (alpha - 1)), trending, popularity, content, co-occurrence share (each context item's
+pair weights over its count: no candidate normalisation). The blend learns how much of each of the two
+co-occurrence normalisations a log wants.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import numpy as np
 
 from learners.neighbours import add_pair
 
-FEATURES = ("cooccurrence", "trending", "popularity", "content")
+FEATURES = ("cooccurrence", "trending", "popularity", "content", "cooccurrence_share")
+# the `source` a recommendation names for each feature (both co-occurrence normalisations: "cooccurrence")
+FEATURE_SOURCES = ("cooccurrence", "trending", "popularity", "content", "cooccurrence")
 N_FEATURES = len(FEATURES)
 
 # params (float64 array) layout
@@ -55,24 +60,29 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
                 continue
             base = decay_pow[k] / total
             wc = base * ctx_norm[c]
+            ws = base * ctx_norm[c] ** (1.0 / alpha) if alpha > 0 else base
             for s in range(nb_cols.shape[1]):
                 j = nb_cols[c, s]
                 if j < 0:
                     continue
                 if stamp[j] != cur:
                     stamp[j] = cur
-                    s_cooc[j] = 0.0
+                    s_cooc[j, 0] = 0.0
+                    s_cooc[j, 1] = 0.0
                     s_cont[j] = 0.0
                     touched[n] = j
                     n += 1
-                s_cooc[j] += wc * (nb_w[c, s] - err_share * nb_err[c, s])
+                lower = nb_w[c, s] - err_share * nb_err[c, s]
+                s_cooc[j, 0] += wc * lower
+                s_cooc[j, 1] += ws * lower
             for s in range(cn_cols.shape[1]):
                 j = cn_cols[c, s]
                 if j < 0:
                     continue
                 if stamp[j] != cur:
                     stamp[j] = cur
-                    s_cooc[j] = 0.0
+                    s_cooc[j, 0] = 0.0
+                    s_cooc[j, 1] = 0.0
                     s_cont[j] = 0.0
                     touched[n] = j
                     n += 1
@@ -81,7 +91,8 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
         j = top_cols[s]
         if j >= 0 and stamp[j] != cur:
             stamp[j] = cur
-            s_cooc[j] = 0.0
+            s_cooc[j, 0] = 0.0
+            s_cooc[j, 1] = 0.0
             s_cont[j] = 0.0
             touched[n] = j
             n += 1
@@ -89,7 +100,8 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
         j = fresh[s]
         if j >= 0 and stamp[j] != cur:
             stamp[j] = cur
-            s_cooc[j] = 0.0
+            s_cooc[j, 0] = 0.0
+            s_cooc[j, 1] = 0.0
             s_cont[j] = 0.0
             touched[n] = j
             n += 1
@@ -102,10 +114,11 @@ def _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_
     nothing), from per-item logs kept up to date as items are learned, so no transcendental runs per
     candidate."""
     inside = stamp[j] == cur
-    out[0] = s_cooc[j] * cand_norm[j] if inside else 0.0
+    out[0] = s_cooc[j, 0] * cand_norm[j] if inside else 0.0
     out[1] = max(log_trend[j] + trend_shift, 0.0)
     out[2] = max(log_w[j] - boost_shift, 0.0)
     out[3] = s_cont[j] if inside else 0.0
+    out[4] = s_cooc[j, 1] if inside else 0.0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -85,8 +85,10 @@ class SparseRecommender:
         How many previous items of the user each event pairs with, and the pair weight 1 / d ** power.
     alpha
         Asymmetric cosine exponent of the context item's count.
-    width, content_width
-        Co-occurrence and content neighbours kept per item.
+    width, neighbour_budget, content_width
+        Co-occurrence neighbours kept per item, at most; co-occurrence entries over all items (rows
+        narrow by halves, down to 16, as the catalog grows past budget / width); content neighbours
+        kept per item.
     trend_half_life
         Half-life, in events, of the trending count.
     top_trending, fresh
@@ -114,7 +116,8 @@ class SparseRecommender:
         window: int = 30,
         pair_power: float = 0.6,
         alpha: float = 0.62,
-        width: int = 64,
+        width: int = 256,
+        neighbour_budget: int | None = 1 << 26,
         content_width: int = 32,
         trend_half_life: float = 1000.0,
         top_trending: int = 32,
@@ -138,13 +141,15 @@ class SparseRecommender:
         self.pair_power = pair_power
         self.alpha = alpha
         self.width = width
+        self.neighbour_budget = neighbour_budget
         self.content_width = content_width
         self.trend_half_life = trend_half_life
         self.top_trending = top_trending
         self.fresh = fresh
         self.negatives = negatives
         self.blend_lr = blend_lr
-        self.init = dict(init or {"cooccurrence": 1.0, "trending": 0.1, "popularity": 0.1, "content": 0.3})
+        self.init = dict(init or {"cooccurrence": 0.5, "cooccurrence_share": 0.5, "trending": 0.1,
+                                  "popularity": 0.1, "content": 0.3})
         self.explore_slots = explore_slots
         self.explore_below = explore_below
         self.background_every = background_every
@@ -175,10 +180,10 @@ class SparseRecommender:
         self._log_w = np.full(0, -np.inf)
         self._in_top = np.zeros(0, np.bool_)
         self._stamp = np.zeros(0, np.int64)
-        self._s_cooc = np.zeros(0, np.float64)
+        self._s_cooc = np.zeros((0, 2), np.float64)
         self._s_cont = np.zeros(0, np.float64)
         self._seen_list = np.zeros(0, np.int32)
-        self.neighbours = NeighbourTable(self.width)
+        self.neighbours = NeighbourTable(self.width, budget=self.neighbour_budget)
         self.content = ContentNeighbours(self.content_width)
         self._top = np.full(self.top_trending, -1, np.int32)
         self._fresh = np.full(self.fresh, -1, np.int32)
@@ -398,7 +403,7 @@ class SparseRecommender:
         items = self._add_ids(self._items, batch.item, is_items=True)
         background = self.background()
         n = len(batch)
-        width = (self.context * (self.width + self.content_width) + self.top_trending + self.fresh)
+        width = (self.context * (self.neighbours.width + self.content_width) + self.top_trending + self.fresh)
         touched = np.empty(width, np.int32)
         rows = n if score else 0
         out_n = np.zeros(n, np.int32)
@@ -485,7 +490,7 @@ class SparseRecommender:
         order = background.order_desc()
         n_cols = self._items.n_cols
         live = self._items.live_mask()
-        width = (self.context * (self.width + self.content_width) + self.top_trending + self.fresh)
+        width = (self.context * (self.neighbours.width + self.content_width) + self.top_trending + self.fresh)
         touched = np.empty(width, np.int32)
         cols = np.empty(width, np.int32)
         scores = np.empty(width, np.float32)
@@ -512,7 +517,7 @@ class SparseRecommender:
             chosen: list[tuple[int, float, str]] = []
             taken = set(banned) | set(c.tolist())
             for m in by_score[:k].tolist():
-                chosen.append((int(c[m]), float(s[m]), kernels.FEATURES[int(np.argmax(p[m]))]))
+                chosen.append((int(c[m]), float(s[m]), kernels.FEATURE_SOURCES[int(np.argmax(p[m]))]))
             # the background fills the list where candidates run out, and competes with weak candidates
             bg_best: list[tuple[int, float]] = []
             for col in order.tolist():
@@ -557,7 +562,10 @@ class SparseRecommender:
                  **self.neighbours.state(n, "cooccurrence"), **self.content.table.state(n, "content"),
                  "top_trending": self._top.copy(), "fresh": self._fresh.copy(),
                  "seen_list": self._seen_list[: self._counters[1]].copy(),
-                 "event_ring": self._event_ring.copy()}
+                 "event_ring": self._event_ring.copy(),
+                 # the snapshot every non-candidate item scores until the next rebuild: a restored model
+                 # serves the same lists as the one saved
+                 "background": self._background.values.copy()}
         meta = {"kind": "SparseRecommender",
                 "params": {"context": self.context, "window": self.window, "width": self.width,
                            "content_width": self.content_width},
@@ -565,6 +573,7 @@ class SparseRecommender:
                 "fresh_state": self._fresh_state.tolist(), "weights": self._weights.tolist(),
                 "scales": self._scales.tolist(), "scale_seen": self._scale_seen.tolist(),
                 "item_clock": self._items.now, "evicted_events": self._evicted_events,
+                "background_age": int(self._counters[3]) - self._background_at,
                 "ratings": {"sum": self._rating_sum, "n": self._n_ratings}, "rng": str(int(self._rng[0]))}
         return State(users=users, items=items, meta=meta)
 
@@ -626,3 +635,8 @@ class SparseRecommender:
             self._recent_head[user_cols] = lengths % self._recent_width
         self._user_events[user_cols] = users["n_events"]
         self._background_at = -(1 << 62)
+        if "background" in items and "background_age" in state.meta:
+            self._background_version += 1
+            self._background = Background.build(np.asarray(items["background"], np.float32),
+                                                self._background_version)
+            self._background_at = int(self._counters[3]) - int(state.meta["background_age"])
