@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from bench.replay import replay, write_report
+from learners.base import get_hook
 from learners.datasets import read_items, read_log
 from learners.evaluate import PrequentialEvaluator
 
@@ -86,7 +87,7 @@ def run_variant(log_name: str, variant: str, args: argparse.Namespace) -> dict[s
     evaluator, timing = replay(log, model, items, args.batch_size, evaluator)
     model.close()
     report = evaluator.report()
-    reranker = getattr(model, "reranker", None)
+    reranker = get_hook(model, "reranker")
     out = {
         "log": log_name, "variant": variant, "events": len(log),
         "hr@10": report.get("hr@10"), "ndcg@10": report.get("ndcg@10"),

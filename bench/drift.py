@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.replay import build_model, replay, write_report
-from learners.base import Interactions, ItemMeta, Recommender
+from learners.base import Interactions, ItemMeta, Recommender, has_hook
 from learners.drift import DriftMonitor
 from learners.evaluate import PrequentialEvaluator
 from learners.rolling import rolling_mean
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("windows must be positive")
     seeds = args.seeds or [args.seed]
     model = build_model(args)
-    if not hasattr(model, "on_drift"):
+    if not has_hook(model, "on_drift"):
         print(f"drift: {type(model).__name__} has no on_drift(): both runs are the same learner without "
               "adaptation", file=sys.stderr)
     if args.jobs > 1 and len(seeds) > 1:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import build_model, write_report
+from bench.replay import build_model, evaluator_for, model_spec, write_report
 from learners.base import Interactions, ItemMeta
-from learners.datasets import FORMATS, read_log, sniff_format
+from learners.datasets import FORMATS, add_log_arguments, log_options, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, prequential_step
 from learners.ids import IdIndex
 from learners.rolling import rolling_mean
@@ -179,7 +179,30 @@ def vectorised_models(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     }
     models["item co-occurrence (+ decayed popularity)"] = CoOccurrencePeer
     models[f"ours ({type(build_model(args)).__name__})"] = lambda: build_model(args)
-    return models
+    return {name: make for name, make in models.items() if _wanted(name, args)}
+
+
+# --models keys: a short name per peer (the table keeps the long ones)
+MODEL_KEYS = {"popularity": "popularity", "decayed popularity": "decayed-popularity",
+              "item co-occurrence": "cooccurrence", "ours": "ours", "river BiasedMF": "river-biasedmf",
+              "river FunkMF": "river-funkmf"}
+
+
+def _wanted(name: str, args: argparse.Namespace) -> bool:
+    chosen = getattr(args, "models", None)
+    if not chosen:
+        return True
+    key = next(k for prefix, k in MODEL_KEYS.items() if name.startswith(prefix))
+    return key in chosen
+
+
+def _models_arg(value: str) -> set[str]:
+    chosen = {v.strip() for v in value.split(",") if v.strip()}
+    unknown = chosen - set(MODEL_KEYS.values())
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {sorted(unknown)}; choose from "
+                                         f"{', '.join(MODEL_KEYS.values())}")
+    return chosen
 
 
 def _metrics(evaluator: PrequentialEvaluator, sample_every: int) -> dict[str, Any]:
@@ -213,7 +236,8 @@ def learn_only_throughput(log: Interactions, make: Callable[[], Any], limit: int
 def run_peers(log: Interactions, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, make in vectorised_models(args).items():
-        model, evaluator = make(), PrequentialEvaluator()
+        model = make()
+        evaluator = evaluator_for(model)  # a candidate scorer is ranked by the sublinear evaluator
         started = time.perf_counter()
         for lo in range(0, len(log), args.batch_size):
             prequential_step(model, evaluator, log[lo: lo + args.batch_size])
@@ -224,6 +248,8 @@ def run_peers(log: Interactions, args: argparse.Namespace) -> dict[str, Any]:
               file=sys.stderr)
     if not args.no_river:
         for name, make in river_models(args.seed).items():
+            if not _wanted(name, args):
+                continue
             # coverage from every ranked list: river has few of them
             peer = RiverPeer(make())
             evaluator = PrequentialEvaluator(evaluate_every=args.river_every, coverage_every=1)
@@ -289,11 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="log (default: ml-100k next to the repo, else synthetic)")
     parser.add_argument("--format", choices=FORMATS)
+    add_log_arguments(parser)
     parser.add_argument("--limit", type=int)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--river-every", type=int, default=50,
                         help="rank river's models on every N-th evaluable event (predict_one is slow)")
     parser.add_argument("--no-river", action="store_true")
+    parser.add_argument("--models", type=_models_arg,
+                        help=f"comma-separated subset of {', '.join(MODEL_KEYS.values())} (default: all)")
+    parser.add_argument("--model", type=model_spec, default="online",
+                        help="the learner behind 'ours' (as `streamrec replay --model`: online, sparse, ...)")
     parser.add_argument("--no-deep", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=Path)
@@ -306,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         log, title = generate(n_events=args.limit or 30_000, seed=args.seed).log, "synthetic stream"
     else:
         try:
-            log = read_log(data, args.format or sniff_format(data))
+            log = read_log(data, args.format or sniff_format(data), **log_options(args))
         except ValueError as exc:
             print(f"peers: {exc}", file=sys.stderr)
             return 2
@@ -316,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peers on {title}: {len(log):,} events", file=sys.stderr)
     results = run_peers(log, args)
     learn_only = {}
-    if not args.no_river:
+    if not args.no_river and _wanted("river BiasedMF", args):
         learn_only["river BiasedMF learn_one events/s"] = learn_only_throughput(
             log, river_models(args.seed)["river BiasedMF"], min(len(log), 50_000))
     ours = next((r["events_per_s"] for n, r in results.items() if n.startswith("ours")), float("nan"))

@@ -12,6 +12,7 @@ the synthetic stream of `learners.synthetic` (the README's demo).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from learners.base import Interactions, ItemMeta, Recommender
+from learners.base import Interactions, ItemMeta, Recommender, get_hook, has_hook
 from learners.datasets import FORMATS, add_log_arguments, log_options, read_items, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, add_due_items, prequential_step
 
@@ -39,10 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="item catalog (u.item, movies.csv or items JSONL; default: one next to the log)")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the rolling metrics here")
-    parser.add_argument("--model", choices=MODELS, default="online",
+    parser.add_argument("--model", type=model_spec, default="online",
                         help="learner: online (OnlineRecommender, default), sparse (SparseRecommender: "
                              "candidates and a sublinear evaluator, for large catalogs), popularity or "
-                             "trending baselines")
+                             "trending baselines, or module:Class (any importable learner, built without "
+                             "arguments)")
     parser.add_argument("--no-deep", action="store_true", help="disable the deep (PyTorch) source")
     parser.add_argument("--save-state", type=Path, metavar="DIR",
                         help="write the final learner state as a worker checkpoint into DIR")
@@ -66,11 +68,20 @@ def deep_source(seed: int = 0) -> Any:
     return build_source(seed=seed)
 
 
+def model_spec(value: str) -> str:
+    if value in MODELS or (":" in value and all(value.partition(":")[::2])):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is none of {', '.join(MODELS)} and not module:Class")
+
+
 def build_model(args: argparse.Namespace) -> Recommender:
     """The learner a replay runs: `OnlineRecommender` with the deep source unless `--no-deep` (the
     `DecayedPopularity` baseline while the blended recommender is not available)."""
     seed = getattr(args, "seed", 0)
     kind = getattr(args, "model", "online")
+    if ":" in kind:
+        module, _, name = kind.partition(":")
+        return getattr(importlib.import_module(module), name)()
     if kind == "popularity":
         from learners.popularity import Popularity
 
@@ -114,7 +125,7 @@ def load_stream(args: argparse.Namespace) -> tuple[Interactions, list[ItemMeta],
 
 def evaluator_for(model: Recommender, **kwargs: Any) -> PrequentialEvaluator:
     """The evaluator of a model: candidate-scoring models get the sublinear `CandidateEvaluator`."""
-    if hasattr(model, "score_then_learn"):
+    if has_hook(model, "score_then_learn"):
         from learners.candidate_eval import CandidateEvaluator
 
         return CandidateEvaluator(**kwargs)
@@ -199,11 +210,11 @@ def build_report(evaluator: PrequentialEvaluator, timing: dict[str, float], mode
         report["drift_detections"] = monitor.detections
         report["drift_positions"] = list(monitor.positions)
     for name in ("n_items", "n_users", "evicted_items", "evicted_users"):
-        if hasattr(model, name):
-            report[f"model_{name}" if name.startswith("n_") else name] = int(getattr(model, name))
-    if hasattr(model, "state_bytes"):
+        if has_hook(model, name):
+            report[f"model_{name}" if name.startswith("n_") else name] = int(get_hook(model, name))
+    if has_hook(model, "state_bytes"):
         report["state_bytes"] = int(model.state_bytes())
-    reranker = getattr(model, "reranker", None)
+    reranker = get_hook(model, "reranker")
     report["deep"] = reranker.stats() if reranker is not None else None  # rounds, rejected, s/round
     report["rolling_window"] = evaluator.window
     report["series"] = _thin(evaluator.series())

@@ -30,7 +30,7 @@ import numba
 import numpy as np
 
 from learners.background import Background
-from learners.base import RATING, Interactions
+from learners.base import RATING, Interactions, get_hook
 from learners.evaluate import PrequentialEvaluator
 
 
@@ -261,7 +261,7 @@ class CandidateEvaluator(PrequentialEvaluator):
     def _check_columns(self, model: Any, n_cols: int) -> None:
         """After the model's columns changed hands (eviction, a loaded state), seen columns whose item
         is gone count as unseen, and history entries of the old item as stale (generation)."""
-        version = getattr(model, "item_index_version", None)
+        version = get_hook(model, "item_index_version")
         if version is not None and version == self._index_version:
             return
         self._index_version = version

@@ -18,11 +18,10 @@ their own earlier events inside the same batch (never the event itself or later 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
+from learners.base import BatchContext
 from learners.ids import grow_rows
 
 
@@ -73,24 +72,6 @@ def group_layout(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return order, starts, position
 
 
-@dataclass
-class BatchContext:
-    """What sources see of a micro-batch: dense columns and each event's recent-item context.
-
-    `recent[e]` are the item columns of the user's events before event e (most recent first, -1
-    padding). `n_items` is the width of score matrices (item columns)."""
-
-    users: np.ndarray  # (B,) user columns
-    items: np.ndarray  # (B,) item columns, -1 where unknown (scoring unseen items)
-    ts: np.ndarray  # (B,) float64
-    value: np.ndarray  # (B,) float32
-    kind: np.ndarray  # (B,) uint8
-    recent: np.ndarray  # (B, L) int64
-    n_items: int
-    stage: np.ndarray | None = None  # (B,) log2 bucket of the user's earlier events (learners.popularity)
-    extra: dict = field(default_factory=dict)
-
-
 class CoOccurrence:
     """Item-to-item co-occurrence source (see module docstring).
 
@@ -104,6 +85,22 @@ class CoOccurrence:
         Weight factor per step back in the context (most recent item: 1).
     alpha
         Exponent of the context item's count in the asymmetric cosine (0.5: plain cosine).
+    name
+        Its `Source` name (the blend's and `Recommendation.source`'s).
+
+    A `learners.base.Source`: `OnlineRecommender` builds its own ("cooccurrence", "transitions"), and one
+    with other settings joins its blend under another name:
+
+    >>> from learners.base import Interactions, Source
+    >>> from learners.recommender import OnlineRecommender
+    >>> nearby = CoOccurrence(window=2, context=2, name="nearby")
+    >>> isinstance(nearby, Source)
+    True
+    >>> model = OnlineRecommender(sources=[nearby], seed=0)
+    >>> model.learn_many(Interactions.from_records(
+    ...     [{"user_id": "u", "item_id": i, "ts": t} for t, i in enumerate("abcab")]))
+    >>> "nearby" in model.blend.names, nearby.item_counts[:3].tolist()  # a, b, c: learned 2, 2, 1 times
+    (True, [2.0, 2.0, 1.0])
     """
 
     def __init__(self, window: int = 10, context: int = 10, decay: float = 0.9, alpha: float = 0.7,

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from learners.base import has_hook
+
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +116,7 @@ class DriftMonitor:
                     self.positions.append(int(positions[min(max(end - 1, 0), len(positions) - 1)]))
                 else:
                     self.positions.append(evaluated)
-                if self.adapt and model is not None and hasattr(model, "on_drift"):
+                if self.adapt and model is not None and has_hook(model, "on_drift"):
                     model.on_drift(**(self.adapt_args or {}))
         self._seen += len(hits)
         return detected
@@ -123,7 +125,7 @@ class DriftMonitor:
 def monitor_for(model: Any) -> DriftMonitor | None:
     """A ready `DriftMonitor` (river imported now, outside any timed or live loop) for a model that can
     adapt (`on_drift`); None for one that cannot, or when river is missing (with a warning)."""
-    if not hasattr(model, "on_drift"):
+    if not has_hook(model, "on_drift"):
         return None
     try:
         return DriftMonitor().ready()

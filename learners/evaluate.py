@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from learners.base import RATING, Interactions, ItemMeta, Recommender
+from learners.base import RATING, Interactions, ItemMeta, Recommender, get_hook, has_hook
 from learners.rolling import RollingMean
 
 _BITS = np.array([128, 64, 32, 16, 8, 4, 2, 1], np.uint8)
@@ -306,7 +306,7 @@ class PrequentialEvaluator:
         after expiry) and look up the ones that do not or were unknown."""
         # a model that numbers its item index versions (bumped whenever a column changes hands)
         # spares the check while nothing changed and no slot waits for its column
-        version = getattr(model, "item_index_version", None) if model is not None else None
+        version = get_hook(model, "item_index_version") if model is not None else None
         if version is not None and version == self._model_version and bool(
                 np.all(self._model_col[: self._n_slots][self._holds[: self._n_slots]] >= 0)):
             return
@@ -641,7 +641,7 @@ def prequential_step(model: Recommender, evaluator: PrequentialEvaluator, batch:
     A candidate-scoring model (`score_then_learn`, e.g. `learners.sparse.SparseRecommender`) with a
     `learners.candidate_eval.CandidateEvaluator` tests and trains event by event in one pass; the
     monitor then reacts after the batch."""
-    if hasattr(model, "score_then_learn") and hasattr(evaluator, "observe_candidates"):
+    if has_hook(model, "score_then_learn") and hasattr(evaluator, "observe_candidates"):
         predictions = None
         if bool((batch.kind == RATING).any()):
             predictions = model.predict_many(batch)
@@ -655,7 +655,7 @@ def prequential_step(model: Recommender, evaluator: PrequentialEvaluator, batch:
     if evaluable.any():
         scores, cols = model.score_many(batch)
     predictions = None
-    if hasattr(model, "predict_many") and bool((batch.kind == RATING).any()):
+    if has_hook(model, "predict_many") and bool((batch.kind == RATING).any()):
         predictions = model.predict_many(batch)
     result = evaluator.observe(batch, scores, cols, model, predictions=predictions)
     if monitor is not None and len(result["rank"]):

@@ -1,7 +1,8 @@
 """Most-popular baselines: all-time counts and exponentially decayed ("trending") counts.
 
 Both are complete `Recommender`s (the live worker starts with `DecayedPopularity`) and their counting
-core, `DecayedCounts`, is a feature source of `OnlineRecommender`.
+core, `DecayedCounts`, is a feature source of `OnlineRecommender` (built in, or as an extra
+`learners.base.Source`: `PopularitySource`).
 
 >>> from learners.base import Interactions
 >>> model = DecayedPopularity(half_life=2.0)
@@ -21,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from learners.base import Interactions, ItemMeta, Recommendation, State
+from learners.base import BatchContext, Interactions, ItemMeta, Recommendation, State
 from learners.ids import IdIndex, grow_rows
 
 # Counts are stored multiplied by 2**((t - ref) / half_life); rebase before float64 overflows.
@@ -203,6 +204,45 @@ class Popularity(DecayedPopularity):
 
     def __init__(self, max_items: int | None = None) -> None:
         super().__init__(half_life=math.inf, unit="events", max_items=max_items)
+
+
+class PopularitySource:
+    """Decayed popularity as a `learners.base.Source` of `OnlineRecommender(sources=[...])`: every event
+    scores each item column by the log of its decayed count, e.g. a trending signal on event *time*
+    (the built-in "trending" and "now" count in events).
+
+    >>> from learners.base import Interactions, Source
+    >>> from learners.recommender import OnlineRecommender
+    >>> hourly = PopularitySource("hourly", half_life=3600.0, unit="seconds")
+    >>> isinstance(hourly, Source)
+    True
+    >>> model = OnlineRecommender(sources=[hourly], seed=0)
+    >>> model.learn_many(Interactions.from_records(
+    ...     [{"user_id": "u", "item_id": i, "ts": t} for t, i in zip([0, 3600, 7200], "aab")]))
+    >>> [round(float(x), 3) for x in hourly.counts.values(2)]  # a: 0.25 + 0.5 two hours on; b: 1
+    [0.75, 1.0]
+    """
+
+    def __init__(self, name: str = "trending_time", half_life: float = 3600.0,
+                 unit: Literal["events", "seconds"] = "seconds") -> None:
+        self.name = name
+        self.counts = DecayedCounts(half_life, unit)
+
+    def learn(self, ctx: BatchContext) -> None:
+        self.counts.learn(ctx.items[ctx.items >= 0], ctx.ts[ctx.items >= 0])
+
+    def _row(self, n_items: int) -> np.ndarray:
+        return np.log1p(self.counts.values(n_items)).astype(np.float32)
+
+    def score(self, ctx: BatchContext) -> np.ndarray:
+        """The same row for every event (a read-only broadcast view)."""
+        return np.broadcast_to(self._row(ctx.n_items), (len(ctx.users), ctx.n_items))
+
+    def score_pairs(self, ctx: BatchContext, cols: np.ndarray) -> np.ndarray:
+        return self._row(max(ctx.n_items, int(cols.max(initial=-1)) + 1))[cols]
+
+    def reset_items(self, cols: np.ndarray) -> None:
+        self.counts.reset(cols)
 
 
 class StagePopularity:

@@ -21,19 +21,14 @@ most to its score ("explore" for an exploration slot).
 Defaults are shared by all logs (measured with `streamrec replay --no-deep`, batch 256: ML-100K
 HR@10 0.2151, YOOCHOOSE-100k HR@10 0.3328).
 
-Extra-source interface (duck-typed)::
-
-    class MySource:
-        name: str
-        def learn(self, batch: BatchContext) -> None: ...                # after the blend update
-        def score(self, batch: BatchContext) -> np.ndarray: ...          # (B, batch.n_items)
-        def score_pairs(self, batch: BatchContext, cols) -> np.ndarray:  # (B, M) at cols[B, M]
-        def reset_items(self, cols: np.ndarray) -> None: ...             # item columns recycled
-
-`BatchContext` (learners.cooccurrence) carries the dense user/item columns, ts/value/kind, each
-event's recent items (its own earlier in-batch events included) and user stage. Columns are those of
-`item_ids`. A `deep=` object with `rerank(...)`/`learn(...)` (learners.deep.DeepReranker; `deep=True`
-builds one) re-ranks the blend's top candidates as a second stage instead.
+Extra sources (`sources=[...]`) follow `learners.base.Source`: `name`, `learn(ctx)` (after the blend
+update), `score(ctx)` -> (B, ctx.n_items), `score_pairs(ctx, cols)` -> (B, M) at cols[B, M] and
+`reset_items(cols)` (item columns recycled). `BatchContext` (learners.base) carries the dense user/item
+columns, ts/value/kind, each event's recent items (its own earlier in-batch events included) and user
+stage. Columns are those of `item_ids`. Their state is not part of `state_dict` (a restored learner
+starts them afresh). A `deep=` object with `rerank(...)`/`learn(...)` (learners.deep.DeepReranker;
+`deep=True` builds one) re-ranks the blend's top candidates as a second stage instead; an item it brings
+into a list, which the blend alone would not have listed, is named "deep".
 
 >>> from learners.base import Interactions
 >>> model = OnlineRecommender(seed=0)
@@ -55,10 +50,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from learners.base import RATING, Interactions, ItemMeta, Recommendation, State
+from learners.base import RATING, BatchContext, Interactions, ItemMeta, Recommendation, State
 from learners.blend import Blend
 from learners.content import HashedContent
-from learners.cooccurrence import BatchContext, CoOccurrence, group_layout, recent_context
+from learners.cooccurrence import CoOccurrence, group_layout, recent_context
 from learners.ids import IdIndex, grow_rows
 from learners.mf import MatrixFactorization
 from learners.popularity import DecayedCounts, StagePopularity, stage_of
@@ -655,7 +650,8 @@ class OnlineRecommender:
     def recommend(self, user_ids: Sequence[str], k: int = 10, exclude_recent: bool = True
                   ) -> list[list[Recommendation]]:
         """Top-k per user with each item's score and the source contributing most to it; the user's
-        recent items are left out; `explore_slots` slots go to the best new items ("explore")."""
+        recent items are left out; `explore_slots` slots go to the best new items ("explore"); with a
+        deep stage, items it lists that the blend alone would not have listed are named "deep"."""
         if not len(user_ids) or not len(self._items) or k < 1:
             return [[] for _ in user_ids]
         ids = np.asarray([str(u) for u in user_ids], dtype=object)
@@ -675,14 +671,21 @@ class OnlineRecommender:
         if exclude_recent:
             rows, slots = np.nonzero(recent >= 0)
             blend[rows, recent[rows, slots]] = -np.inf
+        plain = None  # the blend's scores when a deep stage re-ranked them
         if self.reranker is not None and n:
             # the deep stage re-orders the blend's top candidates (excluded items stay -inf); "now" is
             # the stream's latest event time, so a user's gap since their last event is as at serving
             now = self._latest_ts
+            plain = blend
             blend = self.reranker.rerank(ids, np.full(len(ids), _NO_ITEM), blend, kept, np.arange(n),
                                          np.full(len(ids), now), remember=False)
         new = live & (self._item_events[:n] < self.explore_below)
         picked = [self._top(blend[row], new, k) for row in range(len(ids))]
+        by_deep: list[set[int]] = [set() for _ in picked]  # listed only thanks to the deep stage
+        if plain is not None and plain is not blend:
+            for row, (top, explored) in enumerate(picked):
+                blend_alone = set(self._top(plain[row], new, k)[0])
+                by_deep[row] = {c for c in top if c not in blend_alone and c not in explored}
         lists = [top for top, _ in picked]
         width = max(len(x) for x in lists)
         if width == 0:
@@ -693,10 +696,11 @@ class OnlineRecommender:
         scores = np.take_along_axis(blend, picks, 1).tolist()
         names = self._items.ids(picks.ravel()).reshape(picks.shape).tolist()
         sources = self.blend.names
-        return [[Recommendation(str(item), score, "explore" if col in explored else sources[source])
+        return [[Recommendation(str(item), score, "explore" if col in explored else
+                                "deep" if col in deep else sources[source])
                  for item, score, source, col in zip(item_row, score_row, source_row, top, strict=False)]
-                for (top, explored), item_row, score_row, source_row in zip(picked, names, scores, strongest,
-                                                                            strict=True)]
+                for (top, explored), deep, item_row, score_row, source_row in zip(
+                    picked, by_deep, names, scores, strongest, strict=True)]
 
     def _top(self, row: np.ndarray, new: np.ndarray, k: int) -> tuple[list[int], set[int]]:
         """Best k finite columns, the last `explore_slots` of them given to the best new items; and

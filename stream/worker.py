@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from learners.base import Interactions, ItemMeta, Recommender
+from learners.base import Interactions, ItemMeta, Recommender, get_hook, has_hook
 from learners.drift import monitor_for as drift_monitor
 from stream.config import Settings, add_worker_arguments
 from stream.deadletter import DeadLetter, dead_letter
@@ -92,15 +92,21 @@ def make_learner(spec: str, deep: bool = False) -> Recommender:
     return cls()
 
 
-def _prequential(k: int) -> tuple[Any, Any]:
-    """`learners.evaluate`'s `prequential_step` and a fresh `PrequentialEvaluator`, when available."""
+def _prequential(k: int, learner: Any = None) -> tuple[Any, Any]:
+    """`learners.evaluate`'s `prequential_step` and a fresh evaluator, when available: the sublinear
+    `CandidateEvaluator` for a learner that scores candidates (`score_then_learn`), as replay picks it."""
     try:
         from learners.evaluate import PrequentialEvaluator, prequential_step
     except ImportError:
         return None, None
+    evaluator_cls: Any = PrequentialEvaluator
+    if learner is not None and has_hook(learner, "score_then_learn"):
+        from learners.candidate_eval import CandidateEvaluator
+
+        evaluator_cls = CandidateEvaluator
     # a live worker keeps totals and rolling windows only, not one rank per event forever
-    # and bounds its per-user history bitmap like the learner bounds its users
-    return prequential_step, PrequentialEvaluator(k=k, keep_events=False, max_users=200_000)
+    # and bounds its per-user histories like the learner bounds its users
+    return prequential_step, evaluator_cls(k=k, keep_events=False, max_users=200_000)
 
 
 Due = tuple[str, float, float | None]  # (user, event_ts, trigger_ts) of a list to publish
@@ -122,7 +128,7 @@ class LiveLoop:
         self.recorder = recorder  # stream.metrics.SeriesRecorder: fine-tune moments for the dashboard
         self.finetunes_reported = 0  # the learner's fine-tune rounds already sent to metrics/recorder
         self.publisher = RecommendationPublisher(learner, k)
-        self.step, self.evaluator = _prequential(k) if evaluate else (None, None)
+        self.step, self.evaluator = _prequential(k, learner) if evaluate else (None, None)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
         self.lock = threading.RLock()
         # next offset per (topic, partition): the state reflects exactly the records before it
@@ -338,14 +344,14 @@ class LiveLoop:
             return 0
         self.batches_applied += 1
         self.applied_count += len(batch)
-        version = getattr(self.learner, "model_version", None)
+        version = get_hook(self.learner, "model_version")
         self.publisher.model_version = self.batches_applied if version is None else version
         if self.metrics is not None:
             self.metrics.set_model_version(int(self.publisher.model_version))
             quality = self.quality()
             if quality:
                 self.metrics.set_quality(**quality)
-            sizes = getattr(self.learner, "n_users", None), getattr(self.learner, "n_items", None)
+            sizes = get_hook(self.learner, "n_users"), get_hook(self.learner, "n_items")
             if None not in sizes:
                 self.metrics.set_sizes(*sizes)
             if self.monitor is not None:
@@ -357,7 +363,7 @@ class LiveLoop:
     def report_finetunes(self) -> int:
         """Send the learner's fine-tune rounds that ended since the last call (they run in the
         background) to the metrics and the series recorder; returns how many."""
-        rounds_since = getattr(self.learner, "finetune_rounds", None)
+        rounds_since = get_hook(self.learner, "finetune_rounds")
         if rounds_since is None:
             return 0
         rounds = rounds_since(self.finetunes_reported)
@@ -458,7 +464,7 @@ class LiveLoop:
     def events_applied(self) -> int:
         """Valid interactions the learner state reflects: the learner's own count when it keeps one
         (it survives checkpoints and `--init-state`), else the loop's."""
-        count = getattr(self.learner, "events_applied", None)
+        count = get_hook(self.learner, "events_applied")
         return int(count) if count is not None else self.applied_count
 
     def checkpoint(self) -> Path | None:
@@ -591,7 +597,7 @@ def run(args: argparse.Namespace) -> int:
                     metrics=metrics, recorder=recorder, monitor=monitor)
     loaded = live.restore(settings.init_state or None)
     service = LiveService(_LockedRecommender(live), metrics, recorder,
-                          known_user=getattr(live.learner, "knows_user", None),
+                          known_user=get_hook(live.learner, "knows_user"),
                           extra_health=lambda: _health_extra(live))
     live.on_checkpoint = service.note_checkpoint
     if live.last_checkpoint["path"]:
@@ -607,7 +613,7 @@ def run(args: argparse.Namespace) -> int:
     inline = _switched_off(args, "inline_validation", INLINE_VALIDATION_ENV)
     consumer = EventConsumer(settings, live, on_lag=on_lag, validate_in_child=not inline)
     print(json.dumps({"worker": type(learner).__name__,
-                      "deep": getattr(learner, "reranker", None) is not None, "bootstrap": settings.bootstrap,
+                      "deep": get_hook(learner, "reranker") is not None, "bootstrap": settings.bootstrap,
                       "topic_prefix": settings.topic_prefix, "restored": loaded,
                       "web": f"http://{settings.web_host}:{settings.web_port}"}), flush=True)
     worker = faust.Worker(app, consumer, loglevel=settings.log_level, quiet=True)
@@ -618,7 +624,7 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
-        close = getattr(learner, "close", None)
+        close = get_hook(learner, "close")
         if close is not None:  # a background fine-tune still running ends before the process does
             close()
     return 0

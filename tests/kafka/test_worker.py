@@ -162,6 +162,28 @@ def test_checkpoint_restores_state_and_offsets(tmp_path: Path) -> None:
     assert fresh.events_applied == 300
 
 
+def test_a_candidate_scoring_learner_runs_live_with_its_evaluator_and_checkpoints(tmp_path: Path) -> None:
+    from learners.candidate_eval import CandidateEvaluator
+    from learners.sparse import SparseRecommender
+
+    log = generate(n_events=2000, seed=4).log
+    recs = records_of(log, partitions=2)
+    live = LiveLoop(SparseRecommender(), k=5, state_dir=tmp_path)
+    assert isinstance(live.evaluator, CandidateEvaluator)
+    letters, published = live.apply([], recs[:1500])
+    assert letters == [] and live.events_applied == 1500 and live.dead_letters == {}
+    assert live.evaluator.evaluated > 500  # ranked, not dead-lettered
+    assert all(len(json.loads(value)["items"]) == 5 for _, value in published)
+    live.checkpoint()
+    users = sorted(set(log.user[:1500].tolist()))[:20]
+    before = live.learner.recommend(users, 5)
+    fresh = LiveLoop(SparseRecommender(), k=5, state_dir=tmp_path)
+    fresh.restore()
+    assert fresh.events_applied == 1500 and fresh.learner.recommend(users, 5) == before
+    letters, _ = fresh.apply([], recs)
+    assert letters == [] and fresh.events_applied == 2000
+
+
 def test_checkpoint_between_stage_and_flush_claims_only_learned_offsets(tmp_path: Path) -> None:
     """A rebalance can checkpoint while a fetch is staged but not yet learned: the checkpoint must not
     claim those records, or a crash right after it would lose them."""

@@ -256,9 +256,14 @@ def test_the_deep_stage_reranks_served_lists_and_survives_a_checkpoint(tmp_path)
     model.reranker = deep
     assert served != blend_lists
     for deep_list, blend_list in zip(served, blend_lists, strict=True):
-        assert all(r.source in model.blend.names + ["explore"] for r in deep_list)
+        assert all(r.source in model.blend.names + ["explore", "deep"] for r in deep_list)
+        # "deep": listed only thanks to the deep stage; what the blend lists too keeps its blend source
+        blend_items = {r.item_id for r in blend_list}
+        assert all((r.source == "deep") == (r.item_id not in blend_items) for r in deep_list
+                   if r.source != "explore")
         if deep_list and blend_list:  # deep candidates are lifted above every blend score
             assert deep_list[0].score > blend_list[0].score
+    assert any(r.source == "deep" for row in served for r in row)
 
     save_checkpoint(tmp_path, model.state_dict(), {"interactions:0": 1}, {})
     state, _, _ = load_latest_checkpoint(tmp_path)

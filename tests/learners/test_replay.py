@@ -75,3 +75,17 @@ def test_replay_function_is_deterministic() -> None:
     first, _ = replay(log, build_model(args), batch_size=128, evaluator=PrequentialEvaluator())
     second, _ = replay(log, build_model(args), batch_size=128, evaluator=PrequentialEvaluator())
     np.testing.assert_array_equal(first.ranks(), second.ranks())
+
+
+def test_replay_takes_any_importable_learner_and_refuses_a_bad_spec(tmp_path: Path, capsys) -> None:
+    stream = generate(n_events=1200, seed=5)
+    write_jsonl(tmp_path / "events.jsonl", stream.log)
+    code = main(["replay", "--data", str(tmp_path / "events.jsonl"), "--report", str(tmp_path / "r.json"),
+                 "--quiet", "--model", "learners.sparse:SparseRecommender"])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["model"] == "SparseRecommender" and report["evaluated"] > 0
+    assert report["model_n_items"] == len(set(stream.log.item.tolist())) and report["evicted_items"] == 0
+    with pytest.raises(SystemExit):
+        main(["replay", "--model", "no-such-model"])
+    assert "not module:Class" in capsys.readouterr().err
