@@ -22,7 +22,6 @@ True
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Sequence
 
@@ -31,14 +30,7 @@ import torch
 
 from learners.base import ItemMeta
 from learners.ids import grow_rows
-
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-
-
-def tokens(meta: ItemMeta) -> list[str]:
-    """Title words (lower case, 2+ chars) and tags of an item."""
-    words = [w for w in _WORD.findall(meta.title.lower()) if len(w) > 1]
-    return words + [f"tag:{t.strip().lower()}" for t in meta.tags if t.strip()]
+from learners.tokens import tokens  # noqa: F401  (re-exported: learners.content.tokens)
 
 
 class HashedContent:

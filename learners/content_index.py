@@ -24,8 +24,8 @@ import numba
 import numpy as np
 
 from learners.base import ItemMeta
-from learners.content import tokens
 from learners.neighbours import NeighbourTable
+from learners.tokens import tokens
 
 
 @numba.njit(cache=True, nogil=True)
@@ -70,7 +70,10 @@ class ContentNeighbours:
         self.n_items = 0
 
     def resize(self, n_items: int) -> None:
-        self.table.resize(n_items)
+        """Rows follow the catalog once an item was announced (before that the table stays empty: the
+        kernels read content rows only where they exist)."""
+        if self.n_items:
+            self.table.resize(n_items)
 
     def _idf(self, token: str) -> float:
         return math.log1p((self.n_items + 1) / (len(self._index.get(token, ())) + 1))
@@ -81,7 +84,7 @@ class ContentNeighbours:
             raise ValueError("one column per ItemMeta")
         if not len(cols):
             return
-        self.resize(int(np.max(cols)) + 1)
+        self.table.resize(int(np.max(cols)) + 1)
         cols_table, weights = self.table.cols, self.table.weights
         for col, meta in zip(np.asarray(cols).tolist(), metas, strict=True):
             toks = list(dict.fromkeys(tokens(meta)))

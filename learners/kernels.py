@@ -75,7 +75,7 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
                 lower = nb_w[c, s] - err_share * nb_err[c, s]
                 s_cooc[j, 0] += wc * lower
                 s_cooc[j, 1] += ws * lower
-            for s in range(cn_cols.shape[1]):
+            for s in range(cn_cols.shape[1] if c < cn_cols.shape[0] else 0):
                 j = cn_cols[c, s]
                 if j < 0:
                     continue
@@ -117,7 +117,7 @@ def _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_
     out[0] = s_cooc[j, 0] * cand_norm[j] if inside else 0.0
     out[1] = max(log_trend[j] + trend_shift, 0.0)
     out[2] = max(log_w[j] - boost_shift, 0.0)
-    out[3] = s_cont[j] if inside else 0.0
+    out[3] = s_cont[j] * np.exp(-max(log_w[j], 0.0)) if inside else 0.0  # fades as j gets interactions
     out[4] = s_cooc[j, 1] if inside else 0.0
 
 

@@ -142,7 +142,9 @@ class NeighbourTable:
             return
         size = max(n_items, have + have // 2, 64)
         width = self.width
-        while self.budget is not None and width > self.min_width and size * width > self.budget:
+        # the width follows the catalog (rows asked for), not the over-allocation, so a model narrows at
+        # the same catalog size however it grew
+        while self.budget is not None and width > self.min_width and n_items * width > self.budget:
             width = max(width // 2, self.min_width)
         if width != self.width:
             self._narrow(width)
@@ -161,6 +163,7 @@ class NeighbourTable:
     def reset_items(self, freed: np.ndarray, n_items: int) -> None:
         """Forget freed columns: their rows, and their entries in every other row (one pass, at eviction
         time only)."""
+        freed = freed[freed < len(self.cols)]  # rows never allocated hold nothing
         if not len(freed):
             return
         self.cols[freed] = _EMPTY

@@ -149,7 +149,7 @@ class SparseRecommender:
         self.negatives = negatives
         self.blend_lr = blend_lr
         self.init = dict(init or {"cooccurrence": 0.5, "cooccurrence_share": 0.5, "trending": 0.1,
-                                  "popularity": 0.1, "content": 0.3})
+                                  "popularity": 0.1, "content": 0.05})
         self.explore_slots = explore_slots
         self.explore_below = explore_below
         self.background_every = background_every
