@@ -65,16 +65,17 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
                 j = nb_cols[c, s]
                 if j < 0:
                     continue
-                if stamp[j] != cur:
-                    stamp[j] = cur
-                    s_cooc[j, 0] = 0.0
-                    s_cooc[j, 1] = 0.0
-                    s_cont[j] = 0.0
-                    touched[n] = j
-                    n += 1
+                # branch-free first touch (whether j is new this event is unpredictable): stale sums
+                # are multiplied by 0, j is appended and the count moves only when new
+                new = stamp[j] != cur
+                keep = 0.0 if new else 1.0
+                stamp[j] = cur
+                touched[n] = j
+                n += new
                 lower = nb_w[c, s] - err_share * nb_err[c, s]
-                s_cooc[j, 0] += wc * lower
-                s_cooc[j, 1] += ws * lower
+                s_cooc[j, 0] = s_cooc[j, 0] * keep + wc * lower
+                s_cooc[j, 1] = s_cooc[j, 1] * keep + ws * lower
+                s_cont[j] *= keep
             for s in range(cn_cols.shape[1] if c < cn_cols.shape[0] else 0):
                 j = cn_cols[c, s]
                 if j < 0:
