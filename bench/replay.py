@@ -138,6 +138,23 @@ def _drift_monitor(model: Recommender, args: argparse.Namespace) -> Any:
     return None if args.no_drift else monitor_for(model)
 
 
+def compile_kernels(model_cls: type) -> float:
+    """Seconds to compile (or load from numba's cache) a candidate scorer's kernels and its evaluator's,
+    by running a short synthetic stream through a throwaway instance, so the timed loop excludes them."""
+    from learners.synthetic import generate
+
+    started = time.perf_counter()
+    stream = generate(n_events=600, n_users=30, n_items=60, seed=0)
+    items = sorted(stream.items, key=lambda m: m.ts)
+    twin = model_cls()
+    evaluator = evaluator_for(twin)
+    replay(stream.log, twin, items, batch_size=200, evaluator=evaluator)
+    twin.recommend([str(stream.log.user[0])], 5)
+    if has_hook(twin, "on_drift"):
+        twin.on_drift()
+    return time.perf_counter() - started
+
+
 def replay(
     log: Interactions,
     model: Recommender,
@@ -295,12 +312,15 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         print("streamrec replay: --batch-size must be positive", file=sys.stderr)
         return 2
-    import torch
-
-    # Micro-batch ops are small: torch's thread pool costs more than it gives, and under load its spinning
-    # threads made a replay ~10x slower. The worker does the same (`--torch-threads`).
-    torch.set_num_threads(max(1, args.torch_threads))
     model = build_model(args)
+    if "torch" in sys.modules:  # a torch learner (the sparse one runs without it: ~0.8 GB less)
+        import torch
+
+        # Micro-batch ops are small: torch's thread pool costs more than it gives, and under load its
+        # spinning threads made a replay ~10x slower. The worker does the same (`--torch-threads`).
+        torch.set_num_threads(max(1, args.torch_threads))
+    if has_hook(model, "score_then_learn"):
+        facts["jit_s"] = compile_kernels(type(model))
     monitor = _drift_monitor(model, args)
     n_users, n_items = len(np.unique(log.user)), len(np.unique(log.item))
     catalog = f", {len(items):,} catalog entries" if items else ""

@@ -91,8 +91,10 @@ def test_ranks_equal_the_dense_reference_over_many_distinct_items() -> None:
     users = rng.integers(0, 500, n)
     log = Interactions.from_records([{"user_id": f"u{u}", "item_id": f"i{i}", "ts": float(t)}
                                      for t, (u, i) in enumerate(zip(users, items, strict=True))])
-    evaluator = _check(log[:8000], SparseRecommender(background_every=1500), batch_size=500)
-    assert evaluator.n_items > 3000
+    # a small neighbour budget: rows narrow (64 -> 32 -> 16) while the catalog grows mid-run
+    model = SparseRecommender(background_every=1500, width=64, neighbour_budget=64 * 1000)
+    evaluator = _check(log[:8000], model, batch_size=500)
+    assert evaluator.n_items > 3000 and model.neighbours.width == 16
 
 
 @pytest.mark.skipif(not (SHARED_ML / "u.data").exists(), reason="needs ../shared/data/ml-100k")

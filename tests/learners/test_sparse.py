@@ -138,3 +138,26 @@ def test_drift_reaction_is_graded_and_keeps_structure() -> None:
     np.testing.assert_array_equal(before, model.neighbours.weights)  # nothing wiped
     model.learn_many(stream.log[:10])
     assert model.drift_reactions == 1
+
+
+def test_narrowing_rows_keeps_each_buckets_strongest_neighbours() -> None:
+    from learners.neighbours import bucket_of
+
+    table = NeighbourTable(width=64, budget=64 * 100)
+    table.resize(100)
+    rng = np.random.default_rng(1)
+    for b in rng.permutation(np.arange(10, 400))[:300].tolist():
+        add_pair(table.cols, table.weights, table.errors, 0, b, float(rng.integers(1, 1000)))
+    live = table.cols[0] >= 0
+    weight = dict(zip(table.cols[0][live].tolist(), table.weights[0][live].tolist(), strict=True))
+    lower = table.row(0)
+    table.resize(150)  # 150 rows x 64 > budget: rows halve to 32
+    assert table.width == 32 and table.cols.shape[1] == 32
+    kept = table.row(0)
+    assert len(kept) == 32 and all(lower[b] == w for b, w in kept.items())  # weights and errors move along
+    for start in range(0, 32, 16):
+        inside = [b for b in weight if bucket_of(b, 32)[0] == start]
+        held = [weight[b] for b in inside if b in kept]
+        dropped = [weight[b] for b in inside if b not in kept]
+        assert len(held) == min(16, len(inside))
+        assert not dropped or min(held) >= max(dropped)  # each bucket keeps its strongest
