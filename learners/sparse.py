@@ -65,6 +65,9 @@ class CandidateScores:
     background: Background
 
 
+_HOT_COLUMNS = 8  # stamp, co-occurrence, co-occurrence share, content, cand_norm, log_trend, log_w, spare
+
+
 def _grow(array: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
     if len(array) >= n:
         return array
@@ -175,13 +178,8 @@ class SparseRecommender:
         self._trend = np.zeros(0, np.float64)
         # per-item caches of the counts' transforms (`kernels.refresh_item`)
         self._ctx_norm = np.ones(0, np.float64)
-        self._cand_norm = np.ones(0, np.float64)
-        self._log_trend = np.full(0, -np.inf)
-        self._log_w = np.full(0, -np.inf)
         self._in_top = np.zeros(0, np.bool_)
-        self._stamp = np.zeros(0, np.int64)
-        self._s_cooc = np.zeros((0, 2), np.float64)
-        self._s_cont = np.zeros(0, np.float64)
+        self._bind_hot(np.zeros((0, _HOT_COLUMNS)))
         self._seen_list = np.zeros(0, np.int32)
         self.neighbours = NeighbourTable(self.width, budget=self.neighbour_budget)
         self.content = ContentNeighbours(self.content_width)
@@ -250,7 +248,7 @@ class SparseRecommender:
     def state_bytes(self) -> int:
         """Bytes held by the numeric state (arrays; the id dictionaries come on top)."""
         arrays = [self._recent, self._recent_head, self._recent_len, self._user_events, self._item_w,
-                  self._item_events, self._trend, self._in_top, self._stamp, self._s_cooc, self._s_cont,
+                  self._item_events, self._trend, self._in_top, self._hot,
                   self._seen_list, self._background.values, self._background.sorted_values,
                   self._background.position]
         return sum(a.nbytes for a in arrays) + self.neighbours.nbytes() + self.content.table.nbytes()
@@ -262,18 +260,29 @@ class SparseRecommender:
         return []
 
     # ------------------------------------------------------------------ ids
+    def _bind_hot(self, hot: np.ndarray) -> None:
+        """What a candidate's scoring reads, per item, in one row of `hot` (one cache line instead of one
+        per array: at a million items each would be a miss): the stamp (int64 bits), the co-occurrence
+        and content sums, and the cached transforms of the counts. The names are views of its columns."""
+        self._hot = hot
+        self._stamp = hot.view(np.int64)[:, 0]
+        self._s_cooc = hot[:, 1:3]
+        self._s_cont = hot[:, 3]
+        self._cand_norm = hot[:, 4]
+        self._log_trend = hot[:, 5]
+        self._log_w = hot[:, 6]
+
     def _ensure_items(self, n: int) -> None:
         self._item_w = _grow(self._item_w, n)
         self._item_events = _grow(self._item_events, n)
         self._trend = _grow(self._trend, n)
         self._ctx_norm = _grow(self._ctx_norm, n, 1.0)
-        self._cand_norm = _grow(self._cand_norm, n, 1.0)
-        self._log_trend = _grow(self._log_trend, n, -np.inf)
-        self._log_w = _grow(self._log_w, n, -np.inf)
         self._in_top = _grow(self._in_top, n)
-        self._stamp = _grow(self._stamp, n)
-        self._s_cooc = _grow(self._s_cooc, n)
-        self._s_cont = _grow(self._s_cont, n)
+        if len(self._hot) < n:
+            grown = _grow(self._hot, n)
+            grown[len(self._hot):, 4] = 1.0  # cand_norm
+            grown[len(self._hot):, 5:7] = -np.inf  # log_trend, log_w
+            self._bind_hot(grown)
         self._seen_list = _grow(self._seen_list, n)
         self.neighbours.resize(n)
         self.content.resize(n)
