@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import build_model, model_spec, replay, write_report
+from bench.replay import build_model, evaluator_for, model_spec, replay, write_report
 from learners.base import Interactions, ItemMeta, Recommender, has_hook
 from learners.drift import DriftMonitor
 from learners.evaluate import PrequentialEvaluator
@@ -55,7 +55,8 @@ def recovery_events(positions: np.ndarray, hits: np.ndarray, switch_at: int, win
 def run_once(make_model: Callable[[], Recommender], log: Interactions, items: list[ItemMeta], adapt: bool,
              batch_size: int, monitor_args: dict[str, Any]) -> tuple[PrequentialEvaluator, DriftMonitor]:
     monitor = DriftMonitor(adapt=adapt, **monitor_args)
-    evaluator, _ = replay(log, make_model(), items, batch_size, PrequentialEvaluator(), monitor)
+    model = make_model()
+    evaluator, _ = replay(log, model, items, batch_size, evaluator_for(model), monitor)
     return evaluator, monitor
 
 

@@ -134,8 +134,8 @@ class SparseRecommender:
         max_items: int = 2_000_000,
         max_users: int = 4_000_000,
         evict_chunk: float = 0.01,
-        drift_gain: float = 2.0,
-        error_share: float = 1.0,
+        drift_gain: float = 1.5,
+        error_share: float = 0.5,
         seed: int = 0,
     ) -> None:
         self.context = context
