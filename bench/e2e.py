@@ -9,6 +9,8 @@
     relative to (a), and every malformed one must be in the dead-letter topic.
 
     python -m bench.e2e [--data PATH --format movielens] [--json] [--bootstrap HOST:PORT]
+    python -m bench.e2e --data s.csv --format csv --skip 9000000 --init-state STATE \
+        --learner learners.sparse:SparseRecommender --json     # a warm million-item worker
 
 Without `--bootstrap` a private broker is started on a free port and stopped at the end. Without
 `--data`, ML-100K from ../shared/data when present, else a synthetic log.
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from learners.base import Interactions
+from learners.datasets import FORMATS, add_log_arguments, log_options
 
 ML100K = Path(__file__).resolve().parents[1] / "../shared/data/ml-100k/u.data"
 
@@ -61,7 +64,8 @@ def interleave(good: list[tuple[bytes, bytes]], bad: list[tuple[bytes, str]], se
     return [(b"flood", next(bad_it)[0]) if flag else next(good_it) for flag in is_bad.tolist()]
 
 
-def load_log(path: str | None, fmt: str | None, limit: int | None) -> tuple[Interactions, str]:
+def load_log(path: str | None, fmt: str | None, limit: int | None, skip: int = 0,
+             options: dict[str, Any] | None = None) -> tuple[Interactions, str]:
     from learners.datasets import read_log
 
     if path is None and ML100K.exists():
@@ -71,7 +75,8 @@ def load_log(path: str | None, fmt: str | None, limit: int | None) -> tuple[Inte
 
         log, name = generate(n_events=100_000, seed=0).log, "synthetic-100k"
     else:
-        log, name = read_log(path, fmt), Path(path).name
+        log, name = read_log(path, fmt, **(options or {})), Path(path).name
+    log = log[skip:]  # the first `skip` events are in the worker's --init-state
     return (log[:limit] if limit else log), name
 
 
@@ -86,7 +91,8 @@ def produce(settings: Any, records: list[tuple[bytes, bytes]], rate: float | Non
     return len(records) / seconds
 
 
-def drain_rate(worker: Any, n: int, timeout: float = 600.0, stall: float = 30.0) -> dict[str, float]:
+def drain_rate(worker: Any, n: int, timeout: float = 600.0, stall: float = 30.0, base: int = 0
+               ) -> dict[str, float]:
     """Poll `/health` until `n` events are applied: rate from the first applied event to the last.
     Gives up when nothing moves for `stall` seconds (e.g. a learner error dead-letters events)."""
     deadline = time.monotonic() + timeout
@@ -94,7 +100,7 @@ def drain_rate(worker: Any, n: int, timeout: float = 600.0, stall: float = 30.0)
     progress, moved = -1, time.monotonic()
     while time.monotonic() < deadline:
         health = worker.health()
-        applied, now = health["events_applied"], time.perf_counter()
+        applied, now = health["events_applied"] - base, time.perf_counter()  # base: a restored state's
         if applied + health["dlq_total"] != progress:
             progress, moved = applied + health["dlq_total"], time.monotonic()
         elif time.monotonic() - moved > stall:
@@ -141,9 +147,11 @@ def _throughput(bootstrap: str, records: list, run_id: str, workdir: Path, worke
     clean = Settings(bootstrap=bootstrap, topic_prefix=f"{run_id}.clean.")
     out["produce_events_per_s"] = produce(clean, records)
     say(f"(a) produced {n} events at {out['produce_events_per_s']:,.0f}/s; draining...")
+    started = time.perf_counter()
     with run_worker(bootstrap, clean.topic_prefix, workdir, worker_args) as worker:
-        worker.wait_ready()
-        a = drain_rate(worker, n)
+        ready = worker.wait_ready(timeout=300)
+        out["ready_s"] = time.perf_counter() - started  # process start, state restored, partitions held
+        a = drain_rate(worker, n, base=ready["events_applied"])
     out["events_per_s"] = a["events_per_s"]
     out["clean"] = a
     say(f"(a) {a['events_per_s']:,.0f} events/s through the worker ({a['seconds']:.2f}s); "
@@ -163,9 +171,9 @@ def _latency(bootstrap: str, records: list, rate: float, run_id: str, workdir: P
         from stream.app import ensure_topics
 
         ensure_topics(paced)
-        worker.wait_ready()
+        ready = worker.wait_ready(timeout=300)
         achieved = produce(paced, paced_records, rate=rate)
-        b = drain_rate(worker, len(paced_records), timeout=120)
+        b = drain_rate(worker, len(paced_records), timeout=120, base=ready["events_applied"])
         n_users = len({key for key, _ in paced_records})
         recs = read_topic(bootstrap, paced.topic("recommendations"), timeout=60,
                           until=lambda rs: len({r.key for r in rs}) >= n_users)
@@ -187,9 +195,9 @@ def _flood(bootstrap: str, records: list, run_id: str, workdir: Path, worker_arg
     bad = flood_payloads(n)
     produce(flood, interleave(records, bad))
     with run_worker(bootstrap, flood.topic_prefix, workdir, worker_args) as worker:
-        worker.wait_ready()
-        c = drain_rate(worker, n)
-        dlq = worker.wait_applied(n)["dlq_total"]
+        ready = worker.wait_ready(timeout=300)
+        c = drain_rate(worker, n, base=ready["events_applied"])
+        dlq = worker.wait_applied(ready["events_applied"] + n)["dlq_total"]
         deadline = time.monotonic() + 60
         while dlq < len(bad) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -206,8 +214,12 @@ def _flood(bootstrap: str, records: list, run_id: str, workdir: Path, worker_arg
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="log to produce (default: ML-100K if present, else synthetic)")
-    parser.add_argument("--format", choices=["movielens", "yoochoose", "jsonl"])
-    parser.add_argument("--limit", type=int, help="first N events only")
+    parser.add_argument("--format", choices=FORMATS)
+    add_log_arguments(parser)
+    parser.add_argument("--limit", type=int, help="first N events only (after --skip)")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the log's first N events (those a --init-state already holds)")
+    parser.add_argument("--init-state", help="start each worker from this saved state (replay --save-state)")
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s of the latency run")
     parser.add_argument("--bootstrap", help="use this broker instead of starting a private one")
     parser.add_argument("--learner", default="online", help="worker learner (online|popularity)")
@@ -217,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     say = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-    log, name = load_log(args.data, args.format, args.limit)
+    log, name = load_log(args.data, args.format, args.limit, args.skip, log_options(args))
     worker_args = ["--learner", args.learner, "--log-level", "warning"]
+    if args.init_state:
+        worker_args += ["--init-state", args.init_state]
     with tempfile.TemporaryDirectory(prefix="streamrec-e2e-") as tmp:
         workdir = Path(tmp)
         kafka = None
@@ -236,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if kafka is not None:
                 kafka.down()
-    out.update(data=name, learner=args.learner, rate=args.rate)
+    out.update(data=name, learner=args.learner, rate=args.rate, skip=args.skip, init_state=args.init_state)
     if args.json:
         print(json.dumps(out, default=float))
     return 0

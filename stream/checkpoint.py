@@ -61,7 +61,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# 1: ids as fixed-width unicode (read as they are: the learners take any str array); 2: variable length
+READABLE_VERSIONS = (1, 2)
+_UTF8, _OFFSETS = "#utf8", "#offsets"  # members of a variable-length str array ('#' is not in _KEY)
 _PREFIX = "ckpt-"
 _TMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"ckpt-(\d{12})$")
@@ -78,8 +81,9 @@ def save_checkpoint(state_dir: str | Path, state: State, offsets: Mapping[str, i
                     meta: Mapping[str, Any] | None = None, keep: int = 3) -> Path:
     """Write `state` and `offsets` atomically as the newest checkpoint under `state_dir`; return its path.
 
-    Object arrays of str (external ids) are stored as fixed-width unicode; any other object array is
-    refused, as is metadata that is not JSON. One writer per `state_dir`.
+    Object arrays of str (external ids) are stored with variable length (UTF-8 bytes and offsets: a long
+    id costs only itself); any other object array is refused, as is metadata that is not JSON. One writer
+    per `state_dir`.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
@@ -87,6 +91,7 @@ def save_checkpoint(state_dir: str | Path, state: State, offsets: Mapping[str, i
     state_dir.mkdir(parents=True, exist_ok=True)
     clean_offsets = _check_offsets(offsets)
     arrays = {side: _plain_arrays(side, getattr(state, side)) for side in _SIDES}
+    members = {side: _members(arrays[side]) for side in _SIDES}
     try:
         meta_json = json.loads(json.dumps({"meta": dict(meta or {}), "state_meta": dict(state.meta)},
                                           allow_nan=False))
@@ -99,12 +104,13 @@ def save_checkpoint(state_dir: str | Path, state: State, offsets: Mapping[str, i
         manifest: dict[str, Any] = {}
         for side in _SIDES:
             file = tmp / f"{side}.npz"
-            _write_npz(file, arrays[side])
+            _write_npz(file, members[side])
             manifest[side] = {
                 "file": file.name,
                 "bytes": file.stat().st_size,
                 "sha256": _sha256(file),
-                "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype.str}
+                "arrays": {k: {"shape": list(a.shape), "dtype": "utf8" if a.dtype == object else a.dtype.str,
+                               **({"encoding": "utf8-offsets"} if a.dtype == object else {})}
                            for k, a in arrays[side].items()},
             }
         document = {
@@ -149,14 +155,42 @@ def _plain_arrays(side: str, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]
         if not isinstance(key, str) or not _KEY.match(key):
             raise CheckpointError(f"{side} array name {key!r} must match {_KEY.pattern}")
         array = np.asarray(value)
+        if array.dtype.kind == "U":
+            array = array.astype(object)  # stored with variable length like any str array
         if array.dtype.hasobject:
             flat = array.ravel()
             if not all(isinstance(x, str) for x in flat.tolist()):
                 raise CheckpointError(
                     f"{side}[{key!r}] is an object array of non-str values: arrays only, no pickle")
-            array = array.astype(str) if flat.size else np.empty(array.shape, dtype="<U1")
+            array = array.astype(object)
         out[key] = array
     return out
+
+
+def _members(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The npz members of a side: a str array becomes its UTF-8 bytes and their offsets."""
+    out: dict[str, np.ndarray] = {}
+    for key, array in arrays.items():
+        if array.dtype != object:
+            out[key] = array
+            continue
+        encoded = [x.encode("utf-8") for x in array.ravel().tolist()]
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+        out[key + _UTF8] = np.frombuffer(b"".join(encoded), np.uint8)
+        out[key + _OFFSETS] = offsets
+    return out
+
+
+def _decode(buffer: np.ndarray, offsets: np.ndarray, shape: list[int]) -> np.ndarray:
+    data = buffer.tobytes()
+    bounds = offsets.tolist()
+    if len(bounds) != int(np.prod(shape)) + 1 or bounds[0] != 0 or bounds[-1] != len(data) or (
+            len(bounds) > 1 and bool((np.diff(offsets) < 0).any())):
+        raise ValueError("string offsets do not fit their bytes")
+    out = np.empty(len(bounds) - 1, dtype=object)
+    out[:] = [data[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
+    return out.reshape(shape)
 
 
 def _write_npz(file: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -223,9 +257,9 @@ def load_checkpoint(path: str | Path) -> tuple[State, dict[str, int], dict[str, 
         raise CheckpointError(f"{path}: unreadable meta.json: {exc}") from None
     if not isinstance(document, dict) or document.get("format") != "streamrec-checkpoint":
         raise CheckpointError(f"{path}: not a streamrec checkpoint")
-    if document.get("format_version") != FORMAT_VERSION:
+    if document.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path}: format version {document.get('format_version')!r}, "
-                              f"this code reads {FORMAT_VERSION}")
+                              f"this code reads {READABLE_VERSIONS}")
     offsets = _check_offsets(document.get("offsets") or {})
     manifest = document.get("manifest")
     if not isinstance(manifest, dict) or set(manifest) != set(_SIDES):
@@ -234,7 +268,7 @@ def load_checkpoint(path: str | Path) -> tuple[State, dict[str, int], dict[str, 
     state = State(users=sides["users"], items=sides["items"], meta=dict(document.get("state_meta") or {}))
     meta = dict(document.get("meta") or {})
     meta["checkpoint"] = {"path": str(path), "seq": document.get("seq"), "created": document.get("created"),
-                          "format_version": FORMAT_VERSION}
+                          "format_version": document.get("format_version")}
     return state, offsets, meta
 
 
@@ -250,14 +284,21 @@ def _load_side(path: Path, side: str, entry: Any) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     try:
         with np.load(file, allow_pickle=False) as npz:
-            if set(npz.files) != set(expected):
+            encoded = {k for k, want in expected.items()
+                       if isinstance(want, dict) and want.get("encoding") == "utf8-offsets"}
+            names = {n for k in expected for n in ((k + _UTF8, k + _OFFSETS) if k in encoded else (k,))}
+            if set(npz.files) != names:
                 raise CheckpointError(f"{path}: {file.name} holds {sorted(npz.files)}, manifest says "
-                                      f"{sorted(expected)}")
-            for key in npz.files:
-                array = npz[key]  # raises ValueError for object arrays: pickle is never run
-                want = expected[key]
-                if list(array.shape) != want.get("shape") or array.dtype.str != want.get("dtype"):
-                    raise CheckpointError(f"{path}: {side}[{key!r}] is {array.dtype.str}{array.shape}, "
+                                      f"{sorted(names)}")
+            for key, want in expected.items():
+                if key in encoded:
+                    array = _decode(npz[key + _UTF8], npz[key + _OFFSETS], want.get("shape") or [0])
+                    dtype = "utf8"
+                else:
+                    array = npz[key]  # raises ValueError for object arrays: pickle is never run
+                    dtype = array.dtype.str
+                if list(array.shape) != want.get("shape") or dtype != want.get("dtype"):
+                    raise CheckpointError(f"{path}: {side}[{key!r}] is {dtype}{array.shape}, "
                                           f"manifest says {want}")
                 out[key] = array
     except CheckpointError:

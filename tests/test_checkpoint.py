@@ -46,7 +46,8 @@ def assert_same_state(a: State, b: State) -> None:
         assert set(getattr(a, side)) == set(getattr(b, side))
         for key, array in getattr(a, side).items():
             loaded = getattr(b, side)[key]
-            assert loaded.dtype == np.asarray(array).dtype or loaded.dtype.kind == "U", key
+            same_kind = loaded.dtype == np.asarray(array).dtype
+            assert same_kind or (loaded.dtype == object and np.asarray(array).dtype.kind in "UO"), key
             np.testing.assert_array_equal(loaded, array)
     assert a.meta == b.meta
 
@@ -87,11 +88,15 @@ def test_real_learner_resumes_identically(tmp_path):
     np.testing.assert_allclose(model.score_many(probe)[0], restored.score_many(probe)[0])
 
 
-def test_object_str_arrays_are_stored_as_unicode_and_other_objects_refused(tmp_path):
-    ids = np.array(["a", "bb", "ccc"], dtype=object)
-    path = save_checkpoint(tmp_path, State(users={"user_id": ids}), {})
+def test_str_arrays_are_stored_with_variable_length_and_other_objects_refused(tmp_path):
+    ids = np.array(["a", "bb", "ccc", "é" * 3, "x" * 5000] + [f"u{n}" for n in range(2000)], dtype=object)
+    recent = np.array([["a", ""], ["bb", "ccc"]], dtype=object)
+    path = save_checkpoint(tmp_path, State(users={"user_id": ids, "recent": recent}), {})
+    # one long id costs itself only: fixed-width unicode would take 2,005 x 5,000 x 4 bytes
+    assert (path / "users.npz").stat().st_size < 40_000
     state, _, _ = load_checkpoint(path)
-    assert state.users["user_id"].dtype.kind == "U" and state.users["user_id"].tolist() == ["a", "bb", "ccc"]
+    assert state.users["user_id"].dtype == object and state.users["user_id"].tolist() == ids.tolist()
+    assert state.users["recent"].shape == (2, 2) and state.users["recent"].tolist() == recent.tolist()
     with pytest.raises(CheckpointError, match="no pickle"):
         save_checkpoint(tmp_path, State(items={"x": np.array([{"a": 1}, 2], dtype=object)}), {})
     with pytest.raises(CheckpointError, match="JSON"):
@@ -180,6 +185,32 @@ def test_empty_or_missing_dir_has_no_checkpoint(tmp_path):
     assert load_latest_checkpoint(tmp_path) is None
     (tmp_path / "ckpt-000000000001").mkdir()  # empty: incomplete
     assert load_latest_checkpoint(tmp_path) is None
+
+
+def test_a_version_1_checkpoint_with_fixed_width_ids_still_loads(tmp_path):
+    """Format 1 stored ids as fixed-width unicode: such a checkpoint is read (not skipped)."""
+    import hashlib
+    import zipfile
+
+    path = tmp_path / "ckpt-000000000001"
+    path.mkdir()
+    manifest = {}
+    for side, arrays in (("users", {"user_id": np.array(["u1", "u22"])}), ("items", {"w": np.arange(3.0)})):
+        with zipfile.ZipFile(path / f"{side}.npz", "w") as zf:
+            for key, array in arrays.items():
+                with zf.open(f"{key}.npy", "w") as member:
+                    np.lib.format.write_array(member, array)
+        data = (path / f"{side}.npz").read_bytes()
+        described = {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()}
+        manifest[side] = {"file": f"{side}.npz", "bytes": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest(), "arrays": described}
+    document = {"format": "streamrec-checkpoint", "format_version": 1, "seq": 1, "created": 0.0,
+                "offsets": {"interactions:0": 7}, "meta": {}, "state_meta": {"kind": "Demo"},
+                "manifest": manifest}
+    (path / "meta.json").write_text(json.dumps(document))
+    state, offsets, meta = load_latest_checkpoint(tmp_path)
+    assert state.users["user_id"].tolist() == ["u1", "u22"] and offsets == {"interactions:0": 7}
+    assert meta["checkpoint"]["format_version"] == 1
 
 
 def test_other_format_version_is_refused(tmp_path):
