@@ -394,7 +394,9 @@ class EventConsumer(Service):
         await self.sender.settle()  # lists and dead letters of the saved events are out first
         if self._undelivered:
             raise Undelivered("records of applied events were dropped")
-        path = await self._in_learner(self.live.checkpoint)
+        # the learner pauses only for the state copy; the write runs on another thread meanwhile
+        snapshot = await self._in_learner(self.live.snapshot)
+        path = await asyncio.get_running_loop().run_in_executor(None, self.live.write_snapshot, snapshot)
         self._last_checkpoint = time.monotonic()
         if path is None:
             return

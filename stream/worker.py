@@ -139,6 +139,8 @@ class LiveLoop:
         # interaction records validated here / elsewhere (stream.validator), and refused among them
         self.validation = {"in_place": 0, "in_child": 0, "refused": 0}
         self.records_since_checkpoint = 0  # records consumed (good or not) since the last checkpoint
+        self.write_lock = threading.Lock()  # one checkpoint write at a time
+        self.checkpoint_timings: dict[str, float] = {}  # the last checkpoint's learner pause and write
         self.last_checkpoint: dict[str, Any] = {"path": None, "offsets": {}, "created": None}
         self.on_checkpoint: Any = None  # called with (path, offsets) after each checkpoint
         self.assignment: list[str] = []  # "topic:partition" this worker consumes (set by the consumer)
@@ -469,18 +471,37 @@ class LiveLoop:
 
     def checkpoint(self) -> Path | None:
         """Save learner state + offsets + counters atomically under `state_dir`; None without one."""
-        from stream.checkpoint import save_checkpoint
+        return self.write_snapshot(self.snapshot())
 
+    def snapshot(self) -> tuple[Any, dict[str, int], dict[str, Any]] | None:
+        """The learner's state (copies), offsets and counters, taken together: the only part of a
+        checkpoint that must run on the learner's thread (the app writes it from another one)."""
         if self.state_dir is None:
             return None
+        started = time.perf_counter()
         with self.lock:
             offsets = {f"{t}:{p}": o for (t, p), o in self.offsets.items()}
             meta = {"model_version": self.publisher.model_version, "batches_applied": self.batches_applied,
                     "applied_count": self.applied_count, "dead_letters": self.dead_letters,
                     "learner": type(self.learner).__name__}
-            path = save_checkpoint(self.state_dir, self.learner.state_dict(), offsets, meta)
+            state = self.learner.state_dict()
             self.records_since_checkpoint = 0
-        self.last_checkpoint = {"path": str(path), "offsets": offsets, "created": time.time()}
+        self.checkpoint_timings["pause_s"] = time.perf_counter() - started
+        return state, offsets, meta
+
+    def write_snapshot(self, snapshot: tuple[Any, dict[str, int], dict[str, Any]] | None) -> Path | None:
+        """Write a `snapshot()` as the newest checkpoint (any thread; one write at a time)."""
+        from stream.checkpoint import save_checkpoint
+
+        if snapshot is None:
+            return None
+        state, offsets, meta = snapshot
+        started = time.perf_counter()
+        with self.write_lock:
+            path = save_checkpoint(self.state_dir, state, offsets, meta)
+        self.checkpoint_timings["write_s"] = time.perf_counter() - started
+        self.last_checkpoint = {"path": str(path), "offsets": offsets, "created": time.time(),
+                                **self.checkpoint_timings}
         if self.on_checkpoint is not None:
             self.on_checkpoint(path, offsets)
         log.info("checkpoint %s at %s", path.name, offsets)

@@ -174,7 +174,12 @@ def test_a_candidate_scoring_learner_runs_live_with_its_evaluator_and_checkpoint
     assert letters == [] and live.events_applied == 1500 and live.dead_letters == {}
     assert live.evaluator.evaluated > 500  # ranked, not dead-lettered
     assert all(len(json.loads(value)["items"]) == 5 for _, value in published)
-    live.checkpoint()
+    snapshot = live.snapshot()  # on the learner's thread: the copy only
+    live.apply([], recs[1500:1600])  # the learner goes on while the snapshot is written
+    live.write_snapshot(snapshot)
+    assert live.last_checkpoint["pause_s"] >= 0 and live.last_checkpoint["write_s"] > 0
+    live = LiveLoop(SparseRecommender(), k=5, state_dir=tmp_path)
+    live.restore()
     users = sorted(set(log.user[:1500].tolist()))[:20]
     before = live.learner.recommend(users, 5)
     fresh = LiveLoop(SparseRecommender(), k=5, state_dir=tmp_path)
