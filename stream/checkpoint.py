@@ -76,6 +76,10 @@ class CheckpointError(ValueError):
     """A checkpoint is incomplete, corrupt, of another format, or holds something other than arrays."""
 
 
+class CheckpointFormatError(CheckpointError):
+    """A checkpoint written in a format this code does not read."""
+
+
 # -- saving ---------------------------------------------------------------------------------------
 def save_checkpoint(state_dir: str | Path, state: State, offsets: Mapping[str, int],
                     meta: Mapping[str, Any] | None = None, keep: int = 3) -> Path:
@@ -258,8 +262,9 @@ def load_checkpoint(path: str | Path) -> tuple[State, dict[str, int], dict[str, 
     if not isinstance(document, dict) or document.get("format") != "streamrec-checkpoint":
         raise CheckpointError(f"{path}: not a streamrec checkpoint")
     if document.get("format_version") not in READABLE_VERSIONS:
-        raise CheckpointError(f"{path}: format version {document.get('format_version')!r}, "
-                              f"this code reads {READABLE_VERSIONS}")
+        raise CheckpointFormatError(f"{path}: format version {document.get('format_version')!r}, "
+                                    f"this code reads {READABLE_VERSIONS}: convert it with the streamrec "
+                                    "that wrote it (replay --init-state, then --save-state) or remove it")
     offsets = _check_offsets(document.get("offsets") or {})
     manifest = document.get("manifest")
     if not isinstance(manifest, dict) or set(manifest) != set(_SIDES):
@@ -311,11 +316,15 @@ def _load_side(path: Path, side: str, entry: Any) -> dict[str, np.ndarray]:
 def load_latest_checkpoint(state_dir: str | Path) -> tuple[State, dict[str, int], dict[str, Any]] | None:
     """The newest sound checkpoint under `state_dir` as (state, offsets, meta), or None if there is none.
 
-    Unsound ones (torn, tampered, other format) are skipped with a warning, falling back to older ones.
+    Unsound ones (torn, tampered) are skipped with a warning, falling back to older ones; one written in
+    a format this code does not read is refused (`CheckpointFormatError`): falling back past it would
+    silently start from older state.
     """
     for path in list_checkpoints(state_dir):
         try:
             return load_checkpoint(path)
+        except CheckpointFormatError:
+            raise
         except CheckpointError as exc:
             log.warning("skipping checkpoint: %s", exc)
     return None

@@ -511,9 +511,12 @@ class LiveLoop:
         """Load the newest checkpoint of `state_dir` (state, offsets, counters); without one, start
         warm from `init_state` (a replay's saved state: its offsets mean nothing here). Returns what
         was loaded."""
-        from stream.checkpoint import load_latest_checkpoint
+        from stream.checkpoint import CheckpointFormatError, load_latest_checkpoint
 
-        found = load_latest_checkpoint(self.state_dir) if self.state_dir is not None else None
+        try:
+            found = load_latest_checkpoint(self.state_dir) if self.state_dir is not None else None
+        except CheckpointFormatError as exc:
+            raise SystemExit(f"--state-dir {self.state_dir}: {exc}") from None
         if found is not None:
             state, offsets, meta = found
             self.learner.load_state_dict(state)
@@ -528,7 +531,10 @@ class LiveLoop:
                                     "created": meta["checkpoint"]["created"]}
             return meta["checkpoint"]["path"]
         if init_state:
-            loaded = load_latest_checkpoint(init_state)
+            try:
+                loaded = load_latest_checkpoint(init_state)
+            except CheckpointFormatError as exc:
+                raise SystemExit(f"--init-state {init_state}: {exc}") from None
             if loaded is None:
                 raise SystemExit(f"--init-state {init_state}: no readable checkpoint there")
             try:

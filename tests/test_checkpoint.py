@@ -220,6 +220,8 @@ def test_other_format_version_is_refused(tmp_path):
     (path / "meta.json").write_text(json.dumps(document))
     with pytest.raises(CheckpointError, match="format version"):
         load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="format version"):  # refused, not skipped for an older one
+        load_latest_checkpoint(tmp_path)
 
 
 def test_select_users_cuts_a_partitions_rows(tmp_path):
