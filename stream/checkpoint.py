@@ -113,8 +113,8 @@ def save_checkpoint(state_dir: str | Path, state: State, offsets: Mapping[str, i
                 "file": file.name,
                 "bytes": file.stat().st_size,
                 "sha256": _sha256(file),
-                "arrays": {k: {"shape": list(a.shape), "dtype": "utf8" if a.dtype == object else a.dtype.str,
-                               **({"encoding": "utf8-offsets"} if a.dtype == object else {})}
+                "arrays": {k: {"shape": list(a.shape), "dtype": "utf8" if _is_str(a) else a.dtype.str,
+                               **({"encoding": "utf8-offsets"} if _is_str(a) else {})}
                            for k, a in arrays[side].items()},
             }
         document = {
@@ -159,42 +159,69 @@ def _plain_arrays(side: str, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]
         if not isinstance(key, str) or not _KEY.match(key):
             raise CheckpointError(f"{side} array name {key!r} must match {_KEY.pattern}")
         array = np.asarray(value)
-        if array.dtype.kind == "U":
-            array = array.astype(object)  # stored with variable length like any str array
         if array.dtype.hasobject:
             flat = array.ravel()
             if not all(isinstance(x, str) for x in flat.tolist()):
                 raise CheckpointError(
                     f"{side}[{key!r}] is an object array of non-str values: arrays only, no pickle")
-            array = array.astype(object)
         out[key] = array
     return out
+
+
+def _is_str(array: np.ndarray) -> bool:
+    return array.dtype == object or array.dtype.kind == "U"
 
 
 def _members(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The npz members of a side: a str array becomes its UTF-8 bytes and their offsets."""
     out: dict[str, np.ndarray] = {}
     for key, array in arrays.items():
-        if array.dtype != object:
+        if _is_str(array):
+            out[key + _UTF8], out[key + _OFFSETS] = _encode(array)
+        else:
             out[key] = array
-            continue
-        encoded = [x.encode("utf-8") for x in array.ravel().tolist()]
-        offsets = np.zeros(len(encoded) + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
-        out[key + _UTF8] = np.frombuffer(b"".join(encoded), np.uint8)
-        out[key + _OFFSETS] = offsets
     return out
 
 
+def _codepoints(fixed: np.ndarray) -> np.ndarray:
+    """(n, width) uint32 code points of a flat fixed-width unicode array (0 pads the end)."""
+    width = fixed.dtype.itemsize // 4
+    return fixed.view(np.uint32).reshape(len(fixed), width) if width else np.zeros((len(fixed), 0), np.uint32)
+
+
+def _encode(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes and offsets of a str array; ASCII ids (the usual case: millions of them) in numpy, no
+    Python object per string."""
+    fixed = array.ravel().astype(str)
+    codes = _codepoints(fixed)
+    offsets = np.zeros(len(fixed) + 1, np.int64)
+    if bool((codes < 128).all()):
+        present = codes != 0
+        np.cumsum(present.sum(axis=1), out=offsets[1:])
+        return codes[present].astype(np.uint8), offsets
+    encoded = [x.encode("utf-8") for x in fixed.tolist()]
+    np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), np.uint8), offsets
+
+
 def _decode(buffer: np.ndarray, offsets: np.ndarray, shape: list[int]) -> np.ndarray:
+    """The str array (fixed-width unicode, as wide as its longest id) of `_encode`'s bytes and offsets."""
+    n = int(np.prod(shape))
+    if len(offsets) != n + 1 or (n and (offsets[0] != 0 or offsets[-1] != len(buffer)
+                                        or bool((np.diff(offsets) < 0).any()))):
+        raise ValueError("string offsets do not fit their bytes")
+    lengths = np.diff(offsets)
+    if bool((buffer < 128).all()):
+        width = int(lengths.max(initial=0))
+        codes = np.zeros((n, max(width, 1)), np.uint32)
+        rows = np.repeat(np.arange(n), lengths)
+        cols = np.arange(len(buffer)) - np.repeat(offsets[:-1], lengths)
+        codes[rows, cols] = buffer
+        return codes.reshape(-1).view(f"<U{max(width, 1)}").reshape(shape)
     data = buffer.tobytes()
     bounds = offsets.tolist()
-    if len(bounds) != int(np.prod(shape)) + 1 or bounds[0] != 0 or bounds[-1] != len(data) or (
-            len(bounds) > 1 and bool((np.diff(offsets) < 0).any())):
-        raise ValueError("string offsets do not fit their bytes")
-    out = np.empty(len(bounds) - 1, dtype=object)
-    out[:] = [data[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
-    return out.reshape(shape)
+    return np.array([data[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+                    dtype=str).reshape(shape)
 
 
 def _write_npz(file: Path, arrays: Mapping[str, np.ndarray]) -> None:
