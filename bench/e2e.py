@@ -98,8 +98,13 @@ def drain_rate(worker: Any, n: int, timeout: float = 600.0, stall: float = 30.0,
     deadline = time.monotonic() + timeout
     first_t = first_n = None
     progress, moved = -1, time.monotonic()
+    slow_health = 0
     while time.monotonic() < deadline:
-        health = worker.health()
+        try:
+            health = worker.health()
+        except OSError:  # /health did not answer within its timeout (the worker's loop was busy): retry
+            slow_health += 1
+            continue
         applied, now = health["events_applied"] - base, time.perf_counter()  # base: a restored state's
         if applied + health["dlq_total"] != progress:
             progress, moved = applied + health["dlq_total"], time.monotonic()
@@ -111,7 +116,8 @@ def drain_rate(worker: Any, n: int, timeout: float = 600.0, stall: float = 30.0,
             seconds = now - first_t
             return {"events_per_s": (applied - first_n) / seconds if seconds > 0 else float("inf"),
                     "seconds": seconds, "applied": applied, "dlq": health["dlq_total"],
-                    "timings": health.get("timings", {})}
+                    "timings": health.get("timings", {}), "slow_health": slow_health,
+                    "checkpoint": health.get("checkpoint", {})}
         time.sleep(0.02)
     raise TimeoutError(f"worker applied {worker.health()['events_applied']} of {n} in {timeout}s")
 

@@ -562,9 +562,11 @@ class SparseRecommender:
             % self._recent_width
         ordered = np.take_along_axis(recent, order, 1)  # most recent first
         ordered[np.arange(self._recent_width)[None, :] >= self._recent_len[user_cols, None]] = -1
-        recent_ids = np.full(ordered.shape, "", dtype=object)
-        recent_ids[ordered >= 0] = item_ids[ordered[ordered >= 0]]
-        users = {"user_id": self._users.ids(user_cols).astype(str), "recent_items": recent_ids.astype(str),
+        # fixed-width str arrays built by numpy take (no Python object per id: a checkpoint of a million
+        # users copies tens of millions of them while the learner waits)
+        padded = np.append(item_ids.astype(str), np.array([""]))  # column n: no item
+        recent_ids = padded[np.where(ordered >= 0, ordered, n)]
+        users = {"user_id": self._users.ids(user_cols).astype(str), "recent_items": recent_ids,
                  "n_events": self._user_events[user_cols].copy()}
         items = {"item_id": item_ids, "last_seen": item_seen, "n_events": self._item_events[:n].copy(),
                  "weight": self._item_w[:n].copy(), "trending": self._trend[:n].copy(),
