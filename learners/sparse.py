@@ -529,11 +529,12 @@ class SparseRecommender:
                 chosen.append((int(c[m]), float(s[m]), kernels.FEATURE_SOURCES[int(np.argmax(p[m]))]))
             # the background fills the list where candidates run out, and competes with weak candidates
             bg_best: list[tuple[int, float]] = []
-            for col in order.tolist():
-                if len(bg_best) >= k:
-                    break
-                if col < n_cols and live[col] and col not in taken:
-                    bg_best.append((col, float(background.values[col])))
+            start, step = 0, k + len(taken) + 16  # read the order a slice at a time: never all of it
+            while len(bg_best) < k and start < len(order):
+                for col in order[start: start + step].tolist():
+                    if len(bg_best) < k and col < n_cols and live[col] and col not in taken:
+                        bg_best.append((col, float(background.values[col])))
+                start, step = start + step, step * 2
             merged = sorted(chosen + [(col, v, "background") for col, v in bg_best], key=lambda x: -x[1])[:k]
             slots = min(self.explore_slots, k - 1) if k > 1 else 0
             if slots:
