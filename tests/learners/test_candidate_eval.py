@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learners.base import Interactions
+from learners.base import Interactions, ItemMeta
 from learners.candidate_eval import CandidateEvaluator, build_tree
 from learners.evaluate import add_due_items, prequential_step
 from learners.sparse import SparseRecommender
@@ -138,3 +138,82 @@ def _ranges(i: int) -> list[int]:
         out.append(i)
         i -= i & -i
     return out
+
+
+class VectorisedReference:
+    """`DenseReference` in numpy, for hundreds of thousands of items: seen items are positions in an
+    append-only table of external ids (an evicted id's position dies; a returning id gets a new one)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.pos: dict[str, int] = {}
+        self.alive = np.zeros(0, bool)
+        self.was = np.zeros(0, np.int64)
+        self.history: dict[str, list[int]] = {}
+
+    def ranks(self, batch: Interactions, cands, model: SparseRecommender, check: bool) -> list[float]:
+        bg = cands.background
+        cols_now = model.item_cols(np.array(self.ids, dtype=object)) if self.ids else np.zeros(0, np.int64)
+        gone = self.alive & (cols_now != self.was)
+        self.alive &= ~gone
+        for item in np.array(self.ids, dtype=object)[gone].tolist():
+            del self.pos[item]
+        out = []
+        for e in range(len(batch)):
+            user, item = batch.user[e], batch.item[e]
+            history = self.history.setdefault(user, [])
+            p = self.pos.get(item)
+            mine = np.array([h for h in history if self.alive[h]], np.int64)
+            if check and p is not None and p not in set(mine.tolist()):
+                mask = self.alive.copy()
+                mask[mine] = False
+                mask[p] = False
+                cols = cols_now[mask]
+                width = max(len(bg), int(cols.max(initial=0)) + 1, int(cands.cols.max(initial=0)) + 1)
+                full = np.full(width, bg.default, np.float32)
+                full[: len(bg)] = bg.values
+                full[cands.cols[e, : cands.n[e]]] = cands.scores[e, : cands.n[e]]
+                s, target = full[cols], cands.target_score[e]
+                out.append(float((s > target).sum() + 0.5 * (s == target).sum()))
+            if p is None:
+                p = len(self.ids)
+                self.ids.append(item)
+                self.pos[item] = p
+                self.alive = np.append(self.alive, True)
+                self.was = np.append(self.was, int(cands.target_col[e]))
+                cols_now = np.append(cols_now, int(cands.target_col[e]))
+            history.append(p)
+        return out
+
+
+def test_ranks_equal_a_vectorised_reference_after_200k_distinct_items() -> None:
+    """The issue's scale: 20,000 events ranked after 200,000 distinct items were seen, with a catalog,
+    evictions (the item bound is passed during the check) and one drift reaction."""
+    rng = np.random.default_rng(7)
+    warm, checked, n_users = 200_000, 20_000, 3_000
+    items = np.concatenate([rng.permutation(warm),
+                            np.where(rng.random(checked) < 0.5, rng.zipf(1.3, checked) % warm,
+                                     np.where(rng.random(checked) < 0.9, rng.integers(0, warm, checked),
+                                              warm + np.arange(checked)))])
+    users = rng.integers(0, n_users, warm + checked)
+    n = warm + checked
+    log = Interactions(np.array([f"u{u}" for u in users], dtype=object),
+                       np.array([f"i{i}" for i in items], dtype=object), np.ones(n, np.float32),
+                       np.arange(n, dtype=np.float64), np.zeros(n, np.uint8))
+    model = SparseRecommender(max_items=warm + 500, evict_chunk=0.01, seed=3)
+    model.add_items([ItemMeta(f"i{i}", title=f"title {i % 97} genre{i % 13}") for i in range(0, warm, 50)])
+    evaluator, reference = CandidateEvaluator(k=10), VectorisedReference()
+    compared = 0
+    for lo in range(0, len(log), 1000):
+        batch = log[lo: lo + 1000]
+        cands = model.score_then_learn(batch)
+        result = evaluator.observe_candidates(batch, cands, model)
+        expected = reference.ranks(batch, cands, model, check=lo >= warm)
+        if lo >= warm:
+            np.testing.assert_array_equal(result["rank"], np.array(expected))
+            compared += len(expected)
+        if lo == warm + checked // 2:
+            model.on_drift()
+    # 200,000 distinct items seen before the first checked event; about 2,000 evicted during the check
+    assert len(set(reference.ids)) > warm and evaluator.n_items > 0.98 * warm and compared > 10_000
+    assert model.evicted_items > 0 and model.drift_reactions == 1
