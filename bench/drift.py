@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import build_model, evaluator_for, model_spec, replay, write_report
+from bench.replay import build_model, model_spec, replay, write_report
 from learners.base import Interactions, ItemMeta, Recommender, has_hook
 from learners.drift import DriftMonitor
-from learners.evaluate import PrequentialEvaluator
+from learners.evaluate import PrequentialEvaluator, evaluator_for
 from learners.rolling import rolling_mean
 
 

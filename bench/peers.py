@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import build_model, evaluator_for, model_spec, write_report
+from bench.replay import build_model, model_spec, write_report
 from learners.base import Interactions, ItemMeta
 from learners.datasets import FORMATS, add_log_arguments, log_options, read_log, sniff_format
-from learners.evaluate import PrequentialEvaluator, prequential_step
+from learners.evaluate import PrequentialEvaluator, evaluator_for, prequential_step
 from learners.ids import IdIndex
 from learners.rolling import rolling_mean
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from learners.base import Interactions, ItemMeta, Recommender, get_hook, has_hook
 from learners.datasets import FORMATS, add_log_arguments, log_options, read_items, read_log, sniff_format
-from learners.evaluate import PrequentialEvaluator, add_due_items, prequential_step
+from learners.evaluate import PrequentialEvaluator, add_due_items, evaluator_for, prequential_step
 
 CATALOG_NAMES = ("u.item", "movies.csv", "items.jsonl")
 MODELS = ("online", "sparse", "popularity", "trending")
@@ -121,15 +121,6 @@ def load_stream(args: argparse.Namespace) -> tuple[Interactions, list[ItemMeta],
         items_path = next((folder / n for n in CATALOG_NAMES if (folder / n).exists()), None)
     items = sorted(read_items(items_path), key=lambda m: m.ts) if items_path is not None else []
     return log, items, f"{args.data} ({fmt})", {"format": fmt, "items_file": str(items_path or "")}
-
-
-def evaluator_for(model: Recommender, **kwargs: Any) -> PrequentialEvaluator:
-    """The evaluator of a model: candidate-scoring models get the sublinear `CandidateEvaluator`."""
-    if has_hook(model, "score_then_learn"):
-        from learners.candidate_eval import CandidateEvaluator
-
-        return CandidateEvaluator(**kwargs)
-    return PrequentialEvaluator(**kwargs)
 
 
 def _drift_monitor(model: Recommender, args: argparse.Namespace) -> Any:

@@ -42,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import _finite, evaluator_for, replay
+from bench.replay import _finite, replay
 from learners.base import EVENT_TYPE_CODE, Interactions
+from learners.evaluate import evaluator_for
 from learners.sparse import SparseRecommender
 from learners.synthlog import T0, generate_log
 

@@ -631,6 +631,16 @@ def add_due_items(model: Recommender, items: Sequence[ItemMeta], until_ts: float
     return stop
 
 
+def evaluator_for(model: Recommender, **kwargs: Any) -> PrequentialEvaluator:
+    """The evaluator of a model, as replay and the live worker pick it: candidate-scoring models
+    (`score_then_learn`) get the sublinear `CandidateEvaluator`."""
+    if has_hook(model, "score_then_learn"):
+        from learners.candidate_eval import CandidateEvaluator
+
+        return CandidateEvaluator(**kwargs)
+    return PrequentialEvaluator(**kwargs)
+
+
 def prequential_step(model: Recommender, evaluator: PrequentialEvaluator, batch: Interactions,
                      monitor: Any | None = None) -> dict[str, np.ndarray]:
     """Test then train on one micro-batch: score (state before the batch) -> observe -> learn.

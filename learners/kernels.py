@@ -41,6 +41,19 @@ def _next_random(rng: np.ndarray) -> np.uint64:
     return x * np.uint64(2685821657736338717)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _touch(j, stamp, cur, s_cooc, s_cont, touched, n):
+    """Make j a candidate of this event (sums from zero) unless it already is; returns the new count."""
+    if stamp[j] == cur:
+        return n
+    stamp[j] = cur
+    s_cooc[j, 0] = 0.0
+    s_cooc[j, 1] = 0.0
+    s_cont[j] = 0.0
+    touched[n] = j
+    return n + 1
+
+
 @numba.njit(cache=True, nogil=True)
 def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols, cn_w,
                       top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc, s_cont,
@@ -80,32 +93,16 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
                 j = cn_cols[c, s]
                 if j < 0:
                     continue
-                if stamp[j] != cur:
-                    stamp[j] = cur
-                    s_cooc[j, 0] = 0.0
-                    s_cooc[j, 1] = 0.0
-                    s_cont[j] = 0.0
-                    touched[n] = j
-                    n += 1
+                n = _touch(j, stamp, cur, s_cooc, s_cont, touched, n)
                 s_cont[j] += base * cn_w[c, s]
     for s in range(top_cols.shape[0]):
         j = top_cols[s]
-        if j >= 0 and stamp[j] != cur:
-            stamp[j] = cur
-            s_cooc[j, 0] = 0.0
-            s_cooc[j, 1] = 0.0
-            s_cont[j] = 0.0
-            touched[n] = j
-            n += 1
+        if j >= 0:
+            n = _touch(j, stamp, cur, s_cooc, s_cont, touched, n)
     for s in range(min(n_fresh, fresh.shape[0])):
         j = fresh[s]
-        if j >= 0 and stamp[j] != cur:
-            stamp[j] = cur
-            s_cooc[j, 0] = 0.0
-            s_cooc[j, 1] = 0.0
-            s_cont[j] = 0.0
-            touched[n] = j
-            n += 1
+        if j >= 0:
+            n = _touch(j, stamp, cur, s_cooc, s_cont, touched, n)
     return n
 
 
@@ -300,8 +297,8 @@ def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_tren
     feats = np.empty(N_FEATURES)
     for m in range(n):
         j = touched[m]
-        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift,
-                          boost_shift, feats)
+        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift,
+                  feats)
         value = 0.0
         for f in range(N_FEATURES):
             part = weights[f] / scales[f] * feats[f]

@@ -412,7 +412,7 @@ class SparseRecommender:
         items = self._add_ids(self._items, batch.item, is_items=True)
         background = self.background()
         n = len(batch)
-        width = (self.context * (self.neighbours.width + self.content_width) + self.top_trending + self.fresh)
+        width = self._candidate_capacity()
         touched = np.empty(width, np.int32)
         rows = n if score else 0
         out_n = np.zeros(n, np.int32)
@@ -446,6 +446,10 @@ class SparseRecommender:
         out_target[in_snapshot] = values[target_cols[in_snapshot]]
         out_target[outside & ~in_snapshot] = background.default
         return CandidateScores(out_n, out_cols, out_scores, target_cols, out_target, background)
+
+    def _candidate_capacity(self) -> int:
+        """The most candidates one event can have (every source full, nothing shared)."""
+        return self.context * (self.neighbours.width + self.content_width) + self.top_trending + self.fresh
 
     def score_then_learn(self, batch: Interactions) -> CandidateScores:
         """Test then train, per event: candidates and scores from the state before each event, then
@@ -499,7 +503,7 @@ class SparseRecommender:
         order = background.order_desc()
         n_cols = self._items.n_cols
         live = self._items.live_mask()
-        width = (self.context * (self.neighbours.width + self.content_width) + self.top_trending + self.fresh)
+        width = self._candidate_capacity()
         touched = np.empty(width, np.int32)
         cols = np.empty(width, np.int32)
         scores = np.empty(width, np.float32)
@@ -565,7 +569,7 @@ class SparseRecommender:
         ordered[np.arange(self._recent_width)[None, :] >= self._recent_len[user_cols, None]] = -1
         # fixed-width str arrays built by numpy take (no Python object per id: a checkpoint of a million
         # users copies tens of millions of them while the learner waits)
-        padded = np.append(item_ids.astype(str), np.array([""]))  # column n: no item
+        padded = np.append(item_ids, np.array([""]))  # column n: no item
         recent_ids = padded[np.where(ordered >= 0, ordered, n)]
         users = {"user_id": self._users.ids(user_cols).astype(str), "recent_items": recent_ids,
                  "n_events": self._user_events[user_cols].copy()}

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from learners.base import Interactions, ItemMeta, Recommender, get_hook, has_hook
+from learners.base import Interactions, ItemMeta, Recommender, get_hook
 from learners.drift import monitor_for as drift_monitor
 from stream.config import Settings, add_worker_arguments
 from stream.deadletter import DeadLetter, dead_letter
@@ -92,21 +92,16 @@ def make_learner(spec: str, deep: bool = False) -> Recommender:
     return cls()
 
 
-def _prequential(k: int, learner: Any = None) -> tuple[Any, Any]:
+def _prequential(k: int, learner: Recommender) -> tuple[Any, Any]:
     """`learners.evaluate`'s `prequential_step` and a fresh evaluator, when available: the sublinear
     `CandidateEvaluator` for a learner that scores candidates (`score_then_learn`), as replay picks it."""
     try:
-        from learners.evaluate import PrequentialEvaluator, prequential_step
+        from learners.evaluate import evaluator_for, prequential_step
     except ImportError:
         return None, None
-    evaluator_cls: Any = PrequentialEvaluator
-    if learner is not None and has_hook(learner, "score_then_learn"):
-        from learners.candidate_eval import CandidateEvaluator
-
-        evaluator_cls = CandidateEvaluator
     # a live worker keeps totals and rolling windows only, not one rank per event forever
     # and bounds its per-user histories like the learner bounds its users
-    return prequential_step, evaluator_cls(k=k, keep_events=False, max_users=200_000)
+    return prequential_step, evaluator_for(learner, k=k, keep_events=False, max_users=200_000)
 
 
 Due = tuple[str, float, float | None]  # (user, event_ts, trigger_ts) of a list to publish
