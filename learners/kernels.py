@@ -307,3 +307,126 @@ def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_tren
         out_cols[m] = j
         out_scores[m] = value
     return n
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _insert_best(scores, m, best, size, cols, item_events, below):
+    """The `size` best of scores[:m] whose item has fewer than `below` events, into `best` (indices,
+    descending; ties keep the earlier index first); returns how many."""
+    n = 0
+    for r in range(m):
+        if item_events[cols[r]] >= below:
+            continue
+        s = scores[r]
+        if n == size and s <= scores[best[n - 1]]:
+            continue
+        p = n if n < size else size - 1
+        while p > 0 and scores[best[p - 1]] < s:
+            if p < size:
+                best[p] = best[p - 1]
+            p -= 1
+        best[p] = r
+        if n < size:
+            n += 1
+    return n
+
+
+SOURCE_BACKGROUND = N_FEATURES  # `top_k_users` source codes past the features' own
+SOURCE_EXPLORE = N_FEATURES + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, item_events, order, bg_values,
+                mark, token, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols,
+                nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params, weights, scales,
+                stamp, counters, s_cooc, s_cont, touched, cand_cols, cand_scores, cand_parts, out_n,
+                out_cols, out_scores, out_src):
+    """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
+    and their blend, less the user's recent items (`exclude_recent`) and dead columns, merged with the
+    background order (ties: the candidate first); then up to `explore_slots` of the last places go to
+    the best candidates seen fewer than `explore_below` times. `mark` with `token + b` marks user b's
+    recent items; out_src holds a feature index, SOURCE_BACKGROUND or SOURCE_EXPLORE."""
+    n_cols = len(live)
+    width = len(cand_cols)
+    f_cols = np.empty(width, np.int64)
+    f_scores = np.empty(width, np.float32)
+    f_src = np.empty(width, np.int64)
+    bg_cols = np.empty(k, np.int64)
+    m_cols = np.empty(k, np.int64)
+    m_scores = np.empty(k, np.float64)
+    m_src = np.empty(k, np.int64)
+    slots = min(explore_slots, k - 1) if k > 1 else 0
+    chosen = np.empty(k, np.int64)
+    fresh_best = np.empty(k + slots, np.int64)
+    for b in range(len(users)):
+        u = users[b]
+        n = score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols,
+                       nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params, weights,
+                       scales, stamp, counters, s_cooc, s_cont, touched, cand_cols, cand_scores, cand_parts)
+        cur = counters[0]  # every gathered candidate has stamp == cur
+        mine = token + b
+        if exclude_recent and u >= 0 and recent_len[u] > 0:
+            for t in range(recent.shape[1]):
+                if recent[u, t] >= 0:
+                    mark[recent[u, t]] = mine
+        m = 0
+        for i in range(n):
+            j = cand_cols[i]
+            if live[j] and mark[j] != mine:
+                f_cols[m] = j
+                f_scores[m] = cand_scores[i]
+                f_src[m] = np.argmax(cand_parts[i])
+                m += 1
+        # the k best, and the k + slots best new ones, in stable descending order: no full sort
+        n_chosen = _insert_best(f_scores, m, chosen, k, f_cols, item_events, 1 << 62)
+        n_fresh = _insert_best(f_scores, m, fresh_best, k + slots, f_cols, item_events, explore_below)
+        n_bg = 0
+        start = 0
+        while n_bg < k and start < len(order):
+            col = order[start]
+            start += 1
+            if col < n_cols and live[col] and stamp[col] != cur and mark[col] != mine:
+                bg_cols[n_bg] = col
+                n_bg += 1
+        i = 0
+        j = 0
+        n_merged = 0
+        while n_merged < k and (i < n_chosen or j < n_bg):
+            if j >= n_bg or (i < n_chosen and f_scores[chosen[i]] >= bg_values[bg_cols[j]]):
+                c = chosen[i]
+                m_cols[n_merged] = f_cols[c]
+                m_scores[n_merged] = f_scores[c]
+                m_src[n_merged] = f_src[c]
+                i += 1
+            else:
+                m_cols[n_merged] = bg_cols[j]
+                m_scores[n_merged] = bg_values[bg_cols[j]]
+                m_src[n_merged] = SOURCE_BACKGROUND
+                j += 1
+            n_merged += 1
+        n_new = 0
+        if slots > 0:
+            for r in range(n_fresh):
+                if n_new == slots:
+                    break
+                c = fresh_best[r]
+                col = f_cols[c]
+                listed = False
+                for q in range(n_merged):
+                    if m_cols[q] == col:
+                        listed = True
+                        break
+                if not listed:
+                    out_cols[b, n_new] = col  # parked at the row's start; moved behind the kept part below
+                    out_scores[b, n_new] = f_scores[c]
+                    n_new += 1
+        keep = min(n_merged, k - n_new)
+        for q in range(n_new - 1, -1, -1):
+            out_cols[b, keep + q] = out_cols[b, q]
+            out_scores[b, keep + q] = out_scores[b, q]
+            out_src[b, keep + q] = SOURCE_EXPLORE
+        for q in range(keep):
+            out_cols[b, q] = m_cols[q]
+            out_scores[b, q] = m_scores[q]
+            out_src[b, q] = m_src[q]
+        out_n[b] = keep + n_new

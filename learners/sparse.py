@@ -173,6 +173,8 @@ class SparseRecommender:
         self._recent_head = np.zeros(0, np.int32)
         self._recent_len = np.zeros(0, np.int32)
         self._user_events = np.zeros(0, np.int64)
+        self._mark = np.zeros(0, np.int64)  # recommend's per-item marks (kernels.top_k_users)
+        self._mark_token = 1
         self._item_w = np.zeros(0, np.float64)
         self._item_events = np.zeros(0, np.int64)
         self._trend = np.zeros(0, np.float64)
@@ -496,66 +498,44 @@ class SparseRecommender:
     def recommend(self, user_ids: Sequence[str], k: int = 10, exclude_recent: bool = True
                   ) -> list[list[Recommendation]]:
         """Top-k per user from candidates and the background, the user's recent items left out;
-        `explore_slots` slots go to the best-scoring new items ("explore")."""
-        if not len(self._items) or k < 1:
+        `explore_slots` slots go to the best-scoring new items ("explore"). One kernel pass for all
+        users (`kernels.top_k_users`)."""
+        if not len(self._items) or k < 1 or not len(user_ids):
             return [[] for _ in user_ids]
         background = self.background()
-        order = background.order_desc()
         n_cols = self._items.n_cols
-        live = self._items.live_mask()
+        users = self._users.lookup(np.asarray([str(x) for x in user_ids], dtype=object))
         width = self._candidate_capacity()
-        touched = np.empty(width, np.int32)
-        cols = np.empty(width, np.int32)
-        scores = np.empty(width, np.float32)
-        parts = np.empty((width, kernels.N_FEATURES))
-        out: list[list[Recommendation]] = []
-        for user_id in user_ids:
-            u = self._users.lookup(np.asarray([str(user_id)], dtype=object))[0]
-            n = kernels.score_user(int(u), self._recent, self._recent_head, self._recent_len, self._ctx_norm,
-                                   self._cand_norm, self._log_trend, self._log_w, self.neighbours.cols,
-                                   self.neighbours.weights,
-                                   self.neighbours.errors, self.content.table.cols,
-                                   self.content.table.weights,
-                                   self._top, self._fresh, self._fresh_state, self._decay_pow, self._params,
-                                   self._weights, self._scales, self._stamp, self._counters, self._s_cooc,
-                                   self._s_cont, touched, cols, scores, parts)
-            banned = set()
-            if exclude_recent and u >= 0:
-                length = int(self._recent_len[u])
-                banned = set(self._recent[u][self._recent[u] >= 0].tolist()) if length else set()
-            c, s, p = cols[:n].copy(), scores[:n].copy(), parts[:n].copy()
-            ok = live[c] & np.isin(c, list(banned), invert=True) if banned else live[c]
-            c, s, p = c[ok], s[ok], p[ok]
-            by_score = np.argsort(-s, kind="stable")
-            chosen: list[tuple[int, float, str]] = []
-            taken = set(banned) | set(c.tolist())
-            for m in by_score[:k].tolist():
-                chosen.append((int(c[m]), float(s[m]), kernels.FEATURE_SOURCES[int(np.argmax(p[m]))]))
-            # the background fills the list where candidates run out, and competes with weak candidates
-            bg_best: list[tuple[int, float]] = []
-            start, step = 0, k + len(taken) + 16  # read the order a slice at a time: never all of it
-            while len(bg_best) < k and start < len(order):
-                for col in order[start: start + step].tolist():
-                    if len(bg_best) < k and col < n_cols and live[col] and col not in taken:
-                        bg_best.append((col, float(background.values[col])))
-                start, step = start + step, step * 2
-            merged = sorted(chosen + [(col, v, "background") for col, v in bg_best], key=lambda x: -x[1])[:k]
-            slots = min(self.explore_slots, k - 1) if k > 1 else 0
-            if slots:
-                listed = {col for col, _, _ in merged}
-                new = [(int(c[m]), float(s[m])) for m in by_score.tolist()
-                       if self._item_events[c[m]] < self.explore_below and int(c[m]) not in listed][:slots]
-                if new:
-                    merged = merged[: k - len(new)] + [(col, v, "explore") for col, v in new]
-            names = self._items.ids(np.asarray([col for col, _, _ in merged], dtype=np.int64))
-            sources = [self._background_source(col) if src == "background" else src for col, _, src in merged]
-            out.append([Recommendation(str(name), float(v), src)
-                        for name, (_, v, _), src in zip(names, merged, sources, strict=True)])
-        return out
-
-    def _background_source(self, col: int) -> str:
-        trending, popular = self._item_parts(col)
-        return "trending" if trending >= popular else "popularity"
+        if len(self._mark) < n_cols:
+            self._mark = _grow(self._mark, n_cols)
+        token = self._mark_token
+        self._mark_token += len(users)
+        out_n = np.zeros(len(users), np.int64)
+        out_cols = np.zeros((len(users), k), np.int64)
+        out_scores = np.zeros((len(users), k), np.float64)
+        out_src = np.zeros((len(users), k), np.int64)
+        kernels.top_k_users(
+            users, k, exclude_recent, self.explore_slots, self.explore_below, self._items.live_mask(),
+            self._item_events, background.order_desc(), background.values, self._mark, token, self._recent,
+            self._recent_head, self._recent_len, self._ctx_norm, self._cand_norm, self._log_trend,
+            self._log_w, self.neighbours.cols, self.neighbours.weights, self.neighbours.errors,
+            self.content.table.cols, self.content.table.weights, self._top, self._fresh, self._fresh_state,
+            self._decay_pow, self._params, self._weights, self._scales, self._stamp, self._counters,
+            self._s_cooc, self._s_cont, np.empty(width, np.int32), np.empty(width, np.int32),
+            np.empty(width, np.float32), np.empty((width, kernels.N_FEATURES)), out_n, out_cols, out_scores,
+            out_src)
+        filled = np.arange(k)[None, :] < out_n[:, None]
+        cols, src = out_cols[filled], out_src[filled]
+        names = self._items.ids(cols).tolist()
+        trending, popular = self._item_parts(cols)
+        labels = np.asarray([*kernels.FEATURE_SOURCES, "background", "explore"], dtype=object)[src]
+        on_background = src == kernels.SOURCE_BACKGROUND
+        labels[on_background] = np.where(trending >= popular, "trending", "popularity")[on_background]
+        values = out_scores[filled].tolist()
+        flat = [Recommendation(str(name), value, label)
+                for name, value, label in zip(names, values, labels.tolist(), strict=True)]
+        bounds = np.concatenate([[0], np.cumsum(out_n)]).tolist()
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> State:
@@ -567,11 +547,10 @@ class SparseRecommender:
             % self._recent_width
         ordered = np.take_along_axis(recent, order, 1)  # most recent first
         ordered[np.arange(self._recent_width)[None, :] >= self._recent_len[user_cols, None]] = -1
-        # fixed-width str arrays built by numpy take (no Python object per id: a checkpoint of a million
-        # users copies tens of millions of them while the learner waits)
-        padded = np.append(item_ids, np.array([""]))  # column n: no item
-        recent_ids = padded[np.where(ordered >= 0, ordered, n)]
-        users = {"user_id": self._users.ids(user_cols).astype(str), "recent_items": recent_ids,
+        # recent items as positions in items["item_id"] of this same state (columns keep their
+        # positions on load): no string per entry, where a million users hold tens of millions of them
+        users = {"user_id": self._users.ids(user_cols).astype(str),
+                 "last_seen": self._users.last_seen(user_cols), "recent_cols": ordered.astype(np.int32),
                  "n_events": self._user_events[user_cols].copy()}
         items = {"item_id": item_ids, "last_seen": item_seen, "n_events": self._item_events[:n].copy(),
                  "weight": self._item_w[:n].copy(), "trending": self._trend[:n].copy(),
@@ -631,24 +610,28 @@ class SparseRecommender:
         self._rating_sum = float(state.meta["ratings"]["sum"])
         self._n_ratings = int(state.meta["ratings"]["n"])
         self._rng[0] = np.uint64(int(state.meta["rng"]))
-        ids = np.asarray(users["user_id"]).astype(object)
-        user_cols = self._users.cols(ids)
+        ids = np.asarray(users["user_id"])
+        # users are stored compact: they take columns 0..n-1 in one bulk load
+        self._users.load_arrays(ids, users.get("last_seen", np.zeros(len(ids))))
+        user_cols = np.arange(len(ids))
         self._ensure_users(self._users.n_cols)
-        recent_ids = np.asarray(users["recent_items"]).astype(object)
-        if recent_ids.size:
+        if "recent_cols" in users:
+            flat = np.asarray(users["recent_cols"], np.int32)
+        else:  # states before recent_cols held external ids
+            recent_ids = np.asarray(users["recent_items"]).astype(object)
             flat = self._items.cols(recent_ids.ravel(), add=False).reshape(recent_ids.shape)
             flat[recent_ids == ""] = -1
+        if flat.size:
             lengths = (flat >= 0).sum(1)
             # stored most recent first; the ring holds oldest..newest ending before head
             self._recent[user_cols] = flat[:, ::-1]
-            self._recent_head[user_cols] = 0
-            self._recent_len[user_cols] = lengths
             shift = self._recent_width - lengths
             rows = self._recent[user_cols]
             rolled = np.take_along_axis(rows, (np.arange(self._recent_width)[None, :] + shift[:, None])
                                         % self._recent_width, 1)
             self._recent[user_cols] = rolled
             self._recent_head[user_cols] = lengths % self._recent_width
+            self._recent_len[user_cols] = lengths
         self._user_events[user_cols] = users["n_events"]
         self._background_at = -(1 << 62)
         if "background" in items and "background_age" in state.meta:

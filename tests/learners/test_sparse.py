@@ -108,6 +108,26 @@ def test_checkpoint_round_trip_gives_the_same_scores() -> None:
     assert listed == [r.item_id for r in copy.recommend(["u1"], k=5)[0]]
 
 
+def test_state_with_recent_items_as_ids_still_loads() -> None:
+    """States written before `recent_cols` held each user's recent items as external ids."""
+    stream = generate(n_events=3000, seed=5)
+    model = SparseRecommender()
+    model.learn_many(stream.log[:2500])
+    state = model.state_dict()
+    cols = state.users.pop("recent_cols")
+    state.users.pop("last_seen")
+    padded = np.append(state.items["item_id"], "")
+    state.users["recent_items"] = padded[np.where(cols >= 0, cols, len(padded) - 1)]
+    old, new = SparseRecommender(), SparseRecommender()
+    old.load_state_dict(state)
+    new.load_state_dict(model.state_dict())
+    batch = stream.log[2500:2700]
+    a, b = new.score_then_learn(batch), old.score_then_learn(batch)
+    np.testing.assert_array_equal(a.n, b.n)
+    np.testing.assert_array_equal(a.cols, b.cols)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+
+
 def test_announced_item_is_recommended_through_content_before_any_interaction() -> None:
     model = SparseRecommender()
     model.add_items([ItemMeta("jazz1", "Blue jazz night", ("jazz",)),
@@ -161,3 +181,73 @@ def test_narrowing_rows_keeps_each_buckets_strongest_neighbours() -> None:
         dropped = [weight[b] for b in inside if b not in kept]
         assert len(held) == min(16, len(inside))
         assert not dropped or min(held) >= max(dropped)  # each bucket keeps its strongest
+
+
+def _recommend_one_by_one(model: SparseRecommender, user_ids: list[str], k: int, exclude_recent: bool
+                          ) -> list[list[tuple[str, float, str]]]:
+    """The per-user form `recommend` had before its batched kernel, as a reference."""
+    from learners import kernels
+
+    background = model.background()
+    order = background.order_desc()
+    n_cols = model._items.n_cols
+    live = model._items.live_mask()
+    width = model._candidate_capacity()
+    touched, cols = np.empty(width, np.int32), np.empty(width, np.int32)
+    scores, parts = np.empty(width, np.float32), np.empty((width, kernels.N_FEATURES))
+    out = []
+    for user_id in user_ids:
+        u = model._users.lookup(np.asarray([user_id], dtype=object))[0]
+        n = kernels.score_user(int(u), model._recent, model._recent_head, model._recent_len, model._ctx_norm,
+                               model._cand_norm, model._log_trend, model._log_w, model.neighbours.cols,
+                               model.neighbours.weights, model.neighbours.errors, model.content.table.cols,
+                               model.content.table.weights, model._top, model._fresh, model._fresh_state,
+                               model._decay_pow, model._params, model._weights, model._scales, model._stamp,
+                               model._counters, model._s_cooc, model._s_cont, touched, cols, scores, parts)
+        banned = set()
+        if exclude_recent and u >= 0 and model._recent_len[u]:
+            banned = set(model._recent[u][model._recent[u] >= 0].tolist())
+        c, s, p = cols[:n].copy(), scores[:n].copy(), parts[:n].copy()
+        ok = live[c] & np.isin(c, list(banned), invert=True) if banned else live[c]
+        c, s, p = c[ok], s[ok], p[ok]
+        by_score = np.argsort(-s, kind="stable")
+        chosen = [(int(c[m]), float(s[m]), kernels.FEATURE_SOURCES[int(np.argmax(p[m]))])
+                  for m in by_score[:k].tolist()]
+        taken = banned | set(c.tolist())
+        bg_best = [col for col in order.tolist() if col < n_cols and live[col] and col not in taken][:k]
+        merged = sorted(chosen + [(col, float(background.values[col]), "background") for col in bg_best],
+                        key=lambda x: -x[1])[:k]
+        slots = min(model.explore_slots, k - 1) if k > 1 else 0
+        if slots:
+            listed = {col for col, _, _ in merged}
+            new = [(int(c[m]), float(s[m])) for m in by_score.tolist()
+                   if model._item_events[c[m]] < model.explore_below and int(c[m]) not in listed][:slots]
+            if new:
+                merged = merged[: k - len(new)] + [(col, v, "explore") for col, v in new]
+        rows = []
+        for col, value, source in merged:
+            if source == "background":
+                trending, popular = model._item_parts(np.array([col]))
+                source = "trending" if trending[0] >= popular[0] else "popularity"
+            rows.append((str(model._items.ids(np.array([col]))[0]), value, source))
+        out.append(rows)
+    return out
+
+
+def test_batched_recommend_matches_one_user_at_a_time() -> None:
+    stream = generate(n_events=6000, seed=7)
+    model = SparseRecommender(max_items=300, explore_slots=2)  # evictions leave dead columns
+    model.add_items(sorted(stream.items, key=lambda m: m.ts)[:40])
+    for start in range(0, 5000, 250):
+        model.learn_many(stream.log[start:start + 250])
+    assert model.evicted_items > 0
+    # dead columns whose rows still hold neighbours and a high background: lists must skip them
+    popular = stream.log.item[4000:5000]
+    model._items.remove(sorted(set(popular.tolist()), key=popular.tolist().count)[-5:])
+    users = sorted(set(stream.log.user[4000:5000].tolist()))[:60] + ["never-seen"]
+    for k, exclude in [(10, True), (3, True), (1, True), (10, False), (50, True)]:
+        batched = model.recommend(users, k=k, exclude_recent=exclude)
+        got = [[(r.item_id, r.score, r.source) for r in row] for row in batched]
+        assert got == _recommend_one_by_one(model, users, k, exclude), (k, exclude)
+    sources = {r.source for row in model.recommend(users, k=10) for r in row}
+    assert {"cooccurrence", "explore"} <= sources and sources & {"trending", "popularity"}
