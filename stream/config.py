@@ -34,6 +34,7 @@ class Settings:
     init_state: str = ""
     checkpoint_events: int = 50_000  # checkpoint after this many applied events...
     checkpoint_seconds: float = 30.0  # ...or this many seconds, whichever comes first
+    checkpoint_mode: str = "auto"  # fork (a child writes; stream.forked) | copy | auto: fork where safe
     learner: str = "online"  # online | popularity | module:Class
     torch_threads: int = 1  # intra-op threads: more only fight the event loop and each other on small CPUs
     log_level: str = "warning"
@@ -164,5 +165,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                    help="checkpoint every N applied events [STREAMREC_CHECKPOINT_EVENTS, 50000]")
     g.add_argument("--checkpoint-seconds", type=float,
                    help="...or every T seconds [STREAMREC_CHECKPOINT_SECONDS, 30]")
+    g.add_argument("--checkpoint-mode", choices=["auto", "fork", "copy"],
+                   help="fork: a forked child writes the state while the learner goes on (POSIX, no "
+                        "torch); copy: the learner copies it first; auto: fork where safe "
+                        "[STREAMREC_CHECKPOINT_MODE, auto]")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="[STREAMREC_LOG_LEVEL, warning]")

@@ -113,8 +113,11 @@ class LiveLoop:
 
     def __init__(self, learner: Recommender, k: int = 10, debounce: float = 0.0, evaluate: bool = True,
                  state_dir: str | Path | None = None, metrics: Any = None, recorder: Any = None,
-                 monitor: Any = None) -> None:
+                 monitor: Any = None, fork_checkpoints: bool | None = None) -> None:
         self.learner = learner
+        # checkpoints written by a forked child (stream.forked): the learner pauses for fork() only;
+        # None: wherever that is safe
+        self.fork_checkpoints = fork_checkpoints
         # learners.drift.DriftMonitor: a drop of the live hit rate makes the learner adapt (on_drift)
         self.monitor = monitor
         self.debounce = debounce
@@ -135,7 +138,7 @@ class LiveLoop:
         self.validation = {"in_place": 0, "in_child": 0, "refused": 0}
         self.records_since_checkpoint = 0  # records consumed (good or not) since the last checkpoint
         self.write_lock = threading.Lock()  # one checkpoint write at a time
-        self.checkpoint_timings: dict[str, float] = {}  # the last checkpoint's learner pause and write
+        self.checkpoint_timings: dict[str, float | bool] = {}  # the last checkpoint's learner pause and write
         self.last_checkpoint: dict[str, Any] = {"path": None, "offsets": {}, "created": None}
         self.on_checkpoint: Any = None  # called with (path, offsets) after each checkpoint
         self.assignment: list[str] = []  # "topic:partition" this worker consumes (set by the consumer)
@@ -469,8 +472,11 @@ class LiveLoop:
         return self.write_snapshot(self.snapshot())
 
     def snapshot(self) -> tuple[Any, dict[str, int], dict[str, Any]] | None:
-        """The learner's state (copies), offsets and counters, taken together: the only part of a
-        checkpoint that must run on the learner's thread (the app writes it from another one)."""
+        """The learner's state, offsets and counters, taken together: the only part of a checkpoint
+        that must run on the learner's thread (the app writes it from another one). The state is a
+        forked child writing it (`stream.forked`) where that is safe, else a copy."""
+        from stream.forked import fork_checkpoint, fork_is_safe
+
         if self.state_dir is None:
             return None
         started = time.perf_counter()
@@ -479,21 +485,33 @@ class LiveLoop:
             meta = {"model_version": self.publisher.model_version, "batches_applied": self.batches_applied,
                     "applied_count": self.applied_count, "dead_letters": self.dead_letters,
                     "learner": type(self.learner).__name__}
-            state = self.learner.state_dict()
+            forked = fork_is_safe() if self.fork_checkpoints is None else self.fork_checkpoints
+            if forked:
+                with self.write_lock:  # the child writes: one write at a time
+                    state = fork_checkpoint(self.learner, self.state_dir, offsets, meta)
+            else:
+                state = self.learner.state_dict()
             self.records_since_checkpoint = 0
         self.checkpoint_timings["pause_s"] = time.perf_counter() - started
+        self.checkpoint_timings["forked"] = forked
         return state, offsets, meta
 
     def write_snapshot(self, snapshot: tuple[Any, dict[str, int], dict[str, Any]] | None) -> Path | None:
-        """Write a `snapshot()` as the newest checkpoint (any thread; one write at a time)."""
+        """Write a `snapshot()` as the newest checkpoint, or wait for its forked child to (any thread;
+        one write at a time)."""
         from stream.checkpoint import save_checkpoint
+        from stream.forked import ForkedCheckpoint
 
         if snapshot is None:
             return None
         state, offsets, meta = snapshot
         started = time.perf_counter()
         with self.write_lock:
-            path = save_checkpoint(self.state_dir, state, offsets, meta)
+            if isinstance(state, ForkedCheckpoint):
+                started = state.started
+                path = state.wait()
+            else:
+                path = save_checkpoint(self.state_dir, state, offsets, meta)
         self.checkpoint_timings["write_s"] = time.perf_counter() - started
         self.last_checkpoint = {"path": str(path), "offsets": offsets, "created": time.time(),
                                 **self.checkpoint_timings}
@@ -615,8 +633,14 @@ def run(args: argparse.Namespace) -> int:
     if "torch" in sys.modules:  # only learners that use torch pay for importing it
         sys.modules["torch"].set_num_threads(max(1, settings.torch_threads))
     monitor = None if _no_drift(args) else drift_monitor(learner)
+    modes = {"auto": None, "fork": True, "copy": False}
+    if settings.checkpoint_mode not in modes:
+        print(f"streamrec worker: checkpoint mode {settings.checkpoint_mode!r} is not one of "
+              f"{', '.join(modes)}", flush=True)
+        return 2
     live = LiveLoop(learner, k=settings.k, debounce=settings.debounce, state_dir=settings.state_dir,
-                    metrics=metrics, recorder=recorder, monitor=monitor)
+                    metrics=metrics, recorder=recorder, monitor=monitor,
+                    fork_checkpoints=modes[settings.checkpoint_mode])
     loaded = live.restore(settings.init_state or None)
     service = LiveService(_LockedRecommender(live), metrics, recorder,
                           known_user=get_hook(live.learner, "knows_user"),

@@ -162,31 +162,50 @@ def test_checkpoint_restores_state_and_offsets(tmp_path: Path) -> None:
     assert fresh.events_applied == 300
 
 
-def test_a_candidate_scoring_learner_runs_live_with_its_evaluator_and_checkpoints(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forked", [True, False], ids=["forked-child-writes", "learner-copies"])
+def test_a_candidate_scoring_learner_runs_live_with_its_evaluator_and_checkpoints(
+        tmp_path: Path, forked: bool) -> None:
     from learners.candidate_eval import CandidateEvaluator
     from learners.sparse import SparseRecommender
 
     log = generate(n_events=2000, seed=4).log
     recs = records_of(log, partitions=2)
-    live = LiveLoop(SparseRecommender(), k=5, state_dir=tmp_path)
+    live = LiveLoop(SparseRecommender(), k=5, state_dir=tmp_path, fork_checkpoints=forked)
     assert isinstance(live.evaluator, CandidateEvaluator)
     letters, published = live.apply([], recs[:1500])
     assert letters == [] and live.events_applied == 1500 and live.dead_letters == {}
     assert live.evaluator.evaluated > 500  # ranked, not dead-lettered
     assert all(len(json.loads(value)["items"]) == 5 for _, value in published)
-    snapshot = live.snapshot()  # on the learner's thread: the copy only
-    live.apply([], recs[1500:1600])  # the learner goes on while the snapshot is written
-    live.write_snapshot(snapshot)
-    assert live.last_checkpoint["pause_s"] >= 0 and live.last_checkpoint["write_s"] > 0
-    live = LiveLoop(SparseRecommender(), k=5, state_dir=tmp_path)
-    live.restore()
     users = sorted(set(log.user[:1500].tolist()))[:20]
     before = live.learner.recommend(users, 5)
+    snapshot = live.snapshot()  # on the learner's thread: the fork, or the copy
+    live.apply([], recs[1500:1600])  # the learner goes on while the snapshot is written
+    assert live.learner.recommend(users, 5) != before
+    live.write_snapshot(snapshot)
+    assert live.last_checkpoint["forked"] is forked
+    assert live.last_checkpoint["pause_s"] >= 0 and live.last_checkpoint["write_s"] > 0
     fresh = LiveLoop(SparseRecommender(), k=5, state_dir=tmp_path)
-    fresh.restore()
+    fresh.restore()  # the state as it was at the snapshot, not after the 100 events that followed
     assert fresh.events_applied == 1500 and fresh.learner.recommend(users, 5) == before
     letters, _ = fresh.apply([], recs)
     assert letters == [] and fresh.events_applied == 2000
+
+
+def test_a_failed_forked_checkpoint_is_an_error_and_the_worker_keeps_learning(tmp_path: Path) -> None:
+    from stream.checkpoint import CheckpointError
+
+    class NoState(DecayedPopularity):
+        def state_dict(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("cannot serialise this learner")
+
+    recs = records_of(generate(n_events=300, seed=4).log, partitions=1)
+    live = LiveLoop(NoState(), state_dir=tmp_path, fork_checkpoints=True)
+    live.apply([], recs[:200])
+    with pytest.raises(CheckpointError, match="RuntimeError: cannot serialise this learner"):
+        live.checkpoint()
+    assert not list(tmp_path.glob("ckpt-*"))
+    live.apply([], recs[200:])
+    assert live.events_applied == 300
 
 
 def test_checkpoint_between_stage_and_flush_claims_only_learned_offsets(tmp_path: Path) -> None:
