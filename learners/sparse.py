@@ -87,7 +87,7 @@ class SparseRecommender:
     window, pair_power
         How many previous items of the user each event pairs with, and the pair weight 1 / d ** power.
     alpha
-        Asymmetric cosine exponent of the context item's count.
+        Asymmetric cosine exponent of the context item's count (> 0; the candidate's gets 1 - alpha).
     width, neighbour_budget, content_width
         Co-occurrence neighbours kept per item, at most; co-occurrence entries over all items (rows
         narrow by halves, down to 16, as the catalog grows past budget / width); content neighbours
@@ -166,6 +166,9 @@ class SparseRecommender:
 
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
+        if not self.alpha > 0:  # also refuses NaN
+            # the share feature recovers each context item's count from its cached count ** -alpha
+            raise ValueError(f"alpha must be positive, got {self.alpha}")
         self._users = IdIndex(capacity=self.max_users)
         self._items = IdIndex(capacity=self.max_items)
         self._recent_width = max(self.context, self.window, 1)

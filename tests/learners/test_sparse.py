@@ -251,3 +251,12 @@ def test_batched_recommend_matches_one_user_at_a_time() -> None:
         assert got == _recommend_one_by_one(model, users, k, exclude), (k, exclude)
     sources = {r.source for row in model.recommend(users, k=10) for r in row}
     assert {"cooccurrence", "explore"} <= sources and sources & {"trending", "popularity"}
+
+
+def test_alpha_must_be_positive() -> None:
+    import pytest
+
+    for alpha in (0.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="alpha must be positive"):
+            SparseRecommender(alpha=alpha)
+    SparseRecommender(alpha=1.0)
