@@ -71,6 +71,7 @@ class IdIndex:
         self._col: dict[str, int] = {}
         self._ids = np.full(16, _NO_ID, dtype=object)
         self._last_seen = np.full(16, -np.inf)
+        self._live = np.zeros(16, bool)  # kept with _ids: comparing a million object ids costs ~10 ms
         self._free: list[int] = []
         self._freed: list[int] = []
         self._n_cols = 0  # high-water mark of columns handed out
@@ -145,11 +146,13 @@ class IdIndex:
 
     def live_cols(self) -> np.ndarray:
         """Columns currently holding an id, ascending."""
-        return np.flatnonzero(self._ids[: self._n_cols] != _NO_ID)
+        return np.flatnonzero(self._live[: self._n_cols])
 
     def live_mask(self) -> np.ndarray:
-        """Boolean mask over `n_cols` of the columns holding an id."""
-        return self._ids[: self._n_cols] != _NO_ID
+        """Boolean mask over `n_cols` of the columns holding an id (a read-only view)."""
+        mask = self._live[: self._n_cols]
+        mask.flags.writeable = False
+        return mask
 
     def last_seen(self, cols: np.ndarray) -> np.ndarray:
         return self._last_seen[np.asarray(cols, dtype=np.int64)]
@@ -198,6 +201,7 @@ class IdIndex:
         for col in cols.tolist():
             del self._col[self._ids[col]]
             self._ids[col] = _NO_ID
+            self._live[col] = False
             self._last_seen[col] = -np.inf
         self._free.extend(cols.tolist())
         self._freed.extend(cols.tolist())
@@ -213,7 +217,9 @@ class IdIndex:
             self._n_cols += 1
             self._ids = grow_rows(self._ids, self._n_cols, fill=_NO_ID)
             self._last_seen = grow_rows(self._last_seen, self._n_cols, fill=-np.inf)
+            self._live = grow_rows(self._live, self._n_cols, fill=False)
         self._col[external_id] = col
+        self._live[col] = True
         self._ids[col] = external_id
         return col
 
@@ -232,6 +238,8 @@ class IdIndex:
         if last_seen is not None:
             self._last_seen[:n] = last_seen
         self._n_cols = n
+        self._live = np.zeros(max(n, 16), bool)
+        self._live[:n] = ids != _NO_ID
         self._col = {str(x): c for c, x in enumerate(ids.tolist()) if x != _NO_ID}
         if len(self._col) != int((ids != _NO_ID).sum()):
             raise ValueError("duplicate ids in the saved index")
