@@ -391,12 +391,20 @@ class EventConsumer(Service):
         """Save state + offsets once every record they reflect is delivered, then commit them."""
         from aiokafka import TopicPartition
 
+        from stream.checkpoint import CheckpointError
+
         await self.sender.settle()  # lists and dead letters of the saved events are out first
         if self._undelivered:
             raise Undelivered("records of applied events were dropped")
-        # the learner pauses only for the state copy; the write runs on another thread meanwhile
+        # the learner pauses only for the fork or the state copy; the write runs elsewhere meanwhile
         snapshot = await self._in_learner(self.live.snapshot)
-        path = await asyncio.get_running_loop().run_in_executor(None, self.live.write_snapshot, snapshot)
+        try:
+            path = await asyncio.get_running_loop().run_in_executor(None, self.live.write_snapshot, snapshot)
+        except (CheckpointError, OSError) as exc:
+            # the previous checkpoint stands (a restart replays from it): keep learning, try again later
+            self.live.last_checkpoint["error"] = f"{type(exc).__name__}: {exc}"
+            log.error("checkpoint failed; the previous one stands: %s", exc)
+            path = None
         self._last_checkpoint = time.monotonic()
         if path is None:
             return
