@@ -109,7 +109,7 @@ class SparseRecommender:
         Share of a neighbour's space-saving error taken off its weight when scoring (1: the lower bound).
     drift_gain
         On a detected drift new events weigh this many times the old ones from then on (old counts are
-        not wiped: a false alarm costs little).
+        not wiped: a false alarm costs little; see `on_drift`).
     """
 
     def __init__(
@@ -134,7 +134,7 @@ class SparseRecommender:
         max_items: int = 2_000_000,
         max_users: int = 4_000_000,
         evict_chunk: float = 0.01,
-        drift_gain: float = 1.5,
+        drift_gain: float = 3.0,
         error_share: float = 0.5,
         seed: int = 0,
     ) -> None:
@@ -476,11 +476,15 @@ class SparseRecommender:
         mean = self._rating_sum / self._n_ratings if self._n_ratings else 0.0
         return np.full(len(batch), mean, dtype=np.float32)
 
-    def on_drift(self) -> None:
+    def on_drift(self, keep_recent: int | None = 0) -> None:
         """Adapt to a detected drift, gradedly: from now on new events weigh `drift_gain` times the old
-        ones (in the counts, the trending counts and the neighbour weights), so the new tastes take over
-        within a few hundred events while a false alarm leaves the learned structure in place."""
+        ones (in the counts, the trending counts and the neighbour weights), and each user keeps only
+        its newest `keep_recent` recent items as context (None: all). The recent items propose the
+        candidates, so old tastes stop proposing at once while the learned structure stays in place
+        for a false alarm."""
         self._params[kernels.P_BOOST] *= self.drift_gain
+        if keep_recent is not None:
+            np.minimum(self._recent_len, max(0, int(keep_recent)), out=self._recent_len)
         self.drift_reactions += 1
         self._background_at = -(1 << 62)
 

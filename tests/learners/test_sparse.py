@@ -154,10 +154,17 @@ def test_drift_reaction_is_graded_and_keeps_structure() -> None:
     model = SparseRecommender()
     model.learn_many(stream.log)
     before = model.neighbours.weights.copy()
-    model.on_drift()
+    kept = SparseRecommender()
+    kept.load_state_dict(model.state_dict())
+    kept.on_drift(keep_recent=None)
+    model.on_drift()  # default: each user's context dropped
     np.testing.assert_array_equal(before, model.neighbours.weights)  # nothing wiped
+    assert model._recent_len.max() == 0 and kept._recent_len.max() > 0
+    # the old tastes propose no more candidates (the trending and fresh items still do)
+    last = stream.log[-1:]
+    assert 0 < model.score_then_learn(last).n[0] < kept.score_then_learn(last).n[0]
     model.learn_many(stream.log[:10])
-    assert model.drift_reactions == 1
+    assert model.drift_reactions == 1 and model._recent_len.max() > 0
 
 
 def test_narrowing_rows_keeps_each_buckets_strongest_neighbours() -> None:
