@@ -45,12 +45,17 @@ STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to deliver before
 _partitioner = DefaultPartitioner()
 
 
-# Per-topic Kafka configs: the latest list per user is all a reader of `recommendations` needs.
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {
-    "recommendations": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
-                        "segment.ms": "600000"},
-    "interactions.dlq": {"retention.ms": str(7 * 24 * 3600 * 1000)},
-}
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Kafka configs of the topics the worker creates: the latest list per user is all a reader of
+    `recommendations` needs (compacted); retentions from the settings."""
+    configs: dict[str, dict[str, str]] = {
+        "recommendations": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+                            "segment.ms": "600000"},
+        "interactions.dlq": {"retention.ms": str(settings.dlq_retention_ms)},
+    }
+    if settings.retention_ms > 0:
+        configs["interactions"] = {"retention.ms": str(settings.retention_ms)}
+    return configs
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
@@ -72,9 +77,11 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
+        configs = topic_configs(settings)
         wanted = {
-            settings.topic(name): {"num_partitions": settings.partitions, "replication_factor": 1,
-                                   "configs": TOPIC_CONFIGS.get(name, {})}
+            settings.topic(name): {"num_partitions": settings.partitions,
+                                   "replication_factor": settings.replication_factor,
+                                   "configs": configs.get(name, {})}
             for name in TOPICS if settings.topic(name) not in existing
         }
         if wanted:

@@ -30,6 +30,13 @@ class Settings:
     debounce: float = 0.0  # extra seconds a user's list waits for more events before publishing
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    interactions_topic: str = ""  # read this existing topic instead of <prefix>interactions
+    columns: str = ""  # the interactions' JSON field names, as replay's --columns
+    ts_unit: str = "s"
+    types: str = ""  # raw type values mapped to ours, as replay's --types
+    replication_factor: int = 1  # of the topics the worker creates
+    retention_ms: int = 0  # of a created interactions topic (0: the broker's default)
+    dlq_retention_ms: int = 7 * 24 * 3600 * 1000
     state_dir: str = "streamrec-state"
     init_state: str = ""
     checkpoint_events: int = 50_000  # checkpoint after this many applied events...
@@ -45,8 +52,20 @@ class Settings:
     ssl_cafile: str = ""
 
     def topic(self, name: str) -> str:
-        """Full topic name of one of `TOPICS` under the prefix."""
+        """Full topic name of one of `TOPICS` under the prefix (`interactions_topic` when set)."""
+        if name == "interactions" and self.interactions_topic:
+            return self.interactions_topic
         return f"{self.topic_prefix}{name}"
+
+    def field_map(self) -> Any:
+        """The interactions' field names (`stream.schema.FieldMap`); SystemExit with the reason when
+        `columns`, `ts_unit` or `types` do not parse."""
+        from stream.schema import FieldMap
+
+        try:
+            return FieldMap.from_options(self.columns, self.ts_unit, self.types)
+        except ValueError as exc:
+            raise SystemExit(f"streamrec: {exc}") from None
 
     @property
     def group_id(self) -> str:
@@ -171,3 +190,20 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         "[STREAMREC_CHECKPOINT_MODE, auto]")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="[STREAMREC_LOG_LEVEL, warning]")
+    t = parser.add_argument_group("topics: an existing interactions topic, and those the worker creates")
+    t.add_argument("--interactions-topic",
+                   help="read this topic instead of <prefix>interactions [STREAMREC_INTERACTIONS_TOPIC]")
+    t.add_argument("--columns", metavar="ROLE=FIELD,...",
+                   help="the interactions' JSON field names, as replay's --columns, e.g. user=visitorid,"
+                        "item=itemid,ts=timestamp,type=event [STREAMREC_COLUMNS]")
+    t.add_argument("--ts-unit", choices=["s", "ms"], help="unit of their ts field [STREAMREC_TS_UNIT, s]")
+    t.add_argument("--types", metavar="RAW=TYPE,...",
+                   help="map raw type values to view|click|cart|purchase|rating, e.g. "
+                        "addtocart=cart,transaction=purchase [STREAMREC_TYPES]")
+    t.add_argument("--replication-factor", type=int,
+                   help="of the topics created at start [STREAMREC_REPLICATION_FACTOR, 1]")
+    t.add_argument("--retention-ms", type=int,
+                   help="retention of a created interactions topic, 0: the broker's default "
+                        "[STREAMREC_RETENTION_MS, 0]")
+    t.add_argument("--dlq-retention-ms", type=int,
+                   help="retention of the dead-letter topic [STREAMREC_DLQ_RETENTION_MS, 604800000]")

@@ -47,6 +47,48 @@ class Rejection(NamedTuple):
     message: str
 
 
+class FieldMap(NamedTuple):
+    """How an `interactions` record names its fields, for topics written by others: the JSON names of
+    the user, item, ts, value and type fields, the unit of ts (`ts_units_per_s`: 1000 for ms) and raw
+    type values mapped to ours (`learners.base.EVENT_TYPES` pass through). Built from the same
+    `--columns`, `--ts-unit` and `--types` as `streamrec replay --format csv` (`from_options`).
+
+    >>> fields = FieldMap.from_options("user=visitorid,item=itemid,ts=timestamp,type=event", "ms",
+    ...                                "addtocart=cart,transaction=purchase")
+    >>> parse_interaction(b'{"visitorid": 7, "itemid": 9, "timestamp": 1433221332117, "event": "addtocart"}',
+    ...                   fields)
+    {'user_id': '7', 'item_id': '9', 'type': 'cart', 'value': 1.0, 'ts': 1433221332.117, 'event_id': None}
+    >>> parse_interaction(b'{"visitorid": 7, "itemid": 9, "event": "wishlist"}', fields).message
+    "event 'wishlist' is not mapped by --types nor one of view, click, cart, purchase, rating"
+    """  # noqa: E501
+
+    user: str = "user_id"
+    item: str = "item_id"
+    ts: str = "ts"
+    value: str = "value"
+    type: str = "type"
+    ts_units_per_s: float = 1.0
+    types: tuple[tuple[str, str], ...] = ()  # (raw, ours) pairs: a tuple keeps the map hashable
+
+    @classmethod
+    def from_options(cls, columns: str | dict[str, str] | None = None, ts_unit: str = "s",
+                     types: str | dict[str, str] | None = None) -> FieldMap:
+        """From `--columns role=NAME,...`, `--ts-unit s|ms`, `--types RAW=TYPE,...` (raises ValueError)."""
+        from learners.csvlog import TS_UNITS, parse_columns, parse_types
+
+        roles = parse_columns(columns) if isinstance(columns, str) and columns else dict(columns or {})
+        mapped = parse_types(types) if isinstance(types, str) and types else dict(types or {})
+        if ts_unit not in TS_UNITS:
+            raise ValueError(f"--ts-unit must be one of {', '.join(TS_UNITS)}, got {ts_unit!r}")
+        names = {"user": "user_id", "item": "item_id", "ts": "ts", "value": "value", "type": "type", **roles}
+        made = cls(names["user"], names["item"], names["ts"], names["value"], names["type"],
+                   float(TS_UNITS[ts_unit]), tuple(sorted(mapped.items())))
+        return DEFAULT_FIELDS if made == DEFAULT_FIELDS else made  # the default's own fast path
+
+
+DEFAULT_FIELDS = FieldMap()
+
+
 class _Reject(Exception):  # noqa: N818 - internal control flow, never escapes this module
     """Raised as `_Reject(reason, message)`: no Python-level __init__, the arguments are the
     `Rejection` (a malformed record costs the worker little, so a flood cannot starve good events)."""
@@ -148,9 +190,12 @@ def _json_type(v: Any) -> str:
     return _JSON_TYPES.get(type(v), type(v).__name__)
 
 
-def _interaction(raw: Any) -> tuple[str, str, str, float, float | None, str | None]:
+def _interaction(raw: Any, fields: FieldMap = DEFAULT_FIELDS
+                 ) -> tuple[str, str, str, float, float | None, str | None]:
     """(user_id, item_id, type, value, ts, event_id) of a valid record; raises `_Reject`."""
     obj = _load_object(raw)
+    if fields is not DEFAULT_FIELDS:
+        return _mapped_interaction(obj, fields)
     user = _id(obj, "user_id")
     item = _id(obj, "item_id")
     event_id = _id(obj, "event_id", required=False)
@@ -167,12 +212,40 @@ def _interaction(raw: Any) -> tuple[str, str, str, float, float | None, str | No
     return user, item, kind, value, _number(obj, "ts", 0.0, MAX_TS), event_id
 
 
-def parse_interaction(raw: Any) -> dict[str, Any] | Rejection:
+def _mapped_interaction(obj: dict[str, Any], fields: FieldMap
+                        ) -> tuple[str, str, str, float, float | None, str | None]:
+    """`_interaction` for a record whose fields are named by `fields` (errors name them too)."""
+    user = _id(obj, fields.user)
+    item = _id(obj, fields.item)
+    event_id = _id(obj, "event_id", required=False)
+    kind = obj.get(fields.type)
+    if kind is None:
+        kind = DEFAULT_TYPE
+    elif type(kind) is not str:
+        raise _Reject("wrong_type", f"{fields.type} must be a string, got {_json_type(kind)}")
+    for raw, ours in fields.types:
+        if kind == raw:
+            kind = ours
+            break
+    else:
+        if kind not in EVENT_TYPE_CODE:
+            raise _Reject("unknown_type", f"{fields.type} {kind[:40]!r} is not mapped by --types nor one of "
+                                          f"{_TYPE_LIST}")
+    value = _number(obj, fields.value, -MAX_ABS_VALUE, MAX_ABS_VALUE)
+    if value is None:
+        if kind == "rating":
+            raise _Reject("missing_field", f"{fields.value} is missing (a rating needs one)")
+        value = DEFAULT_VALUE
+    ts = _number(obj, fields.ts, 0.0, MAX_TS * fields.ts_units_per_s)
+    return user, item, kind, value, None if ts is None else ts / fields.ts_units_per_s, event_id
+
+
+def parse_interaction(raw: Any, fields: FieldMap = DEFAULT_FIELDS) -> dict[str, Any] | Rejection:
     """One `interactions` record value -> `{user_id, item_id, type, value, ts, event_id}` or a
     `Rejection`. Ids come back as str; `ts` and `event_id` are None when absent (the caller fills
-    them from the Kafka record)."""
+    them from the Kafka record). `fields`: the record's own field names (`FieldMap`)."""
     try:
-        user, item, kind, value, ts, event_id = _interaction(raw)
+        user, item, kind, value, ts, event_id = _interaction(raw, fields)
     except _Reject as r:
         return r.rejection
     return {"user_id": user, "item_id": item, "type": kind, "value": value, "ts": ts, "event_id": event_id}
@@ -218,12 +291,12 @@ class ValidatedBatch(NamedTuple):
 
 def validate_interactions(
     raws: Sequence[Any], record_ts: Sequence[float | None] | None = None,
-    fallback_id: Callable[[int], str] | None = None,
+    fallback_id: Callable[[int], str] | None = None, fields: FieldMap = DEFAULT_FIELDS,
 ) -> ValidatedBatch:
     """Validate a micro-batch of raw `interactions` values into an `Interactions` batch.
 
     `record_ts[i]` (the Kafka record time, seconds) stands in for a missing `ts`; `fallback_id(i)`
-    (e.g. "topic:partition:offset") for a missing `event_id`.
+    (e.g. "topic:partition:offset") for a missing `event_id`; `fields` names the record's fields.
 
     >>> vb = validate_interactions([b'{"user_id":"u","item_id":"i"}', b'[]'], record_ts=[5.0], fallback_id="t:0:{}".format)
     >>> vb.batch.ts.tolist(), vb.batch.event_id.tolist(), vb.rejects
@@ -241,7 +314,7 @@ def validate_interactions(
     codes = EVENT_TYPE_CODE
     for i in range(n):
         try:
-            u, it, k, v, t, eid = _interaction(raws[i])
+            u, it, k, v, t, eid = _interaction(raws[i], fields)
         except _Reject as r:
             rejects.append((i, r.rejection))
             continue

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from stream.config import Settings
 from stream.deadletter import by_dlq_partition, dead_letter
-from stream.schema import validate_interactions
+from stream.schema import DEFAULT_FIELDS, FieldMap, validate_interactions
 from stream.sending import BatchSender, new_producer
 
 log = logging.getLogger("streamrec.validator")
@@ -153,12 +153,13 @@ async def _serve(conn: Any, settings: Settings) -> None:
     producer = new_producer(f"{settings.group_id}-validator", settings.aiokafka_kwargs())
     await _retry(producer.start, "starting the dead-letter producer")
     topic = settings.topic("interactions.dlq")
+    fields = settings.field_map()
     try:
         while True:
             request = await _receive(loop, conn)
             if request is None:
                 return
-            answer = await _answer(producer, topic, request)
+            answer = await _answer(producer, topic, request, fields)
             try:
                 conn.send(answer)
             except (BrokenPipeError, OSError):
@@ -167,13 +168,13 @@ async def _serve(conn: Any, settings: Settings) -> None:
         await producer.stop()
 
 
-async def _answer(producer: Any, topic: str, request: tuple) -> tuple:
+async def _answer(producer: Any, topic: str, request: tuple, fields: FieldMap = DEFAULT_FIELDS) -> tuple:
     """Validate one request's records; dead-letter (and wait for the acks of) the refused ones."""
     values, keys, topics, partitions, offsets, record_ts = request
 
     def fallback_id(i: int) -> str:  # only for events without an event_id
         return f"{topics[i]}:{partitions[i]}:{offsets[i]}"
-    vb = validate_interactions(values, record_ts, fallback_id)
+    vb = validate_interactions(values, record_ts, fallback_id, fields)
     if vb.rejects:
         letters = [dead_letter(_Origin(keys[i], values[i], topics[i], partitions[i], offsets[i]), rej)
                    for i, rej in vb.rejects]

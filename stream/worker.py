@@ -42,7 +42,7 @@ from learners.drift import monitor_for as drift_monitor
 from stream.config import Settings, add_worker_arguments
 from stream.deadletter import DeadLetter, dead_letter
 from stream.publisher import RecommendationPublisher
-from stream.schema import Rejection, parse_item, validate_interactions
+from stream.schema import DEFAULT_FIELDS, Rejection, parse_item, validate_interactions
 
 log = logging.getLogger("streamrec.worker")
 
@@ -113,8 +113,10 @@ class LiveLoop:
 
     def __init__(self, learner: Recommender, k: int = 10, debounce: float = 0.0, evaluate: bool = True,
                  state_dir: str | Path | None = None, metrics: Any = None, recorder: Any = None,
-                 monitor: Any = None, fork_checkpoints: bool | None = None) -> None:
+                 monitor: Any = None, fork_checkpoints: bool | None = None, fields: Any = None) -> None:
         self.learner = learner
+        # stream.schema.FieldMap: the interactions' JSON field names (None: ours)
+        self.fields = DEFAULT_FIELDS if fields is None else fields
         # checkpoints written by a forked child (stream.forked): the learner pauses for fork() only;
         # None: wherever that is safe
         self.fork_checkpoints = fork_checkpoints
@@ -216,7 +218,7 @@ class LiveLoop:
         def fallback_id(i: int) -> str:  # only for events without an event_id
             r = records[i]
             return f"{r.topic}:{r.partition}:{r.offset}"
-        vb = validate_interactions([r.value for r in records], record_ts, fallback_id)
+        vb = validate_interactions([r.value for r in records], record_ts, fallback_id, self.fields)
         if vb.rejects:
             self._staged["letters"] += [dead_letter(records[i], rej) for i, rej in vb.rejects]
         self.validation["in_place"] += len(records)
@@ -617,6 +619,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.metrics import SeriesRecorder, StreamMetrics
 
     settings = Settings.from_args(args)
+    fields = settings.field_map()  # a bad --columns / --ts-unit / --types stops here, before connecting
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("kafka", "aiokafka"):  # client chatter drowns the worker's own debug lines
@@ -640,7 +643,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     live = LiveLoop(learner, k=settings.k, debounce=settings.debounce, state_dir=settings.state_dir,
                     metrics=metrics, recorder=recorder, monitor=monitor,
-                    fork_checkpoints=modes[settings.checkpoint_mode])
+                    fork_checkpoints=modes[settings.checkpoint_mode], fields=fields)
     loaded = live.restore(settings.init_state or None)
     service = LiveService(_LockedRecommender(live), metrics, recorder,
                           known_user=get_hook(live.learner, "knows_user"),

@@ -9,9 +9,11 @@ import pytest
 
 from learners.base import EVENT_TYPE_CODE, ItemMeta
 from stream.schema import (
+    DEFAULT_FIELDS,
     MAX_ID_LENGTH,
     MAX_MESSAGE_BYTES,
     REASONS,
+    FieldMap,
     Rejection,
     encode_interaction,
     parse_interaction,
@@ -166,3 +168,46 @@ def test_ids_that_could_not_be_published_or_checkpointed_are_rejected(escaped: s
         assert isinstance(got, Rejection) and got.reason == reason, (field, got)
     # a non-ASCII id that UTF-8 carries is fine
     assert parse_interaction(json.dumps({"user_id": "Zoë", "item_id": "東京"}).encode())["item_id"] == "東京"
+
+
+# -- topics written by others: their own field names, ts unit and type values --------------------------
+RETAILROCKET = FieldMap.from_options("user=visitorid,item=itemid,ts=timestamp,type=event", "ms",
+                                     "addtocart=cart,transaction=purchase")
+
+
+def test_mapped_fields_read_another_systems_events() -> None:
+    raws = [b'{"visitorid": 257597, "itemid": 355908, "timestamp": 1433221332117, "event": "view"}',
+            b'{"visitorid": "u2", "itemid": "i9", "timestamp": 1433224214164, "event": "addtocart"}',
+            b'{"visitorid": "u2", "itemid": "i9", "timestamp": 1433224214165, "event": "transaction"}',
+            b'{"visitorid": "u3", "itemid": "i1"}']
+    vb = validate_interactions(raws, record_ts=[None, None, None, 77.0], fields=RETAILROCKET)
+    assert vb.rejects == []
+    assert vb.batch.user.tolist() == ["257597", "u2", "u2", "u3"]
+    assert vb.batch.ts.tolist() == [1433221332.117, 1433224214.164, 1433224214.165, 77.0]
+    assert vb.batch.kind.tolist() == [EVENT_TYPE_CODE[t] for t in ("view", "cart", "purchase", "click")]
+
+
+@pytest.mark.parametrize(("raw", "reason", "names"), [
+    (b'{"user_id": "u", "item_id": "i"}', "missing_field", "visitorid is missing"),
+    (b'{"visitorid": "u", "itemid": 1.5}', "wrong_type", "itemid must be a string or an integer"),
+    (b'{"visitorid": "u", "itemid": "i", "event": "wishlist"}', "unknown_type",
+     "event 'wishlist' is not mapped"),
+    (b'{"visitorid": "u", "itemid": "i", "event": 3}', "wrong_type", "event must be a string"),
+    (b'{"visitorid": "u", "itemid": "i", "timestamp": 1e20}', "out_of_range", "timestamp=1e+20"),
+    (b'{"visitorid": "u", "itemid": "i", "timestamp": NaN}', "non_finite", "timestamp is not finite"),
+    (b'{"visitorid": "u", "itemid": "i", "value": "5"}', "wrong_type", "value must be a number"),
+])
+def test_mapped_fields_are_validated_like_ours_and_errors_name_their_fields(raw: bytes, reason: str,
+                                                                          names: str) -> None:
+    rejection = parse_interaction(raw, RETAILROCKET)
+    assert isinstance(rejection, Rejection) and rejection.reason == reason and names in rejection.message
+
+
+def test_field_map_options_are_checked_and_the_default_keeps_its_fast_path() -> None:
+    assert FieldMap.from_options("", "s", "") is DEFAULT_FIELDS
+    with pytest.raises(ValueError, match="unknown role"):
+        FieldMap.from_options("visitor=visitorid")
+    with pytest.raises(ValueError, match="unknown event type"):
+        FieldMap.from_options(types="addtocart=basket")
+    with pytest.raises(ValueError, match="ts-unit"):
+        FieldMap.from_options(ts_unit="us")

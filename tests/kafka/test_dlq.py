@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,68 @@ def test_malformed_payloads_are_dead_lettered_and_good_ones_applied(
     # raw bytes come back untouched (even the non-UTF-8 one) with the precise reason
     assert by_value == {raw: reason for raw, reason in MALFORMED}
     assert {r.key for r in recs} >= {f"user{n}".encode() for n in range(7)}
+
+
+def test_a_worker_reads_an_existing_topic_with_other_field_names(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+    """Retailrocket-shaped events (visitorid, itemid, ms timestamps, their own event names) on a topic
+    another system owns: learned like ours, their bad records dead-lettered with reasons naming the
+    fields, and no `<prefix>interactions` topic created beside it."""
+    from kafka.admin import KafkaAdminClient
+
+    from stream.broker import create_topics
+
+    theirs = f"{topic_prefix}shop-events"
+    create_topics(kafka_bootstrap, [theirs], partitions=2)
+    settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    names = {0: "view", 1: "addtocart", 2: "transaction"}
+    good = [{"visitorid": 1000 + n % 5, "itemid": 70 + n % 9, "timestamp": 1433221332117 + 1000 * n,
+             "event": names[n % 3]} for n in range(60)]
+    bad = [(b'{"visitorid": 1, "itemid": 2, "event": "wishlist"}', "unknown_type", "event 'wishlist'"),
+           (b'{"user_id": "u", "item_id": "i"}', "missing_field", "visitorid is missing"),
+           (b'{"visitorid": 1, "itemid": 2, "timestamp": 1e20}', "out_of_range", "timestamp=")]
+    args = ["--learner", "popularity", "--interactions-topic", theirs,
+            "--columns", "user=visitorid,item=itemid,ts=timestamp,type=event", "--ts-unit", "ms",
+            "--types", "addtocart=cart,transaction=purchase"]
+    with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "state", args=args) as worker:
+        worker.wait_ready()
+        producer = make_producer(settings)
+        try:
+            for n, event in enumerate(good):
+                producer.send(theirs, value=json.dumps(event).encode(), key=str(event["visitorid"]).encode())
+                if n < len(bad):
+                    producer.send(theirs, value=bad[n][0], key=b"1")
+            producer.flush()
+        finally:
+            producer.close()
+        health = worker.wait_applied(len(good), timeout=30)
+        letters = read_topic(kafka_bootstrap, settings.topic("interactions.dlq"), timeout=20,
+                             until=lambda rs: len(rs) >= len(bad))
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/recommendations/1000?k=3") as r:
+            served = json.loads(r.read())
+    assert health["events_applied"] == len(good) and health["dlq_total"] == len(bad)
+    reasons = {letter.value: {k: v.decode() for k, v in letter.headers} for letter in letters}
+    for raw, reason, message in bad:
+        assert reasons[raw]["reason"] == reason and message in reasons[raw]["message"]
+        assert reasons[raw]["source.topic"] == theirs
+    assert served["user_id"] == "1000" and len(served["items"]) == 3
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert settings.topic("interactions") not in admin.list_topics()
+    finally:
+        admin.close()
+
+
+def test_topic_flags_name_and_configure_the_topics() -> None:
+    from stream.app import topic_configs
+
+    env = {"STREAMREC_INTERACTIONS_TOPIC": "shop-events", "STREAMREC_RETENTION_MS": "3600000"}
+    s = Settings.from_env(env, topic_prefix="p.", dlq_retention_ms=60_000)
+    assert s.topic("interactions") == "shop-events" and s.topic("interactions.dlq") == "p.interactions.dlq"
+    configs = topic_configs(s)
+    assert configs["interactions"] == {"retention.ms": "3600000"}
+    assert configs["interactions.dlq"] == {"retention.ms": "60000"}
+    assert configs["recommendations"]["cleanup.policy"] == "compact"
+    assert "interactions" not in topic_configs(Settings())  # the broker's default retention
+    with pytest.raises(SystemExit, match="unknown event type 'basket'"):
+        Settings(types="addtocart=basket").field_map()
