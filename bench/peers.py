@@ -1,7 +1,8 @@
 """Peers side by side on one log under the same prequential protocol.
 
 Popularity, decayed popularity, item co-occurrence, river's `reco.BiasedMF` and `reco.FunkMF`, and
-ours (`OnlineRecommender`), each replayed through `learners.evaluate`. river has no batch scorer: its
+ours (`OnlineRecommender`), each replayed through `learners.evaluate` (decayed popularity through
+`learners.item_rank`: the same ranks without a batch x items score matrix). river has no batch scorer: its
 models are ranked with `predict_one` over every seen item on every `--river-every`-th evaluable event
 only (the others still train them); the vectorised models are ranked on every evaluable event and are
 also reported on river's sample, so the columns compare like with like. Also reports river BiasedMF's
@@ -17,6 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from learners.base import Interactions, ItemMeta
 from learners.datasets import FORMATS, add_log_arguments, log_options, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, evaluator_for, prequential_step
 from learners.ids import IdIndex
+from learners.item_rank import DecayedPopularityEvaluator
 from learners.rolling import rolling_mean
 
 SHARED_ML = Path(__file__).resolve().parents[1] / "../shared/data/ml-100k/u.data"
@@ -171,11 +174,12 @@ def river_models(seed: int) -> dict[str, Callable[[], Any]]:
 
 
 def vectorised_models(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
-    from learners.popularity import DecayedPopularity, Popularity
+    from learners.popularity import Popularity
 
     models: dict[str, Callable[[], Any]] = {
         "popularity": Popularity,
-        "decayed popularity (half-life 2000 events)": lambda: DecayedPopularity(half_life=2000.0),
+        # ranked by its exact sublinear evaluator (the dense one needs a batch x items score matrix)
+        "decayed popularity (half-life 2000 events)": lambda: DecayedPopularityEvaluator(half_life=2000.0),
     }
     models["item co-occurrence (+ decayed popularity)"] = CoOccurrencePeer
     models[f"ours ({type(build_model(args)).__name__})"] = lambda: build_model(args)
@@ -237,10 +241,14 @@ def run_peers(log: Interactions, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, make in vectorised_models(args).items():
         model = make()
-        evaluator = evaluator_for(model)  # a candidate scorer is ranked by the sublinear evaluator
+        if isinstance(model, DecayedPopularityEvaluator):  # model and evaluator in one
+            evaluator, step = model, model.observe_and_learn
+        else:
+            evaluator = evaluator_for(model)  # a candidate scorer is ranked by the sublinear evaluator
+            step = partial(prequential_step, model, evaluator)
         started = time.perf_counter()
         for lo in range(0, len(log), args.batch_size):
-            prequential_step(model, evaluator, log[lo: lo + args.batch_size])
+            step(log[lo: lo + args.batch_size])
         wall = time.perf_counter() - started
         results[name] = {**_metrics(evaluator, args.river_every), "events_per_s": len(log) / wall,
                          "ranked": "every evaluable event"}
