@@ -107,37 +107,40 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, out):
+def _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift, boost_shift,
+              out):
     """Raw features of item j: the log counts are logs floored at 0 (a count below one event adds
-    nothing), from per-item logs kept up to date as items are learned, so no transcendental runs per
-    candidate."""
+    nothing), from per-item logs kept up to date as items are learned, and the content fade from its
+    cache, so no transcendental runs per candidate."""
     inside = stamp[j] == cur
     out[0] = s_cooc[j, 0] * cand_norm[j] if inside else 0.0
     out[1] = max(log_trend[j] + trend_shift, 0.0)
     out[2] = max(log_w[j] - boost_shift, 0.0)
-    out[3] = s_cont[j] * np.exp(-max(log_w[j], 0.0)) if inside else 0.0  # fades as j gets interactions
+    out[3] = s_cont[j] * cont_fade[j] if inside else 0.0  # fades as j gets interactions
     out[4] = s_cooc[j, 1] if inside else 0.0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w):
-    """The per-item caches of one item after its counts changed."""
+def refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade):
+    """The per-item caches of one item after its counts changed (`cont_fade`: the content feature's
+    factor exp(-max(log w, 0)), 1 / w past one event)."""
     w = max(item_w[i], 1.0)
     ctx_norm[i] = w ** -alpha
     cand_norm[i] = w ** (alpha - 1.0)
     log_w[i] = np.log(item_w[i]) if item_w[i] > 0 else -np.inf
     log_trend[i] = np.log(trend[i]) if trend[i] > 0 else -np.inf
+    cont_fade[i] = np.exp(-max(log_w[i], 0.0))
 
 
 @numba.njit(cache=True, nogil=True)
-def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w):
+def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade):
     for i in range(n):
-        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w)
+        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
 
 
 @numba.njit(cache=True, nogil=True)
 def score_then_learn(users, items, score, recent, recent_head, recent_len, user_events, item_w,
-                     item_events, trend, ctx_norm, cand_norm, log_trend, log_w, nb_cols, nb_w,
+                     item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w,
                      nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
                      counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_seen,
                      rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
@@ -178,13 +181,16 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         if score[e]:
             out_n[e] = n
             in_cand = False
+            e0, e1, e2, e3, e4 = eff[0], eff[1], eff[2], eff[3], eff[4]
             for m in range(n):
+                # every j in touched is a candidate of this event (stamp == cur): `_features`, inlined,
+                # summed in the same order (the same float result)
                 j = touched[m]
-                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift,
-                          boost_shift, feats)
-                value = 0.0
-                for f in range(N_FEATURES):
-                    value += eff[f] * feats[f]
+                value = e0 * (s_cooc[j, 0] * cand_norm[j])
+                value += e1 * max(log_trend[j] + trend_shift, 0.0)
+                value += e2 * max(log_w[j] - boost_shift, 0.0)
+                value += e3 * (s_cont[j] * cont_fade[j])
+                value += e4 * s_cooc[j, 1]
                 out_cols[e, m] = j
                 out_scores[e, m] = value
                 if j == i:
@@ -194,8 +200,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         # one online step of the blend: the event's item against sampled negatives, pre-event state
         n_seen = counters[1]
         if item_w[i] > 0 and n_seen > 1 and n_neg > 0:
-            _features(i, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift,
-                      pos)
+            _features(i, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
+                      boost_shift, pos)
             for f in range(N_FEATURES):
                 grad[f] = 0.0
             mean_abs = np.abs(pos)
@@ -208,7 +214,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                     j = event_ring[_next_random(rng) % np.uint64(filled)]
                 if j == i:
                     continue
-                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift,
+                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
                           boost_shift, feats)
                 margin = 0.0
                 for f in range(N_FEATURES):
@@ -253,7 +259,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         item_events[i] += 1
         item_w[i] += boost
         trend[i] += boost * 2.0 ** ((clock - ref) / half_life)
-        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w)
+        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
         clock += 1.0
         if not in_top[i]:
             weakest = 0
@@ -279,7 +285,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
 
 
 @numba.njit(cache=True, nogil=True)
-def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols,
+def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols,
                nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params,
                weights, scales, stamp, counters, s_cooc, s_cont, touched, out_cols, out_scores,
                out_parts):
@@ -297,8 +303,8 @@ def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_tren
     feats = np.empty(N_FEATURES)
     for m in range(n):
         j = touched[m]
-        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift,
-                  feats)
+        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
+                  boost_shift, feats)
         value = 0.0
         for f in range(N_FEATURES):
             part = weights[f] / scales[f] * feats[f]

@@ -65,7 +65,7 @@ class CandidateScores:
     background: Background
 
 
-_HOT_COLUMNS = 8  # stamp, co-occurrence, co-occurrence share, content, cand_norm, log_trend, log_w, spare
+_HOT_COLUMNS = 8  # stamp, co-occurrence, co-occurrence share, content, cand_norm, log_trend, log_w, cont_fade
 
 
 def _grow(array: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
@@ -271,6 +271,7 @@ class SparseRecommender:
         self._cand_norm = hot[:, 4]
         self._log_trend = hot[:, 5]
         self._log_w = hot[:, 6]
+        self._cont_fade = hot[:, 7]
 
     def _ensure_items(self, n: int) -> None:
         self._item_w = _grow(self._item_w, n)
@@ -282,6 +283,7 @@ class SparseRecommender:
             grown = _grow(self._hot, n)
             grown[len(self._hot):, 4] = 1.0  # cand_norm
             grown[len(self._hot):, 5:7] = -np.inf  # log_trend, log_w
+            grown[len(self._hot):, 7] = 1.0  # cont_fade
             self._bind_hot(grown)
         self._seen_list = _grow(self._seen_list, n)
         self.neighbours.resize(n)
@@ -338,6 +340,7 @@ class SparseRecommender:
         self._cand_norm[freed] = 1.0
         self._log_trend[freed] = -np.inf
         self._log_w[freed] = -np.inf
+        self._cont_fade[freed] = 1.0
         self.neighbours.reset_items(freed, n)
         self.content.reset_items(freed, n)
         dead = np.zeros(len(self._item_w), np.bool_)
@@ -382,7 +385,7 @@ class SparseRecommender:
     def _refresh_items(self) -> None:
         n = self._items.n_cols
         kernels.refresh_items(n, self._item_w, self._trend, self.alpha, self._ctx_norm, self._cand_norm,
-                              self._log_trend, self._log_w)
+                              self._log_trend, self._log_w, self._cont_fade)
 
     def background(self) -> Background:
         """The current background snapshot (what every non-candidate item scores)."""
@@ -428,7 +431,7 @@ class SparseRecommender:
         kernels.score_then_learn(
             users, items, flags, self._recent, self._recent_head, self._recent_len, self._user_events,
             self._item_w, self._item_events, self._trend, self._ctx_norm, self._cand_norm, self._log_trend,
-            self._log_w, self.neighbours.cols, self.neighbours.weights,
+            self._log_w, self._cont_fade, self.neighbours.cols, self.neighbours.weights,
             self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,
             self._in_top, self._fresh, self._fresh_state, self._seen_list, self._counters, self._event_ring,
             self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_seen,
@@ -512,7 +515,8 @@ class SparseRecommender:
         for user_id in user_ids:
             u = self._users.lookup(np.asarray([str(user_id)], dtype=object))[0]
             n = kernels.score_user(int(u), self._recent, self._recent_head, self._recent_len, self._ctx_norm,
-                                   self._cand_norm, self._log_trend, self._log_w, self.neighbours.cols,
+                                   self._cand_norm, self._log_trend, self._log_w, self._cont_fade,
+                                   self.neighbours.cols,
                                    self.neighbours.weights,
                                    self.neighbours.errors, self.content.table.cols,
                                    self.content.table.weights,
