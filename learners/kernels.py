@@ -313,3 +313,15 @@ def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_tren
         out_cols[m] = j
         out_scores[m] = value
     return n
+
+
+@numba.njit(cache=True, nogil=True)
+def pack_rows(n, buf_cols, buf_scores, cols, scores):
+    """The first n[e] entries of each row of the buffers into cols / scores, the rest -1 / 0."""
+    for e in range(n.shape[0]):
+        for m in range(n[e]):
+            cols[e, m] = buf_cols[e, m]
+            scores[e, m] = buf_scores[e, m]
+        for m in range(n[e], cols.shape[1]):
+            cols[e, m] = -1
+            scores[e, m] = 0.0

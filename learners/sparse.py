@@ -201,6 +201,7 @@ class SparseRecommender:
         self._scale_seen = np.zeros(kernels.N_FEATURES, np.bool_)
         self._rng = np.array([np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(self.seed + 1)], np.uint64)
         self._background = Background.empty()
+        self._out_buffers = np.empty((0, 0), np.int32), np.empty((0, 0), np.float32)
         self._background_at = -(1 << 62)
         self._background_version = 0
         self._evicted_events = 0
@@ -419,8 +420,7 @@ class SparseRecommender:
         touched = np.empty(width, np.int32)
         rows = n if score else 0
         out_n = np.zeros(n, np.int32)
-        out_cols = np.full((rows, width), -1, np.int32)
-        out_scores = np.zeros((rows, width), np.float32)
+        out_cols, out_scores = self._scratch(rows, width)
         out_target = np.zeros(n, np.float32)
         out_in_cand = np.zeros(n, np.bool_)
         flags = np.full(n, score, np.bool_)
@@ -442,13 +442,26 @@ class SparseRecommender:
         self._n_ratings += int(rated.sum())
         if not score:
             return None
+        # the rows cut to the widest (the capacity is every source full: most of it stays unwritten)
+        cols = np.empty((n, int(out_n.max(initial=0))), np.int32)
+        scores = np.empty(cols.shape, np.float32)
+        kernels.pack_rows(out_n, out_cols, out_scores, cols, scores)
         values = background.values
         outside = ~out_in_cand
         target_cols = items.astype(np.int64)
         in_snapshot = outside & (target_cols < len(values))
         out_target[in_snapshot] = values[target_cols[in_snapshot]]
         out_target[outside & ~in_snapshot] = background.default
-        return CandidateScores(out_n, out_cols, out_scores, target_cols, out_target, background)
+        return CandidateScores(out_n, cols, scores, target_cols, out_target, background)
+
+    def _scratch(self, rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-event candidate rows for the kernel to write, (rows, width), kept between batches."""
+        cols, scores = self._out_buffers
+        if cols.shape[0] < rows or cols.shape[1] != width:
+            cols = np.empty((max(rows, cols.shape[0]), width), np.int32)
+            scores = np.empty(cols.shape, np.float32)
+            self._out_buffers = cols, scores
+        return cols[:rows], scores[:rows]
 
     def _candidate_capacity(self) -> int:
         """The most candidates one event can have (every source full, nothing shared)."""
