@@ -131,15 +131,12 @@ def evaluate_batch(start, users, targets, cand_n, cand_cols, cand_scores, target
                 s = cand_scores[e, m]
                 greater += scored & np.int64(s > st)
                 equal += scored & np.int64(s == st)
-            for q in range(hist_len[u]):
+            for q in range(hist_len[u]):  # branch-free too: a history item out of the background count
                 h = pool_items[h0 + q]
-                if pool_gen[h0 + q] != col_gen[h] or cmark[h] == cur:
-                    continue
+                out = np.int64(pool_gen[h0 + q] == col_gen[h]) & np.int64(cmark[h] != cur)
                 v = _bg(values, default, h)
-                if v > st:
-                    bg_greater -= 1
-                elif v == st:
-                    bg_equal -= 1
+                bg_greater -= out & np.int64(v > st)
+                bg_equal -= out & np.int64(v == st)
             v = _bg(values, default, t)  # the target is seen: out of the background count too
             if v > st:
                 bg_greater -= 1
