@@ -166,6 +166,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
     diff = np.empty(N_FEATURES)
     grad = np.empty(N_FEATURES)
     eff = np.empty(N_FEATURES)
+    mean_abs = np.empty(N_FEATURES)
     for e in range(users.shape[0]):
         u = users[e]
         i = items[e]
@@ -204,7 +205,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                       boost_shift, pos)
             for f in range(N_FEATURES):
                 grad[f] = 0.0
-            mean_abs = np.abs(pos)
+            for f in range(N_FEATURES):
+                mean_abs[f] = abs(pos[f])
             used = 0
             filled = min(counters[3], ring)
             for q in range(n_neg):
