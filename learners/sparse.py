@@ -83,7 +83,9 @@ class SparseRecommender:
     Parameters
     ----------
     context, decay
-        Recent items per user that propose and score candidates, and the weight factor per step back.
+        Recent items per user that propose and score candidates, and the weight factor per step back
+        (6: with decay 0.8 the items further back add little; 10 scored the same within 0.001 HR@10 on
+        ML-100K, YOOCHOOSE and Amazon at ~40% more slots read and ~15% more candidates per event).
     window, pair_power
         How many previous items of the user each event pairs with, and the pair weight 1 / d ** power.
     alpha
@@ -114,7 +116,7 @@ class SparseRecommender:
 
     def __init__(
         self,
-        context: int = 10,
+        context: int = 6,
         decay: float = 0.8,
         window: int = 30,
         pair_power: float = 0.6,
