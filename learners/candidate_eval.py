@@ -118,32 +118,25 @@ def evaluate_batch(start, users, targets, cand_n, cand_cols, cand_scores, target
             elif default == st:
                 bg_equal += counters[4]
             nc = cand_n[e]
+            # branch-free counts (the comparisons are unpredictable): a seen candidate other than the
+            # target leaves the background count, and, outside the history, counts by its own score
             for m in range(nc):
                 c = cand_cols[e, m]
                 cmark[c] = cur
-                if c == t or not seen[c]:
-                    continue
+                counted = np.int64(seen[c]) & np.int64(c != t)
                 v = _bg(values, default, c)
-                if v > st:
-                    bg_greater -= 1
-                elif v == st:
-                    bg_equal -= 1
-                if hmark[c] == cur:
-                    continue
+                bg_greater -= counted & np.int64(v > st)
+                bg_equal -= counted & np.int64(v == st)
+                scored = counted & np.int64(hmark[c] != cur)
                 s = cand_scores[e, m]
-                if s > st:
-                    greater += 1
-                elif s == st:
-                    equal += 1
-            for q in range(hist_len[u]):
+                greater += scored & np.int64(s > st)
+                equal += scored & np.int64(s == st)
+            for q in range(hist_len[u]):  # branch-free too: a history item out of the background count
                 h = pool_items[h0 + q]
-                if pool_gen[h0 + q] != col_gen[h] or cmark[h] == cur:
-                    continue
+                out = np.int64(pool_gen[h0 + q] == col_gen[h]) & np.int64(cmark[h] != cur)
                 v = _bg(values, default, h)
-                if v > st:
-                    bg_greater -= 1
-                elif v == st:
-                    bg_equal -= 1
+                bg_greater -= out & np.int64(v > st)
+                bg_equal -= out & np.int64(v == st)
             v = _bg(values, default, t)  # the target is seen: out of the background count too
             if v > st:
                 bg_greater -= 1

@@ -50,6 +50,35 @@ def insert_best(cols: np.ndarray, weights: np.ndarray, a: int, b: int, w: float)
         weights[a, weakest] = w
 
 
+@numba.njit(cache=True, nogil=True)
+def _link(cols, weights, a, held, w, norm, norms, slot, width):
+    """Item a's content neighbours from the holders of its tokens (`held`, in token order, each with its
+    token's idf^2 `w`): a holder's score is its weights summed in that order over the norms, the best
+    `width` (ties: first appearance first) are inserted both ways. `slot` (-1 per column) is scratch,
+    left as found."""
+    others = np.empty(held.shape[0], np.int64)
+    sums = np.empty(held.shape[0])
+    m = 0
+    for q in range(held.shape[0]):
+        o = held[q]
+        if o == a:
+            continue
+        if slot[o] < 0:
+            slot[o] = m
+            others[m] = o
+            sums[m] = 0.0
+            m += 1
+        sums[slot[o]] += w[q]
+    sims = np.empty(m)
+    for q in range(m):
+        slot[others[q]] = -1
+        sims[q] = sums[q] / (norm * norms[others[q]])
+    best = np.argsort(-sims, kind="mergesort")[:width]
+    for q in best:
+        insert_best(cols, weights, a, others[q], sims[q])
+        insert_best(cols, weights, others[q], a, sims[q])
+
+
 class ContentNeighbours:
     """Inverted token index and per-item content neighbours (see the module docstring).
 
@@ -67,6 +96,8 @@ class ContentNeighbours:
         self.table = NeighbourTable(width)
         self._index: dict[str, list[int]] = {}
         self._item_tokens: dict[int, tuple[list[str], float]] = {}  # col -> (tokens, idf norm)
+        self._norm = np.zeros(0)  # idf norm per announced col (the same as in _item_tokens)
+        self._slot = np.zeros(0, np.int64)  # scratch of `_link`
         self.n_items = 0
 
     def resize(self, n_items: int) -> None:
@@ -94,24 +125,20 @@ class ContentNeighbours:
                 self.n_items += 1
             idf = {t: self._idf(t) for t in toks}
             norm = math.sqrt(sum(v * v for v in idf.values()))
-            scores: dict[int, float] = {}
-            for t in toks:
-                holders = self._index.get(t)
-                if not holders:
-                    continue
-                w = idf[t] * idf[t]
-                for other in holders[-self.postings:]:
-                    if other != col:
-                        scores[other] = scores.get(other, 0.0) + w
-            if scores:
-                others = np.fromiter(scores.keys(), np.int64, len(scores))
-                sims = np.fromiter(scores.values(), np.float64, len(scores))
-                sims /= norm * np.array([self._item_tokens[o][1] for o in others.tolist()])
-                best = np.argsort(-sims, kind="stable")[: self.width]
-                for j, s in zip(others[best].tolist(), sims[best].tolist(), strict=True):
-                    insert_best(cols_table, weights, col, j, s)
-                    insert_best(cols_table, weights, j, col, s)
+            parts = [(holders[-self.postings:], idf[t] * idf[t]) for t in toks
+                     if (holders := self._index.get(t))]
+            if parts:
+                if len(self._slot) < len(self._norm):
+                    self._slot = np.full(len(self._norm), -1, np.int64)
+                held = np.concatenate([np.asarray(h, np.int64) for h, _ in parts])
+                w = np.concatenate([np.full(len(h), v) for h, v in parts])
+                _link(cols_table, weights, col, held, w, norm, self._norm, self._slot, self.width)
             self._item_tokens[col] = (toks, norm)
+            if col >= len(self._norm):
+                grown = np.zeros(max(col + 1, 2 * len(self._norm), 64))
+                grown[: len(self._norm)] = self._norm
+                self._norm = grown
+            self._norm[col] = norm
             for t in toks:
                 self._index.setdefault(t, []).append(col)
                 if len(self._index[t]) > 4 * self.postings:  # only the newest holders are read

@@ -73,7 +73,7 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
                 continue
             base = decay_pow[k] / total
             wc = base * ctx_norm[c]
-            ws = base * ctx_norm[c] ** (1.0 / alpha) if alpha > 0 else base
+            ws = base * ctx_norm[c] ** (1.0 / alpha)  # 1 / count: SparseRecommender refuses alpha <= 0
             for s in range(nb_cols.shape[1]):
                 j = nb_cols[c, s]
                 if j < 0:
@@ -107,37 +107,40 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift, out):
+def _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift, boost_shift,
+              out):
     """Raw features of item j: the log counts are logs floored at 0 (a count below one event adds
-    nothing), from per-item logs kept up to date as items are learned, so no transcendental runs per
-    candidate."""
+    nothing), from per-item logs kept up to date as items are learned, and the content fade from its
+    cache, so no transcendental runs per candidate."""
     inside = stamp[j] == cur
     out[0] = s_cooc[j, 0] * cand_norm[j] if inside else 0.0
     out[1] = max(log_trend[j] + trend_shift, 0.0)
     out[2] = max(log_w[j] - boost_shift, 0.0)
-    out[3] = s_cont[j] * np.exp(-max(log_w[j], 0.0)) if inside else 0.0  # fades as j gets interactions
+    out[3] = s_cont[j] * cont_fade[j] if inside else 0.0  # fades as j gets interactions
     out[4] = s_cooc[j, 1] if inside else 0.0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w):
-    """The per-item caches of one item after its counts changed."""
+def refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade):
+    """The per-item caches of one item after its counts changed (`cont_fade`: the content feature's
+    factor exp(-max(log w, 0)), 1 / w past one event)."""
     w = max(item_w[i], 1.0)
     ctx_norm[i] = w ** -alpha
     cand_norm[i] = w ** (alpha - 1.0)
     log_w[i] = np.log(item_w[i]) if item_w[i] > 0 else -np.inf
     log_trend[i] = np.log(trend[i]) if trend[i] > 0 else -np.inf
+    cont_fade[i] = np.exp(-max(log_w[i], 0.0))
 
 
 @numba.njit(cache=True, nogil=True)
-def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w):
+def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade):
     for i in range(n):
-        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w)
+        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
 
 
 @numba.njit(cache=True, nogil=True)
 def score_then_learn(users, items, score, recent, recent_head, recent_len, user_events, item_w,
-                     item_events, trend, ctx_norm, cand_norm, log_trend, log_w, nb_cols, nb_w,
+                     item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w,
                      nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
                      counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_seen,
                      rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
@@ -163,6 +166,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
     diff = np.empty(N_FEATURES)
     grad = np.empty(N_FEATURES)
     eff = np.empty(N_FEATURES)
+    mean_abs = np.empty(N_FEATURES)
     for e in range(users.shape[0]):
         u = users[e]
         i = items[e]
@@ -178,13 +182,16 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         if score[e]:
             out_n[e] = n
             in_cand = False
+            e0, e1, e2, e3, e4 = eff[0], eff[1], eff[2], eff[3], eff[4]
             for m in range(n):
+                # every j in touched is a candidate of this event (stamp == cur): `_features`, inlined,
+                # summed in the same order (the same float result)
                 j = touched[m]
-                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift,
-                          boost_shift, feats)
-                value = 0.0
-                for f in range(N_FEATURES):
-                    value += eff[f] * feats[f]
+                value = e0 * (s_cooc[j, 0] * cand_norm[j])
+                value += e1 * max(log_trend[j] + trend_shift, 0.0)
+                value += e2 * max(log_w[j] - boost_shift, 0.0)
+                value += e3 * (s_cont[j] * cont_fade[j])
+                value += e4 * s_cooc[j, 1]
                 out_cols[e, m] = j
                 out_scores[e, m] = value
                 if j == i:
@@ -194,11 +201,12 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         # one online step of the blend: the event's item against sampled negatives, pre-event state
         n_seen = counters[1]
         if item_w[i] > 0 and n_seen > 1 and n_neg > 0:
-            _features(i, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift,
-                      pos)
+            _features(i, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
+                      boost_shift, pos)
             for f in range(N_FEATURES):
                 grad[f] = 0.0
-            mean_abs = np.abs(pos)
+            for f in range(N_FEATURES):
+                mean_abs[f] = abs(pos[f])
             used = 0
             filled = min(counters[3], ring)
             for q in range(n_neg):
@@ -208,7 +216,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                     j = event_ring[_next_random(rng) % np.uint64(filled)]
                 if j == i:
                     continue
-                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift,
+                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
                           boost_shift, feats)
                 margin = 0.0
                 for f in range(N_FEATURES):
@@ -253,7 +261,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         item_events[i] += 1
         item_w[i] += boost
         trend[i] += boost * 2.0 ** ((clock - ref) / half_life)
-        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w)
+        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
         clock += 1.0
         if not in_top[i]:
             weakest = 0
@@ -279,7 +287,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
 
 
 @numba.njit(cache=True, nogil=True)
-def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols,
+def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols,
                nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params,
                weights, scales, stamp, counters, s_cooc, s_cont, touched, out_cols, out_scores,
                out_parts):
@@ -297,8 +305,8 @@ def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_tren
     feats = np.empty(N_FEATURES)
     for m in range(n):
         j = touched[m]
-        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, trend_shift, boost_shift,
-                  feats)
+        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
+                  boost_shift, feats)
         value = 0.0
         for f in range(N_FEATURES):
             part = weights[f] / scales[f] * feats[f]
@@ -337,10 +345,10 @@ SOURCE_EXPLORE = N_FEATURES + 1
 
 @numba.njit(cache=True, nogil=True)
 def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, item_events, order, bg_values,
-                mark, token, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols,
-                nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params, weights, scales,
-                stamp, counters, s_cooc, s_cont, touched, cand_cols, cand_scores, cand_parts, out_n,
-                out_cols, out_scores, out_src):
+                mark, token, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w,
+                cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow,
+                params, weights, scales, stamp, counters, s_cooc, s_cont, touched, cand_cols, cand_scores,
+                cand_parts, out_n, out_cols, out_scores, out_src):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
     and their blend, less the user's recent items (`exclude_recent`) and dead columns, merged with the
     background order (ties: the candidate first); then up to `explore_slots` of the last places go to
@@ -360,9 +368,10 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     fresh_best = np.empty(k + slots, np.int64)
     for b in range(len(users)):
         u = users[b]
-        n = score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, nb_cols,
-                       nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params, weights,
-                       scales, stamp, counters, s_cooc, s_cont, touched, cand_cols, cand_scores, cand_parts)
+        n = score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, cont_fade,
+                       nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params,
+                       weights, scales, stamp, counters, s_cooc, s_cont, touched, cand_cols, cand_scores,
+                       cand_parts)
         cur = counters[0]  # every gathered candidate has stamp == cur
         mine = token + b
         if exclude_recent and u >= 0 and recent_len[u] > 0:
@@ -430,3 +439,15 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
             out_scores[b, q] = m_scores[q]
             out_src[b, q] = m_src[q]
         out_n[b] = keep + n_new
+
+
+@numba.njit(cache=True, nogil=True)
+def pack_rows(n, buf_cols, buf_scores, cols, scores):
+    """The first n[e] entries of each row of the buffers into cols / scores, the rest -1 / 0."""
+    for e in range(n.shape[0]):
+        for m in range(n[e]):
+            cols[e, m] = buf_cols[e, m]
+            scores[e, m] = buf_scores[e, m]
+        for m in range(n[e], cols.shape[1]):
+            cols[e, m] = -1
+            scores[e, m] = 0.0

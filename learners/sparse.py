@@ -65,7 +65,7 @@ class CandidateScores:
     background: Background
 
 
-_HOT_COLUMNS = 8  # stamp, co-occurrence, co-occurrence share, content, cand_norm, log_trend, log_w, spare
+_HOT_COLUMNS = 8  # stamp, co-occurrence, co-occurrence share, content, cand_norm, log_trend, log_w, cont_fade
 
 
 def _grow(array: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
@@ -83,7 +83,9 @@ class SparseRecommender:
     Parameters
     ----------
     context, decay
-        Recent items per user that propose and score candidates, and the weight factor per step back.
+        Recent items per user that propose and score candidates, and the weight factor per step back
+        (6: with decay 0.8 the items further back add little; 10 scored the same within 0.001 HR@10 on
+        ML-100K, YOOCHOOSE and Amazon at ~40% more slots read and ~15% more candidates per event).
     window, pair_power
         How many previous items of the user each event pairs with, and the pair weight 1 / d ** power.
     alpha
@@ -114,7 +116,7 @@ class SparseRecommender:
 
     def __init__(
         self,
-        context: int = 10,
+        context: int = 6,
         decay: float = 0.8,
         window: int = 30,
         pair_power: float = 0.6,
@@ -206,6 +208,7 @@ class SparseRecommender:
         self._scale_seen = np.zeros(kernels.N_FEATURES, np.bool_)
         self._rng = np.array([np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(self.seed + 1)], np.uint64)
         self._background = Background.empty()
+        self._out_buffers = np.empty((0, 0), np.int32), np.empty((0, 0), np.float32)
         self._background_at = -(1 << 62)
         self._background_version = 0
         self._evicted_events = 0
@@ -276,6 +279,7 @@ class SparseRecommender:
         self._cand_norm = hot[:, 4]
         self._log_trend = hot[:, 5]
         self._log_w = hot[:, 6]
+        self._cont_fade = hot[:, 7]
 
     def _ensure_items(self, n: int) -> None:
         self._item_w = _grow(self._item_w, n)
@@ -287,6 +291,7 @@ class SparseRecommender:
             grown = _grow(self._hot, n)
             grown[len(self._hot):, 4] = 1.0  # cand_norm
             grown[len(self._hot):, 5:7] = -np.inf  # log_trend, log_w
+            grown[len(self._hot):, 7] = 1.0  # cont_fade
             self._bind_hot(grown)
         self._seen_list = _grow(self._seen_list, n)
         self.neighbours.resize(n)
@@ -343,6 +348,7 @@ class SparseRecommender:
         self._cand_norm[freed] = 1.0
         self._log_trend[freed] = -np.inf
         self._log_w[freed] = -np.inf
+        self._cont_fade[freed] = 1.0
         self.neighbours.reset_items(freed, n)
         self.content.reset_items(freed, n)
         dead = np.zeros(len(self._item_w), np.bool_)
@@ -387,7 +393,7 @@ class SparseRecommender:
     def _refresh_items(self) -> None:
         n = self._items.n_cols
         kernels.refresh_items(n, self._item_w, self._trend, self.alpha, self._ctx_norm, self._cand_norm,
-                              self._log_trend, self._log_w)
+                              self._log_trend, self._log_w, self._cont_fade)
 
     def background(self) -> Background:
         """The current background snapshot (what every non-candidate item scores)."""
@@ -421,8 +427,7 @@ class SparseRecommender:
         touched = np.empty(width, np.int32)
         rows = n if score else 0
         out_n = np.zeros(n, np.int32)
-        out_cols = np.full((rows, width), -1, np.int32)
-        out_scores = np.zeros((rows, width), np.float32)
+        out_cols, out_scores = self._scratch(rows, width)
         out_target = np.zeros(n, np.float32)
         out_in_cand = np.zeros(n, np.bool_)
         flags = np.full(n, score, np.bool_)
@@ -433,7 +438,7 @@ class SparseRecommender:
         kernels.score_then_learn(
             users, items, flags, self._recent, self._recent_head, self._recent_len, self._user_events,
             self._item_w, self._item_events, self._trend, self._ctx_norm, self._cand_norm, self._log_trend,
-            self._log_w, self.neighbours.cols, self.neighbours.weights,
+            self._log_w, self._cont_fade, self.neighbours.cols, self.neighbours.weights,
             self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,
             self._in_top, self._fresh, self._fresh_state, self._seen_list, self._counters, self._event_ring,
             self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_seen,
@@ -444,13 +449,26 @@ class SparseRecommender:
         self._n_ratings += int(rated.sum())
         if not score:
             return None
+        # the rows cut to the widest (the capacity is every source full: most of it stays unwritten)
+        cols = np.empty((n, int(out_n.max(initial=0))), np.int32)
+        scores = np.empty(cols.shape, np.float32)
+        kernels.pack_rows(out_n, out_cols, out_scores, cols, scores)
         values = background.values
         outside = ~out_in_cand
         target_cols = items.astype(np.int64)
         in_snapshot = outside & (target_cols < len(values))
         out_target[in_snapshot] = values[target_cols[in_snapshot]]
         out_target[outside & ~in_snapshot] = background.default
-        return CandidateScores(out_n, out_cols, out_scores, target_cols, out_target, background)
+        return CandidateScores(out_n, cols, scores, target_cols, out_target, background)
+
+    def _scratch(self, rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-event candidate rows for the kernel to write, (rows, width), kept between batches."""
+        cols, scores = self._out_buffers
+        if cols.shape[0] < rows or cols.shape[1] != width:
+            cols = np.empty((max(rows, cols.shape[0]), width), np.int32)
+            scores = np.empty(cols.shape, np.float32)
+            self._out_buffers = cols, scores
+        return cols[:rows], scores[:rows]
 
     def _candidate_capacity(self) -> int:
         """The most candidates one event can have (every source full, nothing shared)."""
@@ -525,8 +543,9 @@ class SparseRecommender:
             users, k, exclude_recent, self.explore_slots, self.explore_below, self._items.live_mask(),
             self._item_events, background.order_desc(), background.values, self._mark, token, self._recent,
             self._recent_head, self._recent_len, self._ctx_norm, self._cand_norm, self._log_trend,
-            self._log_w, self.neighbours.cols, self.neighbours.weights, self.neighbours.errors,
-            self.content.table.cols, self.content.table.weights, self._top, self._fresh, self._fresh_state,
+            self._log_w, self._cont_fade, self.neighbours.cols, self.neighbours.weights,
+            self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,
+            self._fresh, self._fresh_state,
             self._decay_pow, self._params, self._weights, self._scales, self._stamp, self._counters,
             self._s_cooc, self._s_cont, np.empty(width, np.int32), np.empty(width, np.int32),
             np.empty(width, np.float32), np.empty((width, kernels.N_FEATURES)), out_n, out_cols, out_scores,

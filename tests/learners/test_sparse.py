@@ -206,7 +206,8 @@ def _recommend_one_by_one(model: SparseRecommender, user_ids: list[str], k: int,
     for user_id in user_ids:
         u = model._users.lookup(np.asarray([user_id], dtype=object))[0]
         n = kernels.score_user(int(u), model._recent, model._recent_head, model._recent_len, model._ctx_norm,
-                               model._cand_norm, model._log_trend, model._log_w, model.neighbours.cols,
+                               model._cand_norm, model._log_trend, model._log_w, model._cont_fade,
+                               model.neighbours.cols,
                                model.neighbours.weights, model.neighbours.errors, model.content.table.cols,
                                model.content.table.weights, model._top, model._fresh, model._fresh_state,
                                model._decay_pow, model._params, model._weights, model._scales, model._stamp,
