@@ -116,7 +116,7 @@ class SparseRecommender:
 
     def __init__(
         self,
-        context: int = 6,
+        context: int = 8,
         decay: float = 0.8,
         window: int = 30,
         pair_power: float = 0.6,
