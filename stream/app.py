@@ -152,6 +152,7 @@ class EventConsumer(Service):
         self.consumer: Any = None
         self.producer: Any = None
         self._last_checkpoint = time.monotonic()
+        self._writing: asyncio.Future | None = None  # the checkpoint write in progress, off the loop
         self._batch_lock = asyncio.Lock()
         self.sender: BatchSender | None = None  # the producer's batches in flight, resent until acknowledged
         self._key_partition: dict[bytes, int] = {}
@@ -200,6 +201,7 @@ class EventConsumer(Service):
                         await self.checkpoint()
                     else:
                         await self.sender.settle()
+                        await self.settle_checkpoint()
                 except Undelivered as exc:
                     log.warning("%s: no final checkpoint; a restart replays from the previous one", exc)
                 except Exception:  # noqa: BLE001 - still stop the clients
@@ -361,7 +363,7 @@ class EventConsumer(Service):
         since = self.live.records_since_checkpoint
         if since and (since >= s.checkpoint_events
                       or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds):
-            await self.checkpoint()
+            await self.checkpoint(wait=False)  # the write goes on while the next batches are consumed
 
     async def _publish(self, letters: list, recs: list[tuple[bytes, bytes]]) -> None:
         """Send dead letters and lists in per-partition batches (no per-record coroutine: a flood of
@@ -394,30 +396,47 @@ class EventConsumer(Service):
             self._undelivered = True
             raise Undelivered(f"records still undelivered after {STOP_GRACE_S:.0f}s of stopping ({exc!r})")
 
-    async def checkpoint(self) -> None:
-        """Save state + offsets once every record they reflect is delivered, then commit them."""
-        from aiokafka import TopicPartition
+    async def checkpoint(self, wait: bool = True) -> bool:
+        """Save state + offsets once every record they reflect is delivered, then commit them.
 
-        from stream.checkpoint import CheckpointError
-
+        The learner pauses only for the fork or the state copy; the write runs off the event loop.
+        With `wait=False` the loop goes on consuming meanwhile (one write at a time: a checkpoint
+        due while one is written waits for a later batch; returns False then)."""
+        if self._writing is not None and not self._writing.done():
+            if not wait:
+                return False
+            await self._writing
         await self.sender.settle()  # lists and dead letters of the saved events are out first
         if self._undelivered:
             raise Undelivered("records of applied events were dropped")
-        # the learner pauses only for the fork or the state copy; the write runs elsewhere meanwhile
         snapshot = await self._in_learner(self.live.snapshot)
+        self._last_checkpoint = time.monotonic()
+        self._writing = asyncio.ensure_future(self._write_checkpoint(snapshot))
+        if wait:
+            await self._writing
+        return True
+
+    async def settle_checkpoint(self) -> None:
+        """Wait for the checkpoint write in progress, and its offset commit (before partitions leave)."""
+        if self._writing is not None:
+            await self._writing
+
+    async def _write_checkpoint(self, snapshot: Any) -> None:
+        from aiokafka import TopicPartition
+
         try:
             path = await asyncio.get_running_loop().run_in_executor(None, self.live.write_snapshot, snapshot)
-        except (CheckpointError, OSError) as exc:
-            # the previous checkpoint stands (a restart replays from it): keep learning, try again later
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the previous checkpoint stands
+            # a restart replays from the previous checkpoint: keep learning, try again later
             self.live.last_checkpoint["error"] = f"{type(exc).__name__}: {exc}"
             log.error("checkpoint failed; the previous one stands: %s", exc)
-            path = None
-        self._last_checkpoint = time.monotonic()
+            return
         if path is None:
             return
         mine = self.consumer.assignment()
-        offsets = {TopicPartition(t, p): o for (t, p), o in self.live.offsets.items()
-                   if TopicPartition(t, p) in mine}
+        saved = {TopicPartition(key.rsplit(":", 1)[0], int(key.rsplit(":", 1)[1])): o
+                 for key, o in snapshot[1].items()}  # the offsets this checkpoint holds, not later ones
+        offsets = {tp: o for tp, o in saved.items() if tp in mine}
         if offsets:
             try:  # for lag monitoring only: restarts seek to the checkpoint's offsets
                 await self.consumer.commit(offsets)
@@ -469,12 +488,14 @@ class _Rebalance(ConsumerRebalanceListener):
             dropped = await owner._in_learner(owner.live.unstage, leaving)
             if dropped:
                 log.info("revoked: %d staged events left to the partitions' next owner", dropped)
-            if owner.live.records_since_checkpoint:
-                try:
+            try:
+                if owner.live.records_since_checkpoint:
                     await owner._publish(*await owner._in_learner(owner.live.final_records))
                     await owner.checkpoint()
-                except Exception:  # noqa: BLE001 - the next owner replays from the previous checkpoint
-                    log.exception("checkpoint on revocation failed")
+                else:  # a periodic write may still be on its way: on disk before the partitions leave
+                    await owner.settle_checkpoint()
+            except Exception:  # noqa: BLE001 - the next owner replays from the previous checkpoint
+                log.exception("checkpoint on revocation failed")
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         live = self.owner.live

@@ -389,3 +389,49 @@ def test_live_loop_detects_the_interest_switch_and_the_learner_adapts() -> None:
     assert min(p for p in live.monitor.positions) >= switch
     assert metrics.summary()["drift_detections"] == live.monitor.detections
     assert f"streamrec_drift_detections_total {live.monitor.detections:.1f}".encode() in metrics.text()
+
+
+def test_a_periodic_checkpoint_is_written_while_the_loop_goes_on(tmp_path: Path) -> None:
+    """`checkpoint(wait=False)` returns once the state is taken; the write (and the offset commit of
+    the offsets the checkpoint holds, not later ones) finishes in the background, one at a time."""
+    import threading
+
+    from aiokafka import TopicPartition
+
+    live = LiveLoop(DecayedPopularity(), state_dir=tmp_path, fork_checkpoints=False)
+    recs = records_of(generate(n_events=300, seed=4).log, partitions=1)
+    live.apply([], recs[:200])
+    release = threading.Event()
+    write = live.write_snapshot
+
+    def slow_write(snapshot):  # type: ignore[no-untyped-def]
+        release.wait(10)
+        return write(snapshot)
+    live.write_snapshot = slow_write  # type: ignore[method-assign]
+
+    class Sender:
+        async def settle(self) -> None:
+            pass
+
+    class Consumer:
+        committed: list = []
+
+        def assignment(self) -> set:
+            return {TopicPartition("interactions", 0)}
+
+        async def commit(self, offsets: dict) -> None:
+            self.committed.append(offsets)
+
+    async def scenario() -> None:
+        consumer = EventConsumer(Settings(), live, validate_in_child=False)
+        consumer.sender, consumer.consumer = Sender(), Consumer()
+        assert await consumer.checkpoint(wait=False)  # returns while the write waits
+        live.apply([], recs[200:])  # the loop goes on learning meanwhile
+        assert not list(tmp_path.glob("ckpt-*"))
+        assert not await consumer.checkpoint(wait=False)  # one write at a time
+        release.set()
+        await consumer.settle_checkpoint()
+        assert [p.name for p in tmp_path.glob("ckpt-*")] == ["ckpt-000000000001"]
+        assert Consumer.committed == [{TopicPartition("interactions", 0): 200}]
+
+    asyncio.run(scenario())
