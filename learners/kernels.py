@@ -347,18 +347,26 @@ SOURCE_EXPLORE = N_FEATURES + 1
 def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, item_events, order, bg_values,
                 mark, token, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w,
                 cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow,
-                params, weights, scales, stamp, counters, s_cooc, s_cont, touched, cand_cols, cand_scores,
-                cand_parts, out_n, out_cols, out_scores, out_src):
+                params, weights, scales, stamp, counters, s_cooc, s_cont, touched, out_n, out_cols,
+                out_scores, out_src):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
     and their blend, less the user's recent items (`exclude_recent`) and dead columns, merged with the
     background order (ties: the candidate first); then up to `explore_slots` of the last places go to
     the best candidates seen fewer than `explore_below` times. `mark` with `token + b` marks user b's
-    recent items; out_src holds a feature index, SOURCE_BACKGROUND or SOURCE_EXPLORE."""
+    recent items; out_src holds a feature index, SOURCE_BACKGROUND or SOURCE_EXPLORE. Scores are
+    `score_user`'s to the bit; the source (the feature contributing most) is worked out for listed
+    items only."""
     n_cols = len(live)
-    width = len(cand_cols)
+    width = len(touched)
     f_cols = np.empty(width, np.int64)
     f_scores = np.empty(width, np.float32)
-    f_src = np.empty(width, np.int64)
+    feats = np.empty(N_FEATURES)
+    eff = np.empty(N_FEATURES)
+    for f in range(N_FEATURES):
+        eff[f] = weights[f] / scales[f]
+    context = int(params[P_CONTEXT])
+    boost_shift = np.log(params[P_BOOST])
+    trend_shift = (params[P_REF] - params[P_CLOCK]) / params[P_HALF_LIFE] * np.log(2.0) - boost_shift
     bg_cols = np.empty(k, np.int64)
     m_cols = np.empty(k, np.int64)
     m_scores = np.empty(k, np.float64)
@@ -368,11 +376,11 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     fresh_best = np.empty(k + slots, np.int64)
     for b in range(len(users)):
         u = users[b]
-        n = score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, cont_fade,
-                       nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params,
-                       weights, scales, stamp, counters, s_cooc, s_cont, touched, cand_cols, cand_scores,
-                       cand_parts)
+        counters[0] += 1
         cur = counters[0]  # every gathered candidate has stamp == cur
+        n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols,
+                              cn_w, top_cols, fresh, fresh_state[1], decay_pow, context, params[P_ALPHA],
+                              stamp, cur, s_cooc, s_cont, touched, params[P_ERR])
         mine = token + b
         if exclude_recent and u >= 0 and recent_len[u] > 0:
             for t in range(recent.shape[1]):
@@ -380,11 +388,15 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                     mark[recent[u, t]] = mine
         m = 0
         for i in range(n):
-            j = cand_cols[i]
+            j = touched[i]
             if live[j] and mark[j] != mine:
+                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
+                          boost_shift, feats)
+                value = 0.0
+                for f in range(N_FEATURES):  # summed as score_user sums (the same float result)
+                    value += eff[f] * feats[f]
                 f_cols[m] = j
-                f_scores[m] = cand_scores[i]
-                f_src[m] = np.argmax(cand_parts[i])
+                f_scores[m] = value
                 m += 1
         # the k best, and the k + slots best new ones, in stable descending order: no full sort
         n_chosen = _insert_best(f_scores, m, chosen, k, f_cols, item_events, 1 << 62)
@@ -405,7 +417,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 c = chosen[i]
                 m_cols[n_merged] = f_cols[c]
                 m_scores[n_merged] = f_scores[c]
-                m_src[n_merged] = f_src[c]
+                m_src[n_merged] = -1  # a candidate: its strongest feature, below
                 i += 1
             else:
                 m_cols[n_merged] = bg_cols[j]
@@ -437,7 +449,16 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
         for q in range(keep):
             out_cols[b, q] = m_cols[q]
             out_scores[b, q] = m_scores[q]
-            out_src[b, q] = m_src[q]
+            src = m_src[q]
+            if src < 0:  # sums are still valid: its stamp is this user's
+                _features(m_cols[q], s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade,
+                          trend_shift, boost_shift, feats)
+                best = 0
+                for f in range(1, N_FEATURES):
+                    if eff[f] * feats[f] > eff[best] * feats[best]:
+                        best = f
+                src = best
+            out_src[b, q] = src
         out_n[b] = keep + n_new
 
 

@@ -547,9 +547,7 @@ class SparseRecommender:
             self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,
             self._fresh, self._fresh_state,
             self._decay_pow, self._params, self._weights, self._scales, self._stamp, self._counters,
-            self._s_cooc, self._s_cont, np.empty(width, np.int32), np.empty(width, np.int32),
-            np.empty(width, np.float32), np.empty((width, kernels.N_FEATURES)), out_n, out_cols, out_scores,
-            out_src)
+            self._s_cooc, self._s_cont, np.empty(width, np.int32), out_n, out_cols, out_scores, out_src)
         filled = np.arange(k)[None, :] < out_n[:, None]
         cols, src = out_cols[filled], out_src[filled]
         names = self._items.ids(cols).tolist()
