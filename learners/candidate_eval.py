@@ -32,6 +32,7 @@ import numpy as np
 from learners.background import Background
 from learners.base import RATING, Interactions, get_hook
 from learners.evaluate import PrequentialEvaluator
+from learners.ids import grow_rows
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -208,14 +209,6 @@ def _push(cols, vals, filled, c, v):
     return filled
 
 
-def _grown(array: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
-    if len(array) >= n:
-        return array
-    out = np.full(max(n, 2 * len(array), 64), fill, dtype=array.dtype)
-    out[: len(array)] = array
-    return out
-
-
 class CandidateEvaluator(PrequentialEvaluator):
     """`PrequentialEvaluator` for candidate-scoring models (see the module docstring); the same
     metrics, rolling windows, series and report."""
@@ -288,19 +281,19 @@ class CandidateEvaluator(PrequentialEvaluator):
         users = self._user_slots(batch.user)
         n_users = len(self._user_ids)
         if len(self._hist_start) < n_users:
-            self._hist_start = _grown(self._hist_start, n_users)
-            self._hist_len_u = _grown(self._hist_len_u, n_users)
-            self._hist_cap = _grown(self._hist_cap, n_users)
+            self._hist_start = grow_rows(self._hist_start, n_users, minimum=64)
+            self._hist_len_u = grow_rows(self._hist_len_u, n_users, minimum=64)
+            self._hist_cap = grow_rows(self._hist_cap, n_users, minimum=64)
         targets = np.asarray(cands.target_col, np.int64)
         n_cols = max(int(targets.max(initial=-1)) + 1, len(cands.background),
                      int(cands.cols.max(initial=-1)) + 1 if cands.cols.size else 0)
         if len(self._seen_cols) < n_cols:
-            self._seen_cols = _grown(self._seen_cols, n_cols, False)
-            self._col_gen = _grown(self._col_gen, n_cols)
-            self._owner = _grown(self._owner, n_cols, None)
-            self._hmark = _grown(self._hmark, n_cols)
-            self._cmark = _grown(self._cmark, n_cols)
-            self._covered_cols = _grown(self._covered_cols, n_cols, False)
+            self._seen_cols = grow_rows(self._seen_cols, n_cols, False, minimum=64)
+            self._col_gen = grow_rows(self._col_gen, n_cols, minimum=64)
+            self._owner = grow_rows(self._owner, n_cols, None, minimum=64)
+            self._hmark = grow_rows(self._hmark, n_cols, minimum=64)
+            self._cmark = grow_rows(self._cmark, n_cols, minimum=64)
+            self._covered_cols = grow_rows(self._covered_cols, n_cols, False, minimum=64)
         self._check_columns(model, len(self._seen_cols))
         background = cands.background
         self._sync_background(background)
@@ -320,8 +313,8 @@ class CandidateEvaluator(PrequentialEvaluator):
                                  self._covered_cols, self.k, self.coverage_every, self.evaluate_every,
                                  evaluable, rank, ncand)
             if pos < n:  # the pool is full: double it and go on from that event
-                self._pool_items = _grown(self._pool_items, 2 * len(self._pool_items))
-                self._pool_gen = _grown(self._pool_gen, len(self._pool_items))
+                self._pool_items = grow_rows(self._pool_items, 2 * len(self._pool_items), minimum=64)
+                self._pool_gen = grow_rows(self._pool_gen, len(self._pool_items), minimum=64)
         rows = np.flatnonzero(evaluable)
         result = {"position": self.events + rows, "rank": rank[rows], "hit": np.empty(0),
                   "n_candidates": ncand[rows]}

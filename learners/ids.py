@@ -22,18 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import repeat
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 _NO_ID = ""
 
 
-def grow_rows(array: np.ndarray, n_rows: int, fill: float | int | str = 0) -> np.ndarray:
-    """`array` with at least `n_rows` rows, doubling its length when it must grow."""
+def grow_rows(array: np.ndarray, n_rows: int, fill: Any = 0, minimum: int = 16) -> np.ndarray:
+    """`array` with at least `n_rows` rows, doubling its length (to at least `minimum`) when it must
+    grow."""
     if len(array) >= n_rows:
         return array
-    new_len = max(n_rows, 2 * len(array), 16)
+    new_len = max(n_rows, 2 * len(array), minimum)
     grown = np.full((new_len, *array.shape[1:]), fill, dtype=array.dtype)
     grown[: len(array)] = array
     return grown

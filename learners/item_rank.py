@@ -40,6 +40,7 @@ import numpy as np
 
 from learners.base import Interactions
 from learners.evaluate import PrequentialEvaluator
+from learners.ids import grow_rows
 from learners.popularity import _MAX_EXPONENT
 
 _NEG_INF = np.float32(-np.inf)
@@ -280,14 +281,6 @@ def merge_changed(a_val, a_item, changed, d_val, d_item):
     return out_val, out_item
 
 
-def _grown(array: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
-    if len(array) >= n:
-        return array
-    out = np.full(max(n, 2 * len(array), 64), fill, dtype=array.dtype)
-    out[: len(array)] = array
-    return out
-
-
 class DecayedPopularityEvaluator(PrequentialEvaluator):
     """Prequential metrics of `DecayedPopularity(half_life, unit="events")` replayed with
     `prequential_step` in the same micro-batches (see the module docstring): it is model and evaluator
@@ -344,11 +337,11 @@ class DecayedPopularityEvaluator(PrequentialEvaluator):
     def _grow(self, n_items: int, n_users: int, n_nodes: int) -> None:
         for name, fill in (("_counts", 0.0), ("_acc", 0.0), ("_touched", 0), ("_scored", False),
                            ("_changed", False), ("_seen_items", False), ("_hmark", 0), ("_covered", False)):
-            setattr(self, name, _grown(getattr(self, name), n_items, fill))
-        self._head = _grown(self._head, n_users, -1)
-        self._hist_n = _grown(self._hist_n, n_users, 0)
-        self._node_item = _grown(self._node_item, n_nodes, 0)
-        self._node_prev = _grown(self._node_prev, n_nodes, -1)
+            setattr(self, name, grow_rows(getattr(self, name), n_items, fill, minimum=64))
+        self._head = grow_rows(self._head, n_users, -1, minimum=64)
+        self._hist_n = grow_rows(self._hist_n, n_users, 0, minimum=64)
+        self._node_item = grow_rows(self._node_item, n_nodes, 0, minimum=64)
+        self._node_prev = grow_rows(self._node_prev, n_nodes, -1, minimum=64)
 
     def observe_and_learn(self, batch: Interactions) -> dict[str, np.ndarray]:
         """Rank the batch's evaluable events (scores from before the batch), then learn the batch.
