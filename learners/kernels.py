@@ -286,37 +286,6 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
     params[P_CLOCK] = clock
 
 
-@numba.njit(cache=True, nogil=True)
-def score_user(u, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols,
-               nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow, params,
-               weights, scales, stamp, counters, s_cooc, s_cont, touched, out_cols, out_scores,
-               out_parts):
-    """Candidates of one user and their blended scores (for `recommend`); out_parts[m, f] holds each
-    feature's weighted contribution (the item's strongest source)."""
-    context = int(params[P_CONTEXT])
-    alpha = params[P_ALPHA]
-    boost_shift = np.log(params[P_BOOST])
-    trend_shift = (params[P_REF] - params[P_CLOCK]) / params[P_HALF_LIFE] * np.log(2.0) - boost_shift
-    counters[0] += 1
-    cur = counters[0]
-    n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols, cn_w,
-                          top_cols, fresh, fresh_state[1], decay_pow, context, alpha, stamp, cur, s_cooc,
-                          s_cont, touched, params[P_ERR])
-    feats = np.empty(N_FEATURES)
-    for m in range(n):
-        j = touched[m]
-        _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
-                  boost_shift, feats)
-        value = 0.0
-        for f in range(N_FEATURES):
-            part = weights[f] / scales[f] * feats[f]
-            out_parts[m, f] = part
-            value += part
-        out_cols[m] = j
-        out_scores[m] = value
-    return n
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _insert_best(scores, m, best, size, cols, item_events, below):
     """The `size` best of scores[:m] whose item has fewer than `below` events, into `best` (indices,
@@ -353,9 +322,8 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     and their blend, less the user's recent items (`exclude_recent`) and dead columns, merged with the
     background order (ties: the candidate first); then up to `explore_slots` of the last places go to
     the best candidates seen fewer than `explore_below` times. `mark` with `token + b` marks user b's
-    recent items; out_src holds a feature index, SOURCE_BACKGROUND or SOURCE_EXPLORE. Scores are
-    `score_user`'s to the bit; the source (the feature contributing most) is worked out for listed
-    items only."""
+    recent items; out_src holds a feature index, SOURCE_BACKGROUND or SOURCE_EXPLORE. The source (the
+    feature contributing most) is worked out for listed items only."""
     n_cols = len(live)
     width = len(touched)
     f_cols = np.empty(width, np.int64)
@@ -393,7 +361,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
                           boost_shift, feats)
                 value = 0.0
-                for f in range(N_FEATURES):  # summed as score_user sums (the same float result)
+                for f in range(N_FEATURES):  # summed in feature order, as score_then_learn sums
                     value += eff[f] * feats[f]
                 f_cols[m] = j
                 f_scores[m] = value

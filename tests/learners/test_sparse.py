@@ -190,6 +190,36 @@ def test_narrowing_rows_keeps_each_buckets_strongest_neighbours() -> None:
         assert not dropped or min(held) >= max(dropped)  # each bucket keeps its strongest
 
 
+def _score_user(model: SparseRecommender, u: int, touched: np.ndarray, cols: np.ndarray,
+                scores: np.ndarray, parts: np.ndarray) -> int:
+    """One user's candidates, their blend and each feature's weighted part, one candidate at a time."""
+    from learners import kernels
+
+    params = model._params
+    boost_shift = np.log(params[kernels.P_BOOST])
+    clock_gap = params[kernels.P_REF] - params[kernels.P_CLOCK]
+    trend_shift = clock_gap / params[kernels.P_HALF_LIFE] * np.log(2.0) - boost_shift
+    model._counters[0] += 1
+    cur = model._counters[0]
+    n = kernels.gather_candidates(
+        u, model._recent, model._recent_head, model._recent_len, model._ctx_norm, model.neighbours.cols,
+        model.neighbours.weights, model.neighbours.errors, model.content.table.cols,
+        model.content.table.weights, model._top, model._fresh, model._fresh_state[1], model._decay_pow,
+        int(params[kernels.P_CONTEXT]), params[kernels.P_ALPHA], model._stamp, cur, model._s_cooc,
+        model._s_cont, touched, params[kernels.P_ERR])
+    feats = np.empty(kernels.N_FEATURES)
+    for m in range(n):
+        j = touched[m]
+        kernels._features(j, model._s_cooc, model._s_cont, model._stamp, cur, model._cand_norm,
+                          model._log_trend, model._log_w, model._cont_fade, trend_shift, boost_shift, feats)
+        value = 0.0
+        for f in range(kernels.N_FEATURES):
+            parts[m, f] = model._weights[f] / model._scales[f] * feats[f]
+            value += parts[m, f]
+        cols[m], scores[m] = j, value
+    return n
+
+
 def _recommend_one_by_one(model: SparseRecommender, user_ids: list[str], k: int, exclude_recent: bool
                           ) -> list[list[tuple[str, float, str]]]:
     """The per-user form `recommend` had before its batched kernel, as a reference."""
@@ -205,13 +235,7 @@ def _recommend_one_by_one(model: SparseRecommender, user_ids: list[str], k: int,
     out = []
     for user_id in user_ids:
         u = model._users.lookup(np.asarray([user_id], dtype=object))[0]
-        n = kernels.score_user(int(u), model._recent, model._recent_head, model._recent_len, model._ctx_norm,
-                               model._cand_norm, model._log_trend, model._log_w, model._cont_fade,
-                               model.neighbours.cols,
-                               model.neighbours.weights, model.neighbours.errors, model.content.table.cols,
-                               model.content.table.weights, model._top, model._fresh, model._fresh_state,
-                               model._decay_pow, model._params, model._weights, model._scales, model._stamp,
-                               model._counters, model._s_cooc, model._s_cont, touched, cols, scores, parts)
+        n = _score_user(model, int(u), touched, cols, scores, parts)
         banned = set()
         if exclude_recent and u >= 0 and model._recent_len[u]:
             banned = set(model._recent[u][model._recent[u] >= 0].tolist())
