@@ -46,6 +46,10 @@ class Interactions:
     ts: np.ndarray  # float64 epoch seconds
     kind: np.ndarray  # uint8 code into EVENT_TYPES
     event_id: np.ndarray | None = None  # object array of str, when known
+    # where each event came from, when read from Kafka: source partition (int32) and offset (int64);
+    # a learner sharing item-side state between workers needs them (`learners.item_deltas`)
+    partition: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.user)
@@ -54,7 +58,14 @@ class Interactions:
         return Interactions(
             self.user[sl], self.item[sl], self.value[sl], self.ts[sl], self.kind[sl],
             None if self.event_id is None else self.event_id[sl],
+            None if self.partition is None else self.partition[sl],
+            None if self.offset is None else self.offset[sl],
         )
+
+    def with_source(self, partition: np.ndarray, offset: np.ndarray) -> Interactions:
+        """This batch with each event's source partition and offset."""
+        return Interactions(self.user, self.item, self.value, self.ts, self.kind, self.event_id,
+                            np.asarray(partition, np.int32), np.asarray(offset, np.int64))
 
     @classmethod
     def from_records(cls, records: Sequence[Mapping[str, Any]]) -> Interactions:
@@ -83,10 +94,13 @@ class Interactions:
         ids = None
         if bs and all(b.event_id is not None for b in bs):
             ids = np.concatenate([b.event_id for b in bs])
+        sourced = bool(bs) and all(b.partition is not None and b.offset is not None for b in bs)
         return cls(
             np.concatenate([b.user for b in bs]), np.concatenate([b.item for b in bs]),
             np.concatenate([b.value for b in bs]), np.concatenate([b.ts for b in bs]),
             np.concatenate([b.kind for b in bs]), ids,
+            np.concatenate([b.partition for b in bs]) if sourced else None,
+            np.concatenate([b.offset for b in bs]) if sourced else None,
         )
 
 

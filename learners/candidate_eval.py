@@ -191,6 +191,19 @@ def evaluate_batch(start, users, targets, cand_n, cand_cols, cand_scores, target
     return users.shape[0]
 
 
+@numba.njit(cache=True, nogil=True)
+def _count_seen(cols, tree, position, counters):
+    """Newly seen columns into the seen counts (and the tree, for those in the snapshot)."""
+    n_snap = position.shape[0]
+    for c in cols:
+        counters[2] += 1
+        if c < n_snap:
+            _bit_add(tree, position[c], 1)
+            counters[3] += 1
+        else:
+            counters[4] += 1
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _push(cols, vals, filled, c, v):
     """Keep the k best (value, column) pairs seen so far in cols/vals."""
@@ -268,10 +281,41 @@ class CandidateEvaluator(PrequentialEvaluator):
         n = len(background)
         seen = self._seen_cols
         self._tree = build_tree(seen, background.order)
+        self._position = background.position
         in_snap = int(seen[:n].sum())
         self._counters[3] = in_snap
         self._counters[4] = int(self._counters[2]) - in_snap
         self._tree_version = background.version
+
+    def _grow_cols(self, n_cols: int) -> None:
+        if len(self._seen_cols) < n_cols:
+            self._seen_cols = grow_rows(self._seen_cols, n_cols, False, minimum=64)
+            self._col_gen = grow_rows(self._col_gen, n_cols, minimum=64)
+            self._owner = grow_rows(self._owner, n_cols, None, minimum=64)
+            self._hmark = grow_rows(self._hmark, n_cols, minimum=64)
+            self._cmark = grow_rows(self._cmark, n_cols, minimum=64)
+            self._covered_cols = grow_rows(self._covered_cols, n_cols, False, minimum=64)
+
+    def mark_seen(self, cols: np.ndarray, item_ids: np.ndarray, model: Any) -> int:
+        """Count items as seen that this evaluator did not see an event of: another worker did (their
+        counts came in an item delta), so they are in the ranked set and evaluable here too, as with
+        one worker. Returns how many were new."""
+        cols = np.asarray(cols, np.int64)
+        keep = cols >= 0
+        cols, item_ids = cols[keep], np.asarray(item_ids, dtype=object)[keep]
+        if not len(cols):
+            return 0
+        self._grow_cols(int(cols.max()) + 1)
+        self._check_columns(model, len(self._seen_cols))
+        new = ~self._seen_cols[cols]
+        cols, item_ids = cols[new], item_ids[new]
+        self._seen_cols[cols] = True
+        self._owner[cols] = item_ids
+        if self._tree_version is None:  # no tree yet: it is built from the seen columns
+            self._counters[2] += len(cols)
+        else:
+            _count_seen(cols, self._tree, self._position, self._counters)
+        return len(cols)
 
     def observe_candidates(self, batch: Interactions, cands: Any, model: Any,
                            predictions: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -287,13 +331,7 @@ class CandidateEvaluator(PrequentialEvaluator):
         targets = np.asarray(cands.target_col, np.int64)
         n_cols = max(int(targets.max(initial=-1)) + 1, len(cands.background),
                      int(cands.cols.max(initial=-1)) + 1 if cands.cols.size else 0)
-        if len(self._seen_cols) < n_cols:
-            self._seen_cols = grow_rows(self._seen_cols, n_cols, False, minimum=64)
-            self._col_gen = grow_rows(self._col_gen, n_cols, minimum=64)
-            self._owner = grow_rows(self._owner, n_cols, None, minimum=64)
-            self._hmark = grow_rows(self._hmark, n_cols, minimum=64)
-            self._cmark = grow_rows(self._cmark, n_cols, minimum=64)
-            self._covered_cols = grow_rows(self._covered_cols, n_cols, False, minimum=64)
+        self._grow_cols(n_cols)
         self._check_columns(model, len(self._seen_cols))
         background = cands.background
         self._sync_background(background)

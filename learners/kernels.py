@@ -144,10 +144,15 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                      nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
                      counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_seen,
                      rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
-                     out_in_cand):
+                     out_in_cand, item_side, log_e, log_p, log_k, log_n):
     """For each event in order: (score) candidates and the target's score with the state before the
     event, one blend step; (learn) the event. `counters`: [stamp counter, n_seen, event ring head,
-    events]. Writes out_* rows only where `score` is set."""
+    events]. Writes out_* rows only where `score` is set.
+
+    Events whose `item_side` is False change the user's state only (their item-side effect came in a
+    delta from another worker, `apply_item_delta`). With a non-empty pair log, each learned pair
+    (event e, partner p, step back k) is written to log_e/log_p/log_k at log_n[0] (the item-side
+    delta another worker applies)."""
     context = int(params[P_CONTEXT])
     window = int(params[P_WINDOW])
     alpha = params[P_ALPHA]
@@ -208,7 +213,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
             for f in range(N_FEATURES):
                 mean_abs[f] = abs(pos[f])
             used = 0
-            filled = min(counters[3], ring)
+            filled = min(counters[2], ring)
             for q in range(n_neg):
                 if q % 2 == 0 or filled == 0:  # uniform over seen items
                     j = seen_list[_next_random(rng) % np.uint64(n_seen)]
@@ -238,52 +243,99 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                             scales[f] = m_abs
                             scale_seen[f] = True
         # learn the event
+        learn_items = item_side[e]
         if u >= 0:
             length = min(recent_len[u], window)
-            for k in range(length):
-                p = recent[u, (recent_head[u] - 1 - k) % width]
-                if p < 0 or p == i:
-                    continue
-                w = boost * pair_w[k]
-                add_pair(nb_cols, nb_w, nb_err, i, p, w)
-                add_pair(nb_cols, nb_w, nb_err, p, i, w)
+            if learn_items:
+                for k in range(length):
+                    p = recent[u, (recent_head[u] - 1 - k) % width]
+                    if p < 0 or p == i:
+                        continue
+                    w = boost * pair_w[k]
+                    add_pair(nb_cols, nb_w, nb_err, i, p, w)
+                    add_pair(nb_cols, nb_w, nb_err, p, i, w)
+                    if log_e.shape[0] > 0:
+                        q = log_n[0]
+                        log_e[q] = e
+                        log_p[q] = p
+                        log_k[q] = k
+                        log_n[0] = q + 1
             recent[u, recent_head[u] % width] = i
             recent_head[u] = (recent_head[u] + 1) % width
             if recent_len[u] < width:
                 recent_len[u] += 1
             user_events[u] += 1
-        if item_events[i] == 0:
-            seen_list[counters[1]] = i
-            counters[1] += 1
-            fresh[fresh_state[0] % fresh.shape[0]] = i
-            fresh_state[0] += 1
-            fresh_state[1] = min(fresh_state[1] + 1, fresh.shape[0])
-        item_events[i] += 1
-        item_w[i] += boost
-        trend[i] += boost * 2.0 ** ((clock - ref) / half_life)
-        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
-        clock += 1.0
-        if not in_top[i]:
-            weakest = 0
-            weakest_v = np.inf
-            for s in range(top_cols.shape[0]):
-                c = top_cols[s]
-                if c < 0:
-                    weakest = s
-                    weakest_v = -np.inf
-                    break
-                if trend[c] < weakest_v:
-                    weakest_v = trend[c]
-                    weakest = s
-            if trend[i] > weakest_v:
-                if top_cols[weakest] >= 0:
-                    in_top[top_cols[weakest]] = False
-                top_cols[weakest] = i
-                in_top[i] = True
-        event_ring[counters[2] % ring] = i
-        counters[2] += 1
+        if learn_items:
+            learn_item(i, 1, boost * 2.0 ** ((clock - ref) / half_life), boost, alpha, item_w, item_events,
+                       trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, top_cols, in_top, fresh,
+                       fresh_state, seen_list, counters, event_ring)
+            clock += 1.0
         counters[3] += 1
     params[P_CLOCK] = clock
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def learn_item(i, n, trend_add, boost, alpha, item_w, item_events, trend, ctx_norm, cand_norm, log_trend,
+               log_w, cont_fade, top_cols, in_top, fresh, fresh_state, seen_list, counters, event_ring):
+    """The item side of `n` events of item i: first-seen list and fresh ring, counts, the trending
+    count (+ `trend_add`), the cached transforms, the trending set, the recent-events ring."""
+    if item_events[i] == 0:
+        seen_list[counters[1]] = i
+        counters[1] += 1
+        fresh[fresh_state[0] % fresh.shape[0]] = i
+        fresh_state[0] += 1
+        fresh_state[1] = min(fresh_state[1] + 1, fresh.shape[0])
+    item_events[i] += n
+    item_w[i] += boost * n
+    trend[i] += trend_add
+    refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
+    if not in_top[i]:
+        weakest = 0
+        weakest_v = np.inf
+        for s in range(top_cols.shape[0]):
+            c = top_cols[s]
+            if c < 0:
+                weakest = s
+                weakest_v = -np.inf
+                break
+            if trend[c] < weakest_v:
+                weakest_v = trend[c]
+                weakest = s
+        if trend[i] > weakest_v:
+            if top_cols[weakest] >= 0:
+                in_top[top_cols[weakest]] = False
+            top_cols[weakest] = i
+            in_top[i] = True
+    ring = event_ring.shape[0]
+    for _ in range(min(n, ring // 64)):  # one entry per event: the ring samples by recent popularity
+        event_ring[counters[2] % ring] = i
+        counters[2] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def apply_item_delta(cols, counts, trend_sums, pair_a, pair_b, pair_w, n_events, params, item_w,
+                     item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, top_cols, in_top,
+                     fresh, fresh_state, seen_list, counters, event_ring, nb_cols, nb_w, nb_err):
+    """Apply another worker's item-side delta: the event clock moves on by its `n_events` (the clock
+    counts every worker's events), then each item gets its `counts` events with their trending sum
+    (`trend_sums`: sum over its events of 2 ** ((event clock - delta end clock) / half-life)), and each
+    pair (a, b) its raw weight both ways, all scaled by this worker's drift boost (drift reactions stay
+    local)."""
+    boost = params[P_BOOST]
+    half_life = params[P_HALF_LIFE]
+    alpha = params[P_ALPHA]
+    params[P_CLOCK] += n_events
+    scale = boost * 2.0 ** ((params[P_CLOCK] - params[P_REF]) / half_life)
+    for q in range(cols.shape[0]):
+        if counts[q] == 0:  # only a pair partner
+            continue
+        learn_item(cols[q], counts[q], scale * trend_sums[q], boost, alpha, item_w, item_events, trend,
+                   ctx_norm, cand_norm, log_trend, log_w, cont_fade, top_cols, in_top, fresh, fresh_state,
+                   seen_list, counters, event_ring)
+    for q in range(pair_a.shape[0]):
+        w = boost * pair_w[q]
+        add_pair(nb_cols, nb_w, nb_err, pair_a[q], pair_b[q], w)
+        add_pair(nb_cols, nb_w, nb_err, pair_b[q], pair_a[q], w)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

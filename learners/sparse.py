@@ -46,6 +46,7 @@ from learners.background import Background
 from learners.base import RATING, Interactions, ItemMeta, Recommendation, State
 from learners.content_index import ContentNeighbours
 from learners.ids import IdIndex
+from learners.item_deltas import DeltaRecorder, ItemDelta
 from learners.neighbours import NeighbourTable
 
 _MAX_EXPONENT = 200.0  # forward-decay exponent at which the trending counts are rebased
@@ -218,6 +219,14 @@ class SparseRecommender:
         self._n_ratings = 0
         self._item_index_loads = 0
         self.drift_reactions = 0
+        # item-side state shared between workers (learners.item_deltas): per source partition, the
+        # next offset whose item side this state does not hold yet; what to send, when recording
+        self._watermarks: dict[int, int] = {}
+        self._recorder: DeltaRecorder | None = None
+        self.deltas_applied = 0
+        self._local_clock: float | None = None
+        self._local_events = 0
+        self.delta_events_applied = 0
 
     @property
     def events_applied(self) -> int:
@@ -353,6 +362,8 @@ class SparseRecommender:
         self.content.reset_items(freed, n)
         dead = np.zeros(len(self._item_w), np.bool_)
         dead[freed] = True
+        if self._recorder is not None:
+            self._recorder.drop_cols(dead)
         self._top[(self._top >= 0) & dead[np.maximum(self._top, 0)]] = -1
         self._in_top[freed] = False
         self._fresh[(self._fresh >= 0) & dead[np.maximum(self._fresh, 0)]] = -1
@@ -369,16 +380,22 @@ class SparseRecommender:
     def _maybe_rebuild_background(self) -> None:
         n = self._items.n_cols
         every = self.background_every or max(1024, n // 8)
-        if self._counters[3] - self._background_at < every and len(self._background) == n:
+        now = self._clock()
+        if now - self._background_at < every and len(self._background) == n:
             return
-        if self._counters[3] - self._background_at < every and len(self._background) > 0:
+        if now - self._background_at < every and len(self._background) > 0:
             return  # new columns score the default until the next snapshot
         self._rebase()
         trending, popular = self._item_parts(slice(0, n))
         values = trending + popular
         self._background_version += 1
         self._background = Background.build(values.astype(np.float32), self._background_version)
-        self._background_at = int(self._counters[3])
+        self._background_at = now
+
+    def _clock(self) -> int:
+        """The event clock: item-side events of every worker (local ones and those applied from deltas);
+        the background's age counts in it, like the trending half-life."""
+        return int(self._params[kernels.P_CLOCK])
 
     def _item_parts(self, cols: Any) -> tuple[np.ndarray, np.ndarray]:
         """The blend's trending and popularity parts of items (the kernels' `_features`)."""
@@ -435,6 +452,20 @@ class SparseRecommender:
             out_cols = np.zeros((n, 0), np.int32)
             out_scores = np.zeros((n, 0), np.float32)
             flags[:] = False
+        item_side = self._item_side(batch)
+        recording = self._recorder is not None and batch.partition is not None
+        log_size = n * self.window if recording else 0
+        log_e, log_p = np.empty(log_size, np.int32), np.empty(log_size, np.int32)
+        log_k, log_n = np.empty(log_size, np.int32), np.zeros(1, np.int64)
+        clock0 = self._params[kernels.P_CLOCK]
+        if self._local_clock is not None and n:
+            # the blend learns from local events only (its weights stay local): with other workers'
+            # events applied from deltas, each local step stands for every worker's events since the
+            # last batch (r = 1 alone)
+            r = 1.0 + (clock0 - self._local_clock) / max(self._local_events, 1)
+            self._params[kernels.P_LR] = self.blend_lr / 256 * r
+            self._params[kernels.P_MOMENTUM] = 0.99 ** (r / 256)
+        self._local_events = int(item_side.sum())
         kernels.score_then_learn(
             users, items, flags, self._recent, self._recent_head, self._recent_len, self._user_events,
             self._item_w, self._item_events, self._trend, self._ctx_norm, self._cand_norm, self._log_trend,
@@ -443,7 +474,11 @@ class SparseRecommender:
             self._in_top, self._fresh, self._fresh_state, self._seen_list, self._counters, self._event_ring,
             self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_seen,
             self._rng, self._stamp, self._s_cooc, self._s_cont, touched, out_n, out_cols, out_scores,
-            out_target, out_in_cand)
+            out_target, out_in_cand, item_side, log_e, log_p, log_k, log_n)
+        self._local_clock = self._params[kernels.P_CLOCK]
+        if recording:
+            self._record(batch, items, item_side, clock0, log_e[: log_n[0]], log_p[: log_n[0]],
+                         log_k[: log_n[0]])
         rated = batch.kind == RATING
         self._rating_sum += float(batch.value[rated].sum())
         self._n_ratings += int(rated.sum())
@@ -473,6 +508,73 @@ class SparseRecommender:
     def _candidate_capacity(self) -> int:
         """The most candidates one event can have (every source full, nothing shared)."""
         return self.context * (self.neighbours.width + self.content_width) + self.top_trending + self.fresh
+
+    # ------------------------------------------------------------------ shared item side
+    def _item_side(self, batch: Interactions) -> np.ndarray:
+        """Per event: learn its item side here? Not when a delta already brought it (its offset is
+        below its partition's watermark). Moves the watermarks past the batch."""
+        n = len(batch)
+        if batch.partition is None or batch.offset is None:
+            return np.ones(n, np.bool_)
+        marks = self._watermarks
+        parts = batch.partition.astype(np.int64)
+        known = np.array([marks.get(p, 0) for p in range(int(parts.max(initial=-1)) + 1)], np.int64)
+        side = batch.offset >= known[parts]
+        for p in np.unique(parts).tolist():
+            top = int(batch.offset[parts == p].max()) + 1
+            if top > marks.get(p, 0):
+                marks[p] = top
+        return side
+
+    def _record(self, batch: Interactions, items: np.ndarray, item_side: np.ndarray, clock0: float,
+                log_e: np.ndarray, log_p: np.ndarray, log_k: np.ndarray) -> None:
+        clocks = clock0 + np.cumsum(item_side) - 1.0  # each item-side event's clock
+        partition = batch.partition.astype(np.int64)
+        self._recorder.add(partition[item_side], batch.offset[item_side], items[item_side],
+                           clocks[item_side], partition[log_e], batch.offset[log_e], items[log_e], log_p,
+                           self._pair_w[log_k])
+
+    @property
+    def item_watermarks(self) -> dict[int, int]:
+        """Per source partition, the next offset whose item side this state does not hold."""
+        return dict(self._watermarks)
+
+    def record_item_deltas(self, on: bool = True) -> None:
+        """Start (or stop) recording the item side learned from sourced events, for `take_item_deltas`."""
+        self._recorder = DeltaRecorder() if on else None
+
+    def take_item_deltas(self) -> list[ItemDelta]:
+        """The item-side changes learned here since the last call, one delta per source partition."""
+        if self._recorder is None:
+            return []
+        return self._recorder.take(self._items.ids, float(self._params[kernels.P_CLOCK]),
+                                   self.trend_half_life)
+
+    def apply_item_delta(self, delta: ItemDelta) -> bool:
+        """Apply another worker's delta unless this state already holds its events (its `first` offset
+        is below the partition's watermark: it was learned here, or applied before); returns whether
+        it was applied."""
+        if delta.first < self._watermarks.get(delta.partition, 0):
+            return False
+        cols = self._add_ids(self._items, np.asarray(delta.item_ids, dtype=object), is_items=True)
+        cols = cols.astype(np.int64)
+        kernels.apply_item_delta(
+            cols, np.asarray(delta.counts, np.int64), np.asarray(delta.trend_sums, np.float64),
+            cols[np.asarray(delta.pair_a, np.int64)], cols[np.asarray(delta.pair_b, np.int64)],
+            np.asarray(delta.pair_w, np.float64), float(delta.events), self._params, self._item_w,
+            self._item_events, self._trend, self._ctx_norm, self._cand_norm, self._log_trend, self._log_w,
+            self._cont_fade, self._top, self._in_top, self._fresh, self._fresh_state, self._seen_list,
+            self._counters, self._event_ring, self.neighbours.cols, self.neighbours.weights,
+            self.neighbours.errors)
+        self._watermarks[delta.partition] = delta.last + 1
+        self.deltas_applied += 1
+        self.delta_events_applied += delta.events
+        return True
+
+    def item_counts(self) -> dict[str, int]:
+        """Interactions per known item id (the integer counts every worker of a group agrees on)."""
+        cols = self._items.live_cols()
+        return dict(zip(self._items.ids(cols).tolist(), self._item_events[cols].tolist(), strict=True))
 
     def score_then_learn(self, batch: Interactions) -> CandidateScores:
         """Test then train, per event: candidates and scores from the state before each event, then
@@ -592,8 +694,9 @@ class SparseRecommender:
                 "fresh_state": self._fresh_state.tolist(), "weights": self._weights.tolist(),
                 "scales": self._scales.tolist(), "scale_seen": self._scale_seen.tolist(),
                 "item_clock": self._items.now, "evicted_events": self._evicted_events,
-                "background_age": int(self._counters[3]) - self._background_at,
-                "ratings": {"sum": self._rating_sum, "n": self._n_ratings}, "rng": str(int(self._rng[0]))}
+                "background_age": self._clock() - self._background_at,
+                "ratings": {"sum": self._rating_sum, "n": self._n_ratings}, "rng": str(int(self._rng[0])),
+                "item_watermarks": {str(p): o for p, o in self._watermarks.items()}}
         return State(users=users, items=items, meta=meta)
 
     def load_state_dict(self, state: State) -> None:
@@ -604,9 +707,10 @@ class SparseRecommender:
                 "content_width": self.content_width}
         if params != mine:
             raise ValueError(f"state saved with {params}; this model has {mine}")
-        loads = self._item_index_loads
+        loads, recording = self._item_index_loads, self._recorder is not None
         self._reset()
         self._item_index_loads = loads + 1
+        self.record_item_deltas(recording)
         items, users = state.items, state.users
         self._items.load_arrays(items["item_id"], items["last_seen"], now=state.meta.get("item_clock", 0.0))
         n = self._items.n_cols
@@ -634,6 +738,7 @@ class SparseRecommender:
         self._rating_sum = float(state.meta["ratings"]["sum"])
         self._n_ratings = int(state.meta["ratings"]["n"])
         self._rng[0] = np.uint64(int(state.meta["rng"]))
+        self._watermarks = {int(p): int(o) for p, o in state.meta.get("item_watermarks", {}).items()}
         ids = np.asarray(users["user_id"])
         # users are stored compact: they take columns 0..n-1 in one bulk load
         self._users.load_arrays(ids, users.get("last_seen", np.zeros(len(ids))))
@@ -662,4 +767,4 @@ class SparseRecommender:
             self._background_version += 1
             self._background = Background.build(np.asarray(items["background"], np.float32),
                                                 self._background_version)
-            self._background_at = int(self._counters[3]) - int(state.meta["background_age"])
+            self._background_at = self._clock() - int(state.meta["background_age"])

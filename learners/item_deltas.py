@@ -1,0 +1,213 @@
+"""Item-side deltas: what one worker learned about items, for the other workers to apply.
+
+Workers of one consumer group each learn the events of their own `interactions` partitions. The
+user side stays with the partition; the item side (counts, trending counts, neighbour pairs) is global:
+each worker sends what its own events changed, per source partition, as an `ItemDelta`, and applies
+everyone else's. A delta covers the item-side events of one partition between offsets `first` and
+`last`; a model applies a delta only when `first` is at or past what it already holds of that
+partition (`SparseRecommender.item_watermarks`), so an event's item side enters each model exactly once,
+learned there or applied from a delta, across restarts and partition moves (a new owner re-learns the
+events before the watermark for the user side only).
+
+Entries are touched items only: per item its event count and trending sum, per item pair its raw pair
+weight (both directions get it). Weights are raw: the receiver scales them by its own drift boost, and
+its event clock moves on by the delta's event count (the clock counts every worker's events).
+
+The wire form (`to_bytes` / `from_bytes`) is a JSON header and little-endian arrays; `from_bytes`
+refuses anything malformed with a `ValueError` saying what (the stream dead-letters it).
+
+>>> import numpy as np
+>>> delta = ItemDelta(partition=3, first=10, last=12, events=3, item_ids=["a", "b"],
+...                   counts=np.array([2, 1]), trend_sums=np.array([1.5, 1.0]),
+...                   pair_a=np.array([0]), pair_b=np.array([1]), pair_w=np.array([1.0]))
+>>> back = ItemDelta.from_bytes(delta.to_bytes())
+>>> back.partition, back.first, back.last, back.item_ids, back.counts.tolist(), back.pair_w.tolist()
+(3, 10, 12, ['a', 'b'], [2, 1], [1.0])
+>>> ItemDelta.from_bytes(b"hello")
+Traceback (most recent call last):
+ValueError: not an item delta (bad magic)
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"SRD1"
+MAX_ID_BYTES = 1024  # an item id's UTF-8 bytes (the event schema caps ids well below)
+_HEADER = struct.Struct("<4sI")
+
+
+@dataclass
+class ItemDelta:
+    """The item-side change of events `first`..`last` (offsets, inclusive) of one partition."""
+
+    partition: int
+    first: int
+    last: int
+    events: int  # item-side events it covers (the receiver's event clock moves on by this)
+    item_ids: list[str]
+    counts: np.ndarray  # (I,) events per item (0: only a pair partner)
+    trend_sums: np.ndarray  # (I,) sum of 2 ** ((event clock - end clock) / half-life) per item
+    pair_a: np.ndarray  # (P,) positions in item_ids
+    pair_b: np.ndarray  # (P,)
+    pair_w: np.ndarray  # (P,) raw pair weight (before any drift boost)
+    meta: dict[str, Any] = field(default_factory=dict)  # sender, record times (set by the stream)
+
+    def to_bytes(self) -> bytes:
+        encoded = [s.encode("utf-8") for s in self.item_ids]
+        lengths = np.fromiter((len(b) for b in encoded), np.uint32, len(encoded))
+        header = {"partition": int(self.partition), "first": int(self.first), "last": int(self.last),
+                  "events": int(self.events), "items": len(encoded), "pairs": int(len(self.pair_a)),
+                  "meta": self.meta}
+        head = json.dumps(header, separators=(",", ":")).encode()
+        return b"".join([
+            _HEADER.pack(MAGIC, len(head)), head, lengths.tobytes(), b"".join(encoded),
+            np.asarray(self.counts, "<u4").tobytes(), np.asarray(self.trend_sums, "<f8").tobytes(),
+            np.asarray(self.pair_a, "<u4").tobytes(), np.asarray(self.pair_b, "<u4").tobytes(),
+            np.asarray(self.pair_w, "<f4").tobytes()])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> ItemDelta:
+        """Decode and check a delta; ValueError with the reason for anything that is not a sound one."""
+        if not raw or len(raw) < _HEADER.size or raw[:4] != MAGIC:
+            raise ValueError("not an item delta (bad magic)")
+        _, head_len = _HEADER.unpack_from(raw)
+        at = _HEADER.size
+        try:
+            header = json.loads(raw[at:at + head_len])
+            partition, first, last, events = (int(header[k])
+                                              for k in ("partition", "first", "last", "events"))
+            n_items, n_pairs = int(header["items"]), int(header["pairs"])
+            meta = header.get("meta", {})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"item delta header unreadable: {exc}") from None
+        if not isinstance(meta, dict):
+            raise ValueError("item delta meta is not an object")
+        if partition < 0 or first < 0 or last < first or events < 1 or n_items < 1 or n_pairs < 0:
+            raise ValueError(f"item delta header out of range: {header}")
+        at += head_len
+        need = at + 4 * n_items
+        if len(raw) < need:
+            raise ValueError("item delta truncated")
+        lengths = np.frombuffer(raw, "<u4", n_items, at)
+        if int(lengths.max()) > MAX_ID_BYTES or int(lengths.min()) < 1:
+            raise ValueError("item delta holds an empty or oversize item id")
+        at = need
+        blob_end = at + int(lengths.sum())
+        expected = blob_end + 12 * n_items + 12 * n_pairs
+        if len(raw) != expected:
+            raise ValueError(f"item delta of {len(raw)} bytes, its header says {expected}")
+        ends = np.cumsum(lengths).tolist()
+        raw_ids = raw[at:blob_end]
+        try:
+            ids = [raw_ids[a:b].decode("utf-8") for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        except UnicodeDecodeError:
+            raise ValueError("item delta ids are not UTF-8") from None
+        at = blob_end
+        counts = np.frombuffer(raw, "<u4", n_items, at).astype(np.int64)
+        at += 4 * n_items
+        trend_sums = np.frombuffer(raw, "<f8", n_items, at).copy()
+        at += 8 * n_items
+        pair_a = np.frombuffer(raw, "<u4", n_pairs, at).astype(np.int64)
+        at += 4 * n_pairs
+        pair_b = np.frombuffer(raw, "<u4", n_pairs, at).astype(np.int64)
+        at += 4 * n_pairs
+        pair_w = np.frombuffer(raw, "<f4", n_pairs, at).astype(np.float64)
+        if int(counts.sum()) != events:
+            raise ValueError("item delta counts do not add up to its events")
+        if not (np.isfinite(trend_sums).all() and (trend_sums >= 0).all()
+                and np.isfinite(pair_w).all() and (pair_w >= 0).all()):
+            raise ValueError("item delta holds non-finite or negative weights")
+        if n_pairs and (int(pair_a.max()) >= n_items or int(pair_b.max()) >= n_items):
+            raise ValueError("item delta pair refers past its items")
+        if len(set(ids)) != n_items:
+            raise ValueError("item delta repeats an item id")
+        return cls(partition, first, last, events, ids, counts, trend_sums, pair_a, pair_b, pair_w, meta)
+
+
+class DeltaRecorder:
+    """Collects a model's item-side learning per source partition between `take` calls.
+
+    The model appends, per micro-batch, its item-side events (partition, offset, item column, event
+    clock) and learned pairs (partition, item column, partner column, raw weight); `take` aggregates
+    them into one `ItemDelta` per partition (touched entries only, pairs summed in a canonical
+    direction) and starts over."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple[np.ndarray, ...]] = []
+        self._pairs: list[tuple[np.ndarray, ...]] = []
+
+    def __len__(self) -> int:
+        return sum(len(e[0]) for e in self._events)
+
+    def add(self, partition: np.ndarray, offset: np.ndarray, cols: np.ndarray, clock: np.ndarray,
+            pair_partition: np.ndarray, pair_offset: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
+            pair_w: np.ndarray) -> None:
+        """One micro-batch: its item-side events and its learned pairs (with their event's partition
+        and offset)."""
+        if len(partition):
+            self._events.append((partition.astype(np.int64), offset.astype(np.int64), cols.astype(np.int64),
+                                 clock.astype(np.float64)))
+        if len(pair_a):
+            self._pairs.append((pair_partition.astype(np.int64), pair_offset.astype(np.int64),
+                                pair_a.astype(np.int64), pair_b.astype(np.int64), pair_w.astype(np.float64)))
+
+    def drop_cols(self, dead: np.ndarray) -> None:
+        """Forget what was recorded about columns being freed (evicted items: their state is gone)."""
+        self._events = [tuple(a[~dead[e[2]]] for a in e) for e in self._events]
+        self._pairs = [tuple(a[~(dead[p[2]] | dead[p[3]])] for a in p) for p in self._pairs]
+
+    def take(self, ids_of: Any, clock_now: float, half_life: float,
+             max_events: int = 1500) -> list[ItemDelta]:
+        """Deltas of the item-side events since the last call, per partition in offset order, each of
+        at most `max_events` events (a delta stays well under Kafka's 1 MB message limit); `ids_of`:
+        columns -> external ids."""
+        if not self._events:
+            self._pairs = []
+            return []
+        part, offset, cols, clock = (np.concatenate(a) for a in zip(*self._events, strict=True))
+        if self._pairs:
+            pairs = [np.concatenate(a) for a in zip(*self._pairs, strict=True)]
+        else:
+            pairs = [np.zeros(0, np.int64)] * 4 + [np.zeros(0)]
+        self._events, self._pairs = [], []
+        decay = 2.0 ** ((clock - clock_now) / half_life)
+        order = np.lexsort((offset, part))
+        part, offset, cols, decay = part[order], offset[order], cols[order], decay[order]
+        pair_order = np.lexsort((pairs[1], pairs[0]))
+        pairs = [a[pair_order] for a in pairs]
+        deltas = []
+        for p in np.unique(part).tolist():
+            lo, hi = np.searchsorted(part, [p, p + 1])
+            plo, phi = np.searchsorted(pairs[0], [p, p + 1])
+            for a in range(lo, hi, max_events):
+                b = min(a + max_events, hi)
+                first, last = int(offset[a]), int(offset[b - 1])
+                qa, qb = plo + np.searchsorted(pairs[1][plo:phi], [first, last + 1])
+                deltas.append(_delta(p, first, last, cols[a:b], decay[a:b], pairs[2][qa:qb], pairs[3][qa:qb],
+                                     pairs[4][qa:qb], ids_of))
+        return deltas
+
+
+def _delta(partition: int, first: int, last: int, cols: np.ndarray, decay: np.ndarray, pair_a: np.ndarray,
+           pair_b: np.ndarray, pair_w: np.ndarray, ids_of: Any) -> ItemDelta:
+    """One delta: per touched item its events and trending sum, per pair (canonical direction) its
+    summed weight; pair partners join the items (with no events of their own here)."""
+    lo, hi = np.minimum(pair_a, pair_b), np.maximum(pair_a, pair_b)
+    keys, where = np.unique(lo * (1 << 31) + hi, return_inverse=True)
+    weights = np.bincount(where, weights=pair_w, minlength=len(keys))
+    pair_cols = np.stack([keys >> 31, keys & ((1 << 31) - 1)])
+    item_cols = np.union1d(cols, pair_cols.ravel())
+    at = np.searchsorted(item_cols, cols)
+    counts = np.bincount(at, minlength=len(item_cols))
+    trend = np.bincount(at, weights=decay, minlength=len(item_cols))
+    return ItemDelta(
+        partition=int(partition), first=first, last=last, events=len(cols),
+        item_ids=[str(x) for x in ids_of(item_cols)], counts=counts, trend_sums=trend,
+        pair_a=np.searchsorted(item_cols, pair_cols[0]), pair_b=np.searchsorted(item_cols, pair_cols[1]),
+        pair_w=weights)
