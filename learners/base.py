@@ -148,8 +148,10 @@ class Recommender(Protocol):
 
     Optional hooks: a learner may also offer any of score_then_learn, predict_many, on_drift,
     item_index_version, events_applied, model_version, n_users, n_items, evicted_items, evicted_users,
-    state_bytes, knows_user, finetune_rounds, close and reranker. `OPTIONAL_HOOKS`, right below, says
-    what each means and who uses it; without one, its caller does without (see there).
+    state_bytes, knows_user, finetune_rounds, close, reranker, and for workers sharing item-side state
+    record_item_deltas, take_item_deltas, apply_item_delta, item_watermarks and item_counts.
+    `OPTIONAL_HOOKS`, right below, says what each means and who uses it; without one, its caller does
+    without (see there).
 
     `learners.checks.check_recommender(model)` runs a short stream through a learner and asserts all of
     this.
@@ -262,6 +264,27 @@ OPTIONAL_HOOKS: dict[str, Hook] = {
     "close": Hook(
         "close() -> None", True, "wait for background work (a running fine-tune) before the process exits",
         "stream.worker at shutdown"),
+    "record_item_deltas": Hook(
+        "record_item_deltas(on=True) -> None", True,
+        "start recording the item side learned from sourced events (`Interactions.partition`/`offset`) "
+        "for take_item_deltas",
+        "stream.worker.LiveLoop.share_items (workers of one group share item-side state, stream.sync)"),
+    "take_item_deltas": Hook(
+        "take_item_deltas() -> list[learners.item_deltas.ItemDelta]", True,
+        "the item-side changes learned here since the last call, per source partition",
+        "stream.worker.LiveLoop.take_deltas (sent to the item-deltas topic)"),
+    "apply_item_delta": Hook(
+        "apply_item_delta(delta) -> bool", True,
+        "apply another worker's delta unless the state already holds its events (per-partition "
+        "watermark); whether it was applied",
+        "stream.worker.LiveLoop.apply_deltas"),
+    "item_watermarks": Hook(
+        "item_watermarks: dict[int, int]", False,
+        "per source partition, the next offset whose item side the state does not hold yet",
+        "stream.worker /health (`sync`)"),
+    "item_counts": Hook(
+        "item_counts() -> dict[str, int]", True, "interactions per known item id",
+        "stream.worker (the counts' digest in /health and the audit log: equal on every worker)"),
     "reranker": Hook(
         "reranker: object with stats(), or None", False,
         "the deep second stage re-ranking the learner's lists (learners.deep.DeepReranker)",

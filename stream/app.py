@@ -52,6 +52,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         "recommendations": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
                             "segment.ms": "600000"},
         "interactions.dlq": {"retention.ms": str(settings.dlq_retention_ms)},
+        "item-deltas": {"retention.ms": str(settings.deltas_retention_ms)},
     }
     if settings.retention_ms > 0:
         configs["interactions"] = {"retention.ms": str(settings.retention_ms)}
@@ -59,7 +60,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the four topics under `settings.topic_prefix` unless they exist; returns those created.
+    """Create the topics (`TOPICS`) under `settings.topic_prefix` unless they exist; returns those created.
 
     Retries until the broker answers or `timeout` seconds pass (the broker may still be starting)."""
     from kafka.admin import KafkaAdminClient
@@ -79,7 +80,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         existing = set(admin.list_topics())
         configs = topic_configs(settings)
         wanted = {
-            settings.topic(name): {"num_partitions": settings.partitions,
+            # item-deltas: one partition, one order of every worker's deltas (stream.sync)
+            settings.topic(name): {"num_partitions": 1 if name == "item-deltas" else settings.partitions,
                                    "replication_factor": settings.replication_factor,
                                    "configs": configs.get(name, {})}
             for name in TOPICS if settings.topic(name) not in existing
@@ -165,6 +167,8 @@ class EventConsumer(Service):
         self.generation = 0  # bumped on each revocation: fetches made before it are not staged
         self.bad_share = 0.0  # moving average of the refused share of recent fetches
         self.offloading = False  # fetches go to the validator process (see OFFLOAD_ABOVE)
+        self.deltas: Any = None  # stream.sync.DeltaReader when this worker shares item-side state
+        self._last_sync = time.monotonic()
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -182,6 +186,13 @@ class EventConsumer(Service):
         )
         self.consumer.subscribe([s.topic("items"), s.topic("interactions")], listener=_Rebalance(self))
         await self.producer.start()
+        if self.live.deltas_topic is not None:
+            from stream.sync import DeltaReader
+
+            self.deltas = DeltaReader(s)
+            await self.deltas.start(self.live.offsets.get((self.deltas.topic, 0)))
+            applied = await self.deltas.catch_up(self._apply_deltas)
+            log.info("item deltas: caught up (%d records)", applied)
         await self.consumer.start()
         if self.validate_in_child:
             from stream.validator import ValidatorProcess
@@ -207,6 +218,8 @@ class EventConsumer(Service):
                 except Exception:  # noqa: BLE001 - still stop the clients
                     log.exception("final checkpoint failed")
                 await self.consumer.stop()
+            if self.deltas is not None:
+                await self.deltas.stop()
             if self.producer is not None:
                 await self.producer.stop()
             self._close_validator(stopping=True)
@@ -335,10 +348,40 @@ class EventConsumer(Service):
         if validator is not None:
             validator.close()
 
+    async def _apply_deltas(self, records: list[Any]) -> None:
+        letters = await self._in_learner(self.live.apply_deltas, records)
+        if letters:
+            await self._publish(letters, [])
+
+    async def _sync_in(self) -> None:
+        """Apply the other workers' deltas that have arrived (no wait)."""
+        if self.deltas is None:
+            return
+        try:
+            records = await self.deltas.poll(0)
+        except Exception as exc:  # noqa: BLE001 - broker trouble: the next batch tries again
+            log.warning("reading item deltas failed (%s)", exc)
+            return
+        if records:
+            await self._apply_deltas(records)
+
+    async def sync_out(self, force: bool = False) -> None:
+        """Send the item-side deltas learned since the last sync, when `sync_seconds` have passed (or
+        `force`: before a checkpoint, so a checkpoint never holds learning the others cannot get)."""
+        if self.live.deltas_topic is None:
+            return
+        if not force and time.monotonic() - self._last_sync < self.settings.sync_seconds:
+            return
+        self._last_sync = time.monotonic()
+        records = await self._in_learner(self.live.take_deltas)
+        if records:
+            await self.sender.send(self.live.deltas_topic, 0, [(k, v, None) for k, v in records])
+
     async def _process(self, fetched: Fetched | None) -> None:
         s = self.settings
         t0 = time.perf_counter()
         n_items = n_interactions = 0
+        await self._sync_in()
         if fetched is not None:
             good = await self._stage(fetched)
             n_items, n_interactions = len(fetched.items), len(fetched.interactions)
@@ -355,6 +398,7 @@ class EventConsumer(Service):
             letters, recs = [], await self._in_learner(self.live.due_records)
         t1 = time.perf_counter()
         await self._publish(letters, recs)
+        await self.sync_out()
         self.live.timing_sums["send_s"] += time.perf_counter() - t1
         if fetched is not None:
             log.debug("batch: %d items, %d interactions -> %d dead letters, %d lists; apply %.1f ms, "
@@ -406,7 +450,8 @@ class EventConsumer(Service):
             if not wait:
                 return False
             await self._writing
-        await self.sender.settle()  # lists and dead letters of the saved events are out first
+        await self.sync_out(force=True)  # the item side of the saved events goes to the others first
+        await self.sender.settle()  # lists, dead letters and deltas of the saved events are out first
         if self._undelivered:
             raise Undelivered("records of applied events were dropped")
         snapshot = await self._in_learner(self.live.snapshot)
@@ -498,6 +543,15 @@ class _Rebalance(ConsumerRebalanceListener):
                 log.exception("checkpoint on revocation failed")
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        owner = self.owner
+        if owner.deltas is not None:
+            # the previous owners sent their deltas before letting go (checkpoint on revocation): apply
+            # them first, so the events they learned are re-learned here for their users only
+            async with owner._batch_lock:
+                try:
+                    await owner.deltas.catch_up(owner._apply_deltas)
+                except Exception:  # noqa: BLE001 - the deltas still come, later, through the batches
+                    log.exception("catching up on item deltas failed")
         live = self.owner.live
         live.assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in self.owner.consumer.assignment())
         offsets = live.offsets

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-TOPICS = ("interactions", "items", "recommendations", "interactions.dlq")
+TOPICS = ("interactions", "items", "recommendations", "interactions.dlq", "item-deltas")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class Settings:
     checkpoint_events: int = 50_000  # checkpoint after this many applied events...
     checkpoint_seconds: float = 30.0  # ...or this many seconds, whichever comes first
     checkpoint_mode: str = "auto"  # fork (a child writes; stream.forked) | copy | auto: fork where safe
+    sync_seconds: float = 2.0  # item-side deltas to the group every this many seconds (0: no sharing)
+    deltas_retention_ms: int = 24 * 3600 * 1000  # of the item-deltas topic
+    audit_log: str = ""  # JSON lines of what the worker learned, sent and applied (benches)
     learner: str = "online"  # online | popularity | module:Class
     torch_threads: int = 1  # intra-op threads: more only fight the event loop and each other on small CPUs
     log_level: str = "warning"
@@ -188,6 +191,12 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fork: a forked child writes the state while the learner goes on (POSIX, no "
                         "torch); copy: the learner copies it first; auto: fork where safe "
                         "[STREAMREC_CHECKPOINT_MODE, auto]")
+    g.add_argument("--sync-seconds", type=float,
+                   help="share item-side state with the other workers of the group (deltas on the "
+                        "item-deltas topic) every S seconds; 0: no sharing [STREAMREC_SYNC_SECONDS, 2]")
+    g.add_argument("--audit-log", metavar="PATH",
+                   help="append JSON lines of learned events (hits), deltas sent and applied "
+                        "[STREAMREC_AUDIT_LOG]")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="[STREAMREC_LOG_LEVEL, warning]")
     t = parser.add_argument_group("topics: an existing interactions topic, and those the worker creates")
@@ -205,5 +214,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--retention-ms", type=int,
                    help="retention of a created interactions topic, 0: the broker's default "
                         "[STREAMREC_RETENTION_MS, 0]")
+    t.add_argument("--deltas-retention-ms", type=int,
+                   help="retention of the item-deltas topic [STREAMREC_DELTAS_RETENTION_MS, 86400000]")
     t.add_argument("--dlq-retention-ms", type=int,
                    help="retention of the dead-letter topic [STREAMREC_DLQ_RETENTION_MS, 604800000]")

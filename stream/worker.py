@@ -21,6 +21,7 @@ it from Kafka inside the Faust worker.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -49,6 +50,7 @@ log = logging.getLogger("streamrec.worker")
 LEARNERS: dict[str, str] = {
     "online": "learners.recommender:OnlineRecommender",
     "popularity": "learners.popularity:DecayedPopularity",
+    "sparse": "learners.sparse:SparseRecommender",
 }
 
 
@@ -151,6 +153,105 @@ class LiveLoop:
                             "fetch_s": 0.0, "child_wait_s": 0.0}  # (set by the consumer)
         self._pending: dict[str, tuple[float, float | None, float]] = {}  # user -> (event_ts, trigger, due)
         self._staged = self._empty_stage()  # validated, not yet learned (see `stage`)
+        # item-side sharing with the group's other workers (stream.sync): off until `share_items`
+        self.deltas_topic: str | None = None
+        self.worker_id = ""
+        self.audit: Any = None  # stream.sync.AuditLog
+        self.sync = {"deltas_sent": 0, "delta_bytes_sent": 0, "deltas_applied": 0, "deltas_skipped": 0,
+                     "delta_events_applied": 0, "deltas_refused": 0}
+        self._delta_ts: dict[int, list[float]] = {}  # partition -> [min, max] record time since last take
+
+    # -- sharing item-side state -------------------------------------------------------------------
+    def share_items(self, deltas_topic: str, worker_id: str) -> bool:
+        """Record the item side learned here for the other workers, and apply theirs from
+        `deltas_topic`; False when the learner cannot share (it then learns alone)."""
+        if get_hook(self.learner, "take_item_deltas") is None:
+            log.warning("%s does not share item-side state: this worker learns alone",
+                        type(self.learner).__name__)
+            return False
+        self.learner.record_item_deltas(True)
+        self.deltas_topic, self.worker_id = deltas_topic, worker_id
+        return True
+
+    def take_deltas(self) -> list[tuple[bytes, bytes]]:
+        """The item-side deltas learned since the last call, as `item-deltas` (key, value) records."""
+        if self.deltas_topic is None:
+            return []
+        with self.lock:
+            deltas = self.learner.take_item_deltas()
+            times, self._delta_ts = self._delta_ts, {}
+        out = []
+        now = time.time()
+        for d in deltas:
+            lo, hi = times.get(d.partition, (None, None))
+            d.meta = {"worker": self.worker_id, "record_ts_min": lo, "record_ts_max": hi, "sent_at": now}
+            value = d.to_bytes()
+            out.append((b"%d" % d.partition, value))
+            self.sync["deltas_sent"] += 1
+            self.sync["delta_bytes_sent"] += len(value) + 8
+            if self.audit is not None:
+                self.audit.write("delta_sent", partition=d.partition, first=d.first, last=d.last,
+                                 events=d.events, bytes=len(value) + len(out[-1][0]), sent_at=now)
+        return out
+
+    def apply_deltas(self, records: Sequence[Any]) -> list[DeadLetter]:
+        """Apply the other workers' deltas (`item-deltas` records, in order); a malformed one becomes a
+        dead letter and changes nothing. Returns the dead letters."""
+        from learners.item_deltas import ItemDelta
+
+        letters = []
+        with self.lock:
+            for r in records:
+                tp = (r.topic, r.partition)
+                if r.offset < self.offsets.get(tp, 0):
+                    continue  # redelivered: already read
+                self.offsets[tp] = r.offset + 1
+                try:
+                    delta = ItemDelta.from_bytes(r.value)
+                except ValueError as exc:
+                    letters.append(dead_letter(r, Rejection("bad_delta", str(exc)[:300])))
+                    self.sync["deltas_refused"] += 1
+                    continue
+                try:
+                    applied = self.learner.apply_item_delta(delta)
+                except Exception as exc:  # noqa: BLE001 - a learner bug costs this delta, not the worker
+                    log.exception("applying an item delta failed")
+                    reason = Rejection("bad_delta", f"{type(exc).__name__}: {exc}"[:300])
+                    letters.append(dead_letter(r, reason))
+                    self.sync["deltas_refused"] += 1
+                    continue
+                if not applied:
+                    self.sync["deltas_skipped"] += 1
+                    continue
+                self.sync["deltas_applied"] += 1
+                self.sync["delta_events_applied"] += delta.events
+                if self.evaluator is not None and hasattr(self.evaluator, "mark_seen"):
+                    ids = np.asarray(delta.item_ids, dtype=object)[np.asarray(delta.counts) > 0]
+                    self.evaluator.mark_seen(self.learner.item_cols(ids), ids, self.learner)
+                if self.audit is not None:
+                    meta = delta.meta
+                    self.audit.write("delta_applied", **{"from": meta.get("worker")},
+                                     partition=delta.partition, first=delta.first, last=delta.last,
+                                     events=delta.events,
+                                     bytes=len(r.value) + len(r.key or b""),
+                                     record_ts_min=meta.get("record_ts_min"),
+                                     record_ts_max=meta.get("record_ts_max"), applied_at=time.time())
+        if letters:
+            counts = self.dead_letters
+            for letter in letters:
+                counts[letter.reason] = counts.get(letter.reason, 0) + 1
+                if self.metrics is not None:
+                    self.metrics.observe_dlq(letter.reason, 1)
+        return letters
+
+    def item_counts_digest(self) -> str | None:
+        counts = get_hook(self.learner, "item_counts")
+        if counts is None:
+            return None
+        from stream.sync import counts_digest
+
+        with self.lock:
+            return counts_digest(counts())
 
     # -- applying ----------------------------------------------------------------------------------
     def apply(self, items: Sequence[Any], interactions: Sequence[Any]) -> tuple[list[DeadLetter], list]:
@@ -289,8 +390,11 @@ class LiveLoop:
             letters: list[DeadLetter] = staged["letters"]
             n_good = 0
             if staged["batches"]:
-                batch = Interactions.concat(staged["batches"])
-                n_good = self._learn(batch, staged["records"], staged["trigger_ts"], letters)
+                records = staged["records"]
+                batch = Interactions.concat(staged["batches"]).with_source(
+                    np.fromiter((r.partition for r in records), np.int32, len(records)),
+                    np.fromiter((r.offset for r in records), np.int64, len(records)))
+                n_good = self._learn(batch, records, staged["trigger_ts"], letters)
             self.offsets.update(staged["offsets"])  # learned, or dead-lettered with the reason
             by_reason = Counter(letter.reason for letter in letters)
             by_reason.update(staged["dlq_reasons"])  # dead-lettered by the validator process
@@ -335,8 +439,9 @@ class LiveLoop:
     def _learn(self, batch: Interactions, records: list[Any], trigger_ts: list[float | None],
                letters: list[DeadLetter]) -> int:
         try:
+            result = None
             if self.step is not None:
-                self.step(self.learner, self.evaluator, batch, monitor=self.monitor)
+                result = self.step(self.learner, self.evaluator, batch, monitor=self.monitor)
             else:
                 self.learner.learn_many(batch)
         except Exception as exc:  # noqa: BLE001 - a learner bug must not stop the stream
@@ -346,6 +451,10 @@ class LiveLoop:
             return 0
         self.batches_applied += 1
         self.applied_count += len(batch)
+        if self.deltas_topic is not None:
+            self._note_record_times(batch.partition, trigger_ts)
+        if self.audit is not None:
+            self._audit_events(batch, result, trigger_ts)
         version = get_hook(self.learner, "model_version")
         self.publisher.model_version = self.batches_applied if version is None else version
         if self.metrics is not None:
@@ -361,6 +470,26 @@ class LiveLoop:
         self.report_finetunes()
         self._mark_touched(batch.user.tolist(), batch.ts.tolist(), trigger_ts)
         return len(batch)
+
+    def _note_record_times(self, partition: np.ndarray, trigger_ts: list[float | None]) -> None:
+        """Each partition's first and last record time since the deltas were last taken (the deltas
+        carry them: the sync lag is measured from them)."""
+        ts = np.array([np.nan if t is None else t for t in trigger_ts], np.float64)
+        for p in np.unique(partition).tolist():
+            mine = ts[partition == p]
+            mine = mine[~np.isnan(mine)]
+            if len(mine):
+                span = self._delta_ts.setdefault(p, [float(mine.min()), float(mine.max())])
+                span[0], span[1] = min(span[0], float(mine.min())), max(span[1], float(mine.max()))
+
+    def _audit_events(self, batch: Interactions, result: dict[str, np.ndarray] | None,
+                      trigger_ts: list[float | None]) -> None:
+        hit = np.full(len(batch), -1, np.int64)
+        if result is not None and self.evaluator is not None and len(result["position"]):
+            rows = np.asarray(result["position"]) - (self.evaluator.events - len(batch))
+            hit[rows] = (np.asarray(result["rank"]) < self.evaluator.k).astype(np.int64)
+        self.audit.write("events", partition=batch.partition.tolist(), offset=batch.offset.tolist(),
+                         user=batch.user.tolist(), hit=hit.tolist(), record_ts=list(trigger_ts))
 
     def report_finetunes(self) -> int:
         """Send the learner's fine-tune rounds that ended since the last call (they run in the
@@ -567,6 +696,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"online learner without the deep (fine-tuned) second stage [{NO_DEEP_ENV}]")
     parser.add_argument("--no-drift", action="store_true", default=None,
                         help=f"no drift detection / adaptation on the live hit rate [{NO_DRIFT_ENV}]")
+    parser.add_argument("--no-sync", action="store_true", default=None,
+                        help="learn alone: no item-side deltas sent to or applied from the group's other "
+                             "workers (the same as --sync-seconds 0)")
     parser.add_argument("--inline-validation", action="store_true", default=None,
                         help="validate and dead-letter records in the worker's own process instead of a "
                              f"child process beside it [{INLINE_VALIDATION_ENV}]")
@@ -597,6 +729,9 @@ def _health_extra(live: LiveLoop) -> dict[str, Any]:
             "dlq_total": sum(live.dead_letters.values()), "validation": dict(live.validation),
             "model_version": live.publisher.model_version,
             "checkpoint": dict(live.last_checkpoint), "timings": live.timings(),
+            "sync": {"on": live.deltas_topic is not None, **live.sync,
+                     "item_watermarks": {str(p): o for p, o in
+                                         (get_hook(live.learner, "item_watermarks") or {}).items()}},
             "offsets": {f"{t}:{p}": o for (t, p), o in sorted(live.offsets.items())}}
 
 
@@ -619,6 +754,8 @@ def run(args: argparse.Namespace) -> int:
     from stream.metrics import SeriesRecorder, StreamMetrics
 
     settings = Settings.from_args(args)
+    if getattr(args, "no_sync", None):
+        settings = dataclasses.replace(settings, sync_seconds=0.0)
     fields = settings.field_map()  # a bad --columns / --ts-unit / --types stops here, before connecting
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -645,6 +782,15 @@ def run(args: argparse.Namespace) -> int:
                     metrics=metrics, recorder=recorder, monitor=monitor,
                     fork_checkpoints=modes[settings.checkpoint_mode], fields=fields)
     loaded = live.restore(settings.init_state or None)
+    from stream.app import instance_id
+
+    worker_id = instance_id(settings)
+    if settings.sync_seconds > 0:
+        live.share_items(settings.topic("item-deltas"), worker_id)
+    if settings.audit_log:
+        from stream.sync import AuditLog
+
+        live.audit = AuditLog(settings.audit_log, worker_id)
     service = LiveService(_LockedRecommender(live), metrics, recorder,
                           known_user=get_hook(live.learner, "knows_user"),
                           extra_health=lambda: _health_extra(live))
@@ -673,6 +819,10 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
+        if live.audit is not None:
+            live.audit.write("final", events_applied=live.events_applied,
+                             item_counts_digest=live.item_counts_digest(), sync=dict(live.sync))
+            live.audit.close()
         close = get_hook(learner, "close")
         if close is not None:  # a background fine-tune still running ends before the process does
             close()

@@ -77,7 +77,7 @@ def test_bad_interaction_gets_its_reason(reason: str, raw: bytes) -> None:
 
 
 def test_every_reason_is_exercised() -> None:
-    covered = {r for r, _ in BAD_INTERACTIONS} | {"bad_tags"}
+    covered = {r for r, _ in BAD_INTERACTIONS} | {"bad_tags", "bad_delta"}  # items; item-deltas (tests/kafka)
     assert covered == set(REASONS)
 
 

@@ -1,0 +1,114 @@
+"""Item-side state shared by the workers of one group, through Kafka (`learners.item_deltas`).
+
+Each worker sends, every `--sync-seconds`, the item-side deltas of the events it learned to the
+`item-deltas` topic, and applies every delta there in topic order. The topic has one partition: one
+order of every worker's deltas, which all workers read whole (no group: each reads every delta). The
+read position is saved in each checkpoint with the interactions offsets, so a restarted worker applies
+exactly the deltas its state misses; a delta of events already in its state (learned here, or applied
+before) is skipped by its partition's watermark, which also keeps a worker's own deltas from coming back.
+Before a checkpoint the pending deltas are sent and acknowledged, so a checkpoint never holds item-side
+learning that the other workers cannot get.
+
+Clocks: the trending half-life and the background's age count events of every worker (the learner's
+event clock moves on by each applied delta's events), so all workers decay at the same pace.
+
+Stays local, per worker: the blend's weights (learned from local events, each step scaled to stand for
+the whole stream's events since the previous batch), the drift reaction (a worker reacts to its own
+hit rate), the users' state (it follows the partition), the deep stage's window and weights.
+
+A malformed record on the topic goes to the dead-letter topic with reason `bad_delta`, and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("streamrec.sync")
+
+CATCH_UP_TIMEOUT_S = 60.0
+
+
+class AuditLog:
+    """JSON lines of what a worker learned, sent and applied (`--audit-log`), for benches: kinds
+    `events` (per learned batch: partition, offset, user, hit: 1/0, -1 when not evaluated, record_ts),
+    `delta_sent`, `delta_applied` and `final` (the worker's integer item counts' digest at shutdown)."""
+
+    def __init__(self, path: str | Path, worker: str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.worker = worker
+        self._file = self.path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, kind: str, **fields: Any) -> None:
+        self._file.write(json.dumps({"kind": kind, "worker": self.worker, **fields},
+                                    separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def counts_digest(counts: dict[str, int]) -> str:
+    """An order-free digest of per-item integer counts: equal digests, equal counts."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for item in sorted(counts):
+        h.update(f"{item}\t{counts[item]}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class DeltaReader:
+    """Reads the `item-deltas` topic (its one partition) from a given offset, outside the group."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.topic = settings.topic("item-deltas")
+        self.consumer: Any = None
+        self.tp: Any = None
+
+    async def start(self, position: int | None) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        s = self.settings
+        self.tp = TopicPartition(self.topic, 0)
+        self.consumer = AIOKafkaConsumer(
+            client_id=f"{s.group_id}-deltas", group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024, **s.aiokafka_kwargs())
+        await self.consumer.start()
+        self.consumer.assign([self.tp])
+        if position is not None:
+            self.consumer.seek(self.tp, position)
+        else:
+            await self.consumer.seek_to_beginning(self.tp)
+
+    async def poll(self, timeout_ms: int = 0) -> list[Any]:
+        got = await self.consumer.getmany(self.tp, timeout_ms=timeout_ms, max_records=500)
+        return got.get(self.tp, [])
+
+    async def end(self) -> int:
+        return (await self.consumer.end_offsets([self.tp]))[self.tp]
+
+    async def catch_up(self, apply: Any, timeout: float = CATCH_UP_TIMEOUT_S) -> int:
+        """Read and `apply` (an async callable taking records) every delta up to the topic's end now;
+        returns the records read."""
+        end = await self.end()
+        deadline = time.monotonic() + timeout
+        n = 0
+        while await self.consumer.position(self.tp) < end:
+            if time.monotonic() > deadline:
+                log.warning("item deltas: caught up to %d of %d in %.0f s; going on", n, end, timeout)
+                break
+            records = await self.poll(200)
+            if records:
+                n += len(records)
+                await apply(records)
+        return n
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()

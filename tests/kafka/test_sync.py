@@ -1,0 +1,90 @@
+"""Workers of one group share item-side state through the `item-deltas` topic (stream.sync): every
+worker ends with the integer item counts of the whole stream, each event counted once, across a
+rebalance (a worker joins mid-stream) and a crash and restart (SIGKILL, no final checkpoint); corrupt
+records on `item-deltas` are dead-lettered and change nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from learners.synthetic import generate
+from stream.config import Settings
+from stream.producer import encode_events, make_producer, send_records
+from stream.sync import counts_digest
+from stream.worker import WorkerProcess
+
+pytestmark = pytest.mark.kafka
+
+
+def _final(audit: Path) -> list[dict]:
+    return [line for line in map(json.loads, audit.read_text().splitlines()) if line["kind"] == "final"]
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_workers_share_item_counts_exactly_once_across_a_rebalance_and_a_crash(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+    settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    log = generate(n_events=12_000, n_users=400, n_items=300, seed=5).log
+    records = encode_events(log)
+    expected = counts_digest(dict(Counter(log.item.tolist())))
+    first, middle, last = records[:4000], records[4000:8000], records[8000:]
+    args = ["--learner", "sparse", "--no-deep", "--batch-size", "500", "--sync-seconds", "0.5",
+            "--partitions", "4"]
+    audit_a, audit_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    producer = make_producer(settings)
+    topic = settings.topic("interactions")
+    try:
+        with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "a",
+                           args=[*args, "--audit-log", str(audit_a)]) as a:
+            a.wait_ready()
+            send_records(producer, topic, first)
+            a.wait_applied(len(first), timeout=90)
+            # garbage on item-deltas: dead-lettered with its reason, no state touched
+            garbage = [(b"0", b"not a delta"), (b"1", b"SRD1\x00")]
+            send_records(producer, settings.topic("item-deltas"), garbage)
+            flowing = threading.Thread(target=send_records, args=(producer, topic, middle),
+                                       kwargs={"rate": 1500.0})
+            flowing.start()
+            b = WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "b",
+                              args=[*args, "--audit-log", str(audit_b)])
+            with b.start():
+                b.wait_ready(timeout=90)  # the group rebalanced mid-stream
+                flowing.join()
+                _wait(lambda: a.health()["events_applied"] + b.health()["events_applied"] >= 8000, 90,
+                      "events missing after the rebalance")
+                b.kill()  # a crash: B's last deltas may or may not be out; its partitions go to A
+                send_records(producer, topic, last[:2000])
+                _wait(lambda: _held(a) == 10_000, 120, "A did not take over B's partitions")
+                b.start()  # restarts from its checkpoint (or from nothing) and catches up on the deltas
+                b.wait_ready(timeout=90)
+                send_records(producer, topic, last[2000:])
+                _wait(lambda: _held(a) == _held(b) == len(records), 90, "the workers never held every event")
+                refused = a.health()["dlq"].get("bad_delta", 0)
+            assert b.stop() == 0
+        # A stopped too (context exit); both wrote their final counts
+    finally:
+        producer.close()
+    finals_a, finals_b = _final(audit_a), _final(audit_b)
+    assert finals_a and finals_b
+    assert finals_a[-1]["item_counts_digest"] == expected
+    assert finals_b[-1]["item_counts_digest"] == expected
+    assert refused == 2
+    # every event learned by exactly one worker for its user (the crashed one's lost events again by A)
+    assert finals_a[-1]["events_applied"] + finals_b[-1]["events_applied"] == len(records)
+
+
+def _held(worker: WorkerProcess) -> int:
+    """Events whose item side the worker's state holds (learned there or applied from a delta)."""
+    return sum(int(o) for o in worker.health()["sync"]["item_watermarks"].values())
