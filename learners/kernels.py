@@ -26,8 +26,8 @@ N_FEATURES = len(FEATURES)
 
 # params (float64 array) layout
 (P_CONTEXT, P_WINDOW, P_ALPHA, P_BOOST, P_LR, P_MOMENTUM, P_NEGATIVES, P_HALF_LIFE, P_REF, P_CLOCK,
- P_ERR) = range(11)
-N_PARAMS = 11
+ P_ERR, P_SCALE_WARMUP) = range(12)
+N_PARAMS = 12
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -142,7 +142,7 @@ def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w
 def score_then_learn(users, items, score, recent, recent_head, recent_len, user_events, item_w,
                      item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w,
                      nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
-                     counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_seen,
+                     counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_n,
                      rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
                      out_in_cand, item_side, log_e, log_p, log_k, log_n):
     """For each event in order: (score) candidates and the target's score with the state before the
@@ -237,11 +237,12 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                     weights[f] += lr * grad[f] / used
                     m_abs = mean_abs[f] / (used + 1)
                     if m_abs > 0:
-                        if scale_seen[f]:
-                            scales[f] = momentum * scales[f] + (1.0 - momentum) * m_abs
-                        else:
-                            scales[f] = m_abs
-                            scale_seen[f] = True
+                        # the plain mean of the first samples, then a moving average: a scale set by
+                        # its first sample alone stayed off for tens of thousands of events
+                        n_f = scale_n[f]
+                        mom = n_f / (n_f + 1.0) if n_f < params[P_SCALE_WARMUP] else momentum
+                        scales[f] = mom * scales[f] + (1.0 - mom) * m_abs
+                        scale_n[f] = n_f + 1.0
         # learn the event
         learn_items = item_side[e]
         if u >= 0:

@@ -115,6 +115,10 @@ class SparseRecommender:
         not wiped: a false alarm costs little; see `on_drift`).
     """
 
+    _SCALE_EVENTS = 256  # the feature scales' moving average keeps 0.99 of itself over this many events
+    _SCALE_WARMUP = 300  # samples averaged plainly before it (the first alone set it once: a fluke of
+    # the first events then held for tens of thousands of events)
+
     def __init__(
         self,
         context: int = 8,
@@ -201,12 +205,13 @@ class SparseRecommender:
         self._params = np.zeros(kernels.N_PARAMS)
         self._params[[kernels.P_CONTEXT, kernels.P_WINDOW, kernels.P_ALPHA, kernels.P_BOOST, kernels.P_LR,
                       kernels.P_MOMENTUM, kernels.P_NEGATIVES, kernels.P_HALF_LIFE]] = [
-            self.context, self.window, self.alpha, 1.0, self.blend_lr / 256, 0.99 ** (1 / 256),
+            self.context, self.window, self.alpha, 1.0, self.blend_lr / 256, 0.99 ** (1 / self._SCALE_EVENTS),
             self.negatives, self.trend_half_life]
         self._params[kernels.P_ERR] = self.error_share
+        self._params[kernels.P_SCALE_WARMUP] = self._SCALE_WARMUP
         self._weights = np.array([float(self.init.get(f, 0.0)) for f in kernels.FEATURES])
         self._scales = np.ones(kernels.N_FEATURES)
-        self._scale_seen = np.zeros(kernels.N_FEATURES, np.bool_)
+        self._scale_n = np.zeros(kernels.N_FEATURES)  # samples each feature's scale has averaged
         self._rng = np.array([np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(self.seed + 1)], np.uint64)
         self._background = Background.empty()
         self._out_buffers = np.empty((0, 0), np.int32), np.empty((0, 0), np.float32)
@@ -464,7 +469,7 @@ class SparseRecommender:
             # last batch (r = 1 alone)
             r = 1.0 + (clock0 - self._local_clock) / max(self._local_events, 1)
             self._params[kernels.P_LR] = self.blend_lr / 256 * r
-            self._params[kernels.P_MOMENTUM] = 0.99 ** (r / 256)
+            self._params[kernels.P_MOMENTUM] = 0.99 ** (r / self._SCALE_EVENTS)
         self._local_events = int(item_side.sum())
         kernels.score_then_learn(
             users, items, flags, self._recent, self._recent_head, self._recent_len, self._user_events,
@@ -472,7 +477,7 @@ class SparseRecommender:
             self._log_w, self._cont_fade, self.neighbours.cols, self.neighbours.weights,
             self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,
             self._in_top, self._fresh, self._fresh_state, self._seen_list, self._counters, self._event_ring,
-            self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_seen,
+            self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_n,
             self._rng, self._stamp, self._s_cooc, self._s_cont, touched, out_n, out_cols, out_scores,
             out_target, out_in_cand, item_side, log_e, log_p, log_k, log_n)
         self._local_clock = self._params[kernels.P_CLOCK]
@@ -692,7 +697,7 @@ class SparseRecommender:
                            "content_width": self.content_width},
                 "clock": self._params.tolist(), "counters": self._counters.tolist(),
                 "fresh_state": self._fresh_state.tolist(), "weights": self._weights.tolist(),
-                "scales": self._scales.tolist(), "scale_seen": self._scale_seen.tolist(),
+                "scales": self._scales.tolist(), "scale_n": self._scale_n.tolist(),
                 "item_clock": self._items.now, "evicted_events": self._evicted_events,
                 "background_age": self._clock() - self._background_at,
                 "ratings": {"sum": self._rating_sum, "n": self._n_ratings}, "rng": str(int(self._rng[0])),
@@ -728,12 +733,16 @@ class SparseRecommender:
         seen = np.asarray(items["seen_list"], np.int32)
         self._seen_list[: len(seen)] = seen
         self._event_ring[:] = items["event_ring"]
-        self._params[:] = state.meta["clock"]
+        clock = state.meta["clock"]  # states before P_SCALE_WARMUP hold one parameter less
+        self._params[: len(clock)] = clock
         self._counters[:] = state.meta["counters"]
         self._fresh_state[:] = state.meta["fresh_state"]
         self._weights[:] = state.meta["weights"]
         self._scales[:] = state.meta["scales"]
-        self._scale_seen[:] = state.meta["scale_seen"]
+        if "scale_n" in state.meta:
+            self._scale_n[:] = state.meta["scale_n"]
+        else:  # states before scale_n: a seen scale is a settled moving average
+            self._scale_n[:] = np.where(state.meta["scale_seen"], 1e9, 0.0)
         self._evicted_events = int(state.meta.get("evicted_events", 0))
         self._rating_sum = float(state.meta["ratings"]["sum"])
         self._n_ratings = int(state.meta["ratings"]["n"])
