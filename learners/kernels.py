@@ -367,16 +367,17 @@ SOURCE_EXPLORE = N_FEATURES + 1
 
 @numba.njit(cache=True, nogil=True)
 def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, item_events, order, bg_values,
-                mark, token, recent, recent_head, recent_len, ctx_norm, cand_norm, log_trend, log_w,
-                cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh, fresh_state, decay_pow,
-                params, weights, scales, stamp, counters, s_cooc, s_cont, touched, out_n, out_cols,
-                out_scores, out_src):
+                mark, token, recent, recent_head, recent_len, hist_start, hist_len, hist_pool, ctx_norm,
+                cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh,
+                fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc, s_cont, touched,
+                out_n, out_cols, out_scores, out_src):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
-    and their blend, less the user's recent items (`exclude_recent`) and dead columns, merged with the
-    background order (ties: the candidate first); then up to `explore_slots` of the last places go to
-    the best candidates seen fewer than `explore_below` times. `mark` with `token + b` marks user b's
-    recent items; out_src holds a feature index, SOURCE_BACKGROUND or SOURCE_EXPLORE. The source (the
-    feature contributing most) is worked out for listed items only."""
+    and their blend, less the user's recent items and history (`exclude_recent`) and dead columns,
+    merged with the background order (ties: the candidate first); then up to `explore_slots` of the
+    last places go to the best candidates seen fewer than `explore_below` times. `mark` with
+    `token + b` marks user b's recent items and history; out_src holds a feature index,
+    SOURCE_BACKGROUND or SOURCE_EXPLORE. The source (the feature contributing most) is worked out for
+    listed items only."""
     n_cols = len(live)
     width = len(touched)
     f_cols = np.empty(width, np.int64)
@@ -403,10 +404,14 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                               cn_w, top_cols, fresh, fresh_state[1], decay_pow, context, params[P_ALPHA],
                               stamp, cur, s_cooc, s_cont, touched, params[P_ERR])
         mine = token + b
-        if exclude_recent and u >= 0 and recent_len[u] > 0:
+        if exclude_recent and u >= 0:
             for t in range(recent.shape[1]):
                 if recent[u, t] >= 0:
                     mark[recent[u, t]] = mine
+            h0 = hist_start[u]
+            for q in range(hist_len[u]):  # and everything else the user had
+                if hist_pool[h0 + q] >= 0:
+                    mark[hist_pool[h0 + q]] = mine
         m = 0
         for i in range(n):
             j = touched[i]
@@ -493,3 +498,43 @@ def pack_rows(n, buf_cols, buf_scores, cols, scores):
         for m in range(n[e], cols.shape[1]):
             cols[e, m] = -1
             scores[e, m] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def add_history(start, users, items, max_history, hist_start, hist_len, hist_cap, hist_total, pool, top):
+    """Each event's item joins its user's history (a set: an item already there is not added again),
+    events [start, n) in order. A history lives in `pool` from `hist_start[u]`, `hist_cap[u]` slots;
+    full, it moves to twice the room at the pool's top (`top[0]`); at `max_history` items it keeps the
+    newest (a ring). Returns where it stopped: n, or an event that needs a bigger pool."""
+    for e in range(start, users.shape[0]):
+        u = users[e]
+        i = items[e]
+        if u < 0:
+            continue
+        h0 = hist_start[u]
+        n = hist_len[u]
+        seen = False
+        for q in range(n):
+            if pool[h0 + q] == i:
+                seen = True
+                break
+        if seen:
+            continue
+        if n < hist_cap[u]:
+            pool[h0 + n] = i
+            hist_len[u] = n + 1
+        elif hist_cap[u] < max_history:
+            cap = min(max(2 * hist_cap[u], 4), max_history)
+            if top[0] + cap > pool.shape[0]:
+                return e
+            for q in range(n):
+                pool[top[0] + q] = pool[h0 + q]
+            hist_start[u] = top[0]
+            hist_cap[u] = cap
+            top[0] += cap
+            pool[top[0] - cap + n] = i
+            hist_len[u] = n + 1
+        else:  # full: the oldest goes
+            pool[h0 + hist_total[u] % max_history] = i
+        hist_total[u] += 1
+    return users.shape[0]

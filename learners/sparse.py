@@ -110,6 +110,8 @@ class SparseRecommender:
         bound (an evicted id's state is dropped; it starts fresh when it returns).
     error_share
         Share of a neighbour's space-saving error taken off its weight when scoring (1: the lower bound).
+    max_history
+        Items per user's history that `recommend` leaves out (a set; past it the newest are kept).
     drift_gain
         On a detected drift new events weigh this many times the old ones from then on (old counts are
         not wiped: a false alarm costs little; see `on_drift`).
@@ -143,6 +145,7 @@ class SparseRecommender:
         evict_chunk: float = 0.01,
         drift_gain: float = 3.0,
         error_share: float = 0.5,
+        max_history: int = 1000,
         seed: int = 0,
     ) -> None:
         self.context = context
@@ -168,6 +171,7 @@ class SparseRecommender:
         self.evict_chunk = evict_chunk
         self.drift_gain = drift_gain
         self.error_share = error_share
+        self.max_history = max_history
         self.seed = seed
         self._reset()
 
@@ -183,6 +187,10 @@ class SparseRecommender:
         self._recent_head = np.zeros(0, np.int32)
         self._recent_len = np.zeros(0, np.int32)
         self._user_events = np.zeros(0, np.int64)
+        # per-user histories (item columns) in one pool: start, length, room, items ever added
+        self._hist = np.zeros((4, 0), np.int64)
+        self._hist_pool = np.full(1 << 12, -1, np.int32)
+        self._hist_top = np.zeros(1, np.int64)
         self._mark = np.zeros(0, np.int64)  # recommend's per-item marks (kernels.top_k_users)
         self._mark_token = 1
         self._item_w = np.zeros(0, np.float64)
@@ -269,7 +277,8 @@ class SparseRecommender:
 
     def state_bytes(self) -> int:
         """Bytes held by the numeric state (arrays; the id dictionaries come on top)."""
-        arrays = [self._recent, self._recent_head, self._recent_len, self._user_events, self._item_w,
+        arrays = [self._recent, self._recent_head, self._recent_len, self._user_events, self._hist,
+                  self._hist_pool, self._item_w,
                   self._item_events, self._trend, self._in_top, self._hot,
                   self._seen_list, self._background.values, self._background.sorted_values,
                   self._background.position]
@@ -316,6 +325,8 @@ class SparseRecommender:
         self._recent_head = _grow(self._recent_head, n)
         self._recent_len = _grow(self._recent_len, n)
         self._user_events = _grow(self._user_events, n)
+        if self._hist.shape[1] < n:
+            self._hist = _grow(self._hist.T, n).T.copy()
 
     def _add_ids(self, index: IdIndex, ids: np.ndarray, is_items: bool) -> np.ndarray:
         cols = index.lookup(ids)
@@ -350,6 +361,7 @@ class SparseRecommender:
             self._recent_head[freed] = 0
             self._recent_len[freed] = 0
             self._user_events[freed] = 0
+            self._hist[1:, freed] = 0  # the pool room is left behind (bounded by the live histories)
 
     def _reset_items(self, freed: np.ndarray) -> None:
         n = self._items.n_cols
@@ -377,6 +389,8 @@ class SparseRecommender:
         self._seen_list[: len(kept)] = kept
         self._counters[1] = len(kept)
         self._recent[(self._recent >= 0) & dead[np.maximum(self._recent, 0)]] = -1
+        pool = self._hist_pool[: self._hist_top[0]]
+        pool[(pool >= 0) & dead[np.maximum(pool, 0)]] = -1
         ring = self._event_ring
         ring[dead[ring]] = kept[0] if len(kept) else 0
         self._background_at = -(1 << 62)  # columns changed hands: a new snapshot
@@ -481,6 +495,7 @@ class SparseRecommender:
             self._rng, self._stamp, self._s_cooc, self._s_cont, touched, out_n, out_cols, out_scores,
             out_target, out_in_cand, item_side, log_e, log_p, log_k, log_n)
         self._local_clock = self._params[kernels.P_CLOCK]
+        self._add_history(users, items)
         if recording:
             self._record(batch, items, item_side, clock0, log_e[: log_n[0]], log_p[: log_n[0]],
                          log_k[: log_n[0]])
@@ -500,6 +515,28 @@ class SparseRecommender:
         out_target[in_snapshot] = values[target_cols[in_snapshot]]
         out_target[outside & ~in_snapshot] = background.default
         return CandidateScores(out_n, cols, scores, target_cols, out_target, background)
+
+    def _add_history(self, users: np.ndarray, items: np.ndarray) -> None:
+        pos, n = 0, len(users)
+        while pos < n:
+            pos = kernels.add_history(pos, users, items, self.max_history, self._hist[0], self._hist[1],
+                                      self._hist[2], self._hist[3], self._hist_pool, self._hist_top)
+            if pos < n:  # the pool is full: double it and go on from that event
+                self._hist_pool = _grow(self._hist_pool, 2 * len(self._hist_pool), -1)
+
+    def _load_histories(self, user_cols: np.ndarray, lengths: np.ndarray, cols: np.ndarray,
+                        totals: np.ndarray) -> None:
+        """Histories of `user_cols` (ragged `cols`), each in room of its own length at the pool's top."""
+        top = int(self._hist_top[0])
+        need = top + int(lengths.sum())
+        if need > len(self._hist_pool):
+            self._hist_pool = _grow(self._hist_pool, need, -1)
+        self._hist_pool[top:need] = cols
+        self._hist[0, user_cols] = top + np.cumsum(lengths) - lengths
+        self._hist[1, user_cols] = lengths
+        self._hist[2, user_cols] = lengths
+        self._hist[3, user_cols] = totals
+        self._hist_top[0] = need
 
     def _scratch(self, rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-event candidate rows for the kernel to write, (rows, width), kept between batches."""
@@ -629,7 +666,8 @@ class SparseRecommender:
     # ------------------------------------------------------------------ serving
     def recommend(self, user_ids: Sequence[str], k: int = 10, exclude_recent: bool = True
                   ) -> list[list[Recommendation]]:
-        """Top-k per user from candidates and the background, the user's recent items left out;
+        """Top-k per user from candidates and the background, the user's history (recent items and up to
+        `max_history` others) left out;
         `explore_slots` slots go to the best-scoring new items ("explore"). One kernel pass for all
         users (`kernels.top_k_users`)."""
         if not len(self._items) or k < 1 or not len(user_ids):
@@ -649,7 +687,8 @@ class SparseRecommender:
         kernels.top_k_users(
             users, k, exclude_recent, self.explore_slots, self.explore_below, self._items.live_mask(),
             self._item_events, background.order_desc(), background.values, self._mark, token, self._recent,
-            self._recent_head, self._recent_len, self._ctx_norm, self._cand_norm, self._log_trend,
+            self._recent_head, self._recent_len, self._hist[0], self._hist[1], self._hist_pool,
+            self._ctx_norm, self._cand_norm, self._log_trend,
             self._log_w, self._cont_fade, self.neighbours.cols, self.neighbours.weights,
             self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,
             self._fresh, self._fresh_state,
@@ -680,9 +719,15 @@ class SparseRecommender:
         ordered[np.arange(self._recent_width)[None, :] >= self._recent_len[user_cols, None]] = -1
         # recent items as positions in items["item_id"] of this same state (columns keep their
         # positions on load): no string per entry, where a million users hold tens of millions of them
+        hist_len = self._hist[1, user_cols]
+        hist_cols = self._hist_pool[np.repeat(self._hist[0, user_cols] - np.cumsum(hist_len) + hist_len,
+                                              hist_len) + np.arange(int(hist_len.sum()))]
         users = {"user_id": self._users.ids(user_cols).astype(str),
                  "last_seen": self._users.last_seen(user_cols), "recent_cols": ordered.astype(np.int32),
-                 "n_events": self._user_events[user_cols].copy()}
+                 "n_events": self._user_events[user_cols].copy(),
+                 # ragged: user r's history is history.cols[sum(len[:r]) : sum(len[:r + 1])]
+                 "history.len": hist_len.astype(np.int32), "history.cols": hist_cols.astype(np.int32),
+                 "history.total": self._hist[3, user_cols].copy()}
         items = {"item_id": item_ids, "last_seen": item_seen, "n_events": self._item_events[:n].copy(),
                  "weight": self._item_w[:n].copy(), "trending": self._trend[:n].copy(),
                  **self.neighbours.state(n, "cooccurrence"), **self.content.table.state(n, "content"),
@@ -771,6 +816,10 @@ class SparseRecommender:
             self._recent_head[user_cols] = lengths % self._recent_width
             self._recent_len[user_cols] = lengths
         self._user_events[user_cols] = users["n_events"]
+        if "history.len" in users:
+            self._load_histories(user_cols, np.asarray(users["history.len"], np.int64),
+                                 np.asarray(users["history.cols"], np.int32),
+                                 np.asarray(users["history.total"], np.int64))
         self._background_at = -(1 << 62)
         if "background" in items and "background_age" in state.meta:
             self._background_version += 1

@@ -361,7 +361,9 @@ def load_latest_checkpoint(state_dir: str | Path) -> tuple[State, dict[str, int]
 def select_users(state: State, user_ids: Iterable[str], id_key: str = "user_id") -> State:
     """The user-side rows of `user_ids` (items and meta shared), e.g. to hand a partition's users over.
 
-    Every user array must be row-aligned with `state.users[id_key]`; unknown ids are ignored.
+    Every user array must be row-aligned with `state.users[id_key]`, except ragged ones: `P.cols` holds
+    the rows' values one after another, `P.len` (row-aligned) how many each row has. Unknown ids are
+    ignored.
     """
     if id_key not in state.users:
         raise KeyError(f"state.users has no id array {id_key!r} (has {sorted(state.users)})")
@@ -371,6 +373,12 @@ def select_users(state: State, user_ids: Iterable[str], id_key: str = "user_id")
     users: dict[str, np.ndarray] = {}
     for key, array in state.users.items():
         array = np.asarray(array)
+        if key.endswith(".cols") and key[:-5] + ".len" in state.users:
+            lengths = np.asarray(state.users[key[:-5] + ".len"], np.int64)
+            starts = np.cumsum(lengths) - lengths
+            take = np.repeat(starts[rows] - np.cumsum(lengths[rows]) + lengths[rows], lengths[rows])
+            users[key] = array[take + np.arange(len(take))]
+            continue
         if array.ndim == 0 or len(array) != len(ids):
             raise ValueError(f"state.users[{key!r}] has {0 if array.ndim == 0 else len(array)} rows, "
                              f"not one per user ({len(ids)}): cannot select users from it")

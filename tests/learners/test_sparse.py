@@ -237,8 +237,10 @@ def _recommend_one_by_one(model: SparseRecommender, user_ids: list[str], k: int,
         u = model._users.lookup(np.asarray([user_id], dtype=object))[0]
         n = _score_user(model, int(u), touched, cols, scores, parts)
         banned = set()
-        if exclude_recent and u >= 0 and model._recent_len[u]:
+        if exclude_recent and u >= 0:  # the recent items and the rest of the history
             banned = set(model._recent[u][model._recent[u] >= 0].tolist())
+            start, length = model._hist[0, u], model._hist[1, u]
+            banned |= set(model._hist_pool[start:start + length].tolist()) - {-1}
         c, s, p = cols[:n].copy(), scores[:n].copy(), parts[:n].copy()
         ok = live[c] & np.isin(c, list(banned), invert=True) if banned else live[c]
         c, s, p = c[ok], s[ok], p[ok]
@@ -292,3 +294,23 @@ def test_alpha_must_be_positive() -> None:
         with pytest.raises(ValueError, match="alpha must be positive"):
             SparseRecommender(alpha=alpha)
     SparseRecommender(alpha=1.0)
+
+
+def test_lists_leave_out_the_users_whole_history() -> None:
+    """Not only the recent items: nothing a user ever had is listed again (up to `max_history` items,
+    then the newest), also after a checkpoint round trip."""
+    log = generate(n_events=6000, n_users=40, n_items=300, seed=2).log
+    model = SparseRecommender(seed=0)
+    for a in range(0, len(log), 256):
+        model.learn_many(log[a:a + 256])
+    users = sorted(set(log.user.tolist()))
+    assert max(len(set(log.item[log.user == u].tolist())) for u in users) > model._recent_width
+    restored = SparseRecommender(seed=0)
+    restored.load_state_dict(model.state_dict())
+    for m in (model, restored):
+        for user, recs in zip(users, m.recommend(users, k=20), strict=True):
+            assert len(recs) == 20
+            assert not {r.item_id for r in recs} & set(log.item[log.user == user].tolist())
+    small = SparseRecommender(seed=0, max_history=10)
+    small.learn_many(log)
+    assert int(small._hist[1].max()) == 10  # bounded: the newest 10 beyond the recent items
