@@ -149,7 +149,8 @@ class Recommender(Protocol):
     Optional hooks: a learner may also offer any of score_then_learn, predict_many, on_drift,
     item_index_version, events_applied, model_version, n_users, n_items, evicted_items, evicted_users,
     state_bytes, knows_user, finetune_rounds, close, reranker, and for workers sharing item-side state
-    record_item_deltas, take_item_deltas, apply_item_delta, item_watermarks and item_counts.
+    record_item_deltas, take_item_deltas, apply_item_delta, item_watermarks, item_counts, user_states
+    and load_user_states.
     `OPTIONAL_HOOKS`, right below, says what each means and who uses it; without one, its caller does
     without (see there).
 
@@ -282,6 +283,14 @@ OPTIONAL_HOOKS: dict[str, Hook] = {
         "item_watermarks: dict[int, int]", False,
         "per source partition, the next offset whose item side the state does not hold yet",
         "stream.worker /health (`sync`)"),
+    "user_states": Hook(
+        "user_states(user_ids) -> list[dict]", True,
+        "known users' state as JSON-able records (recent items, history, counts)",
+        "stream.worker.LiveLoop.user_records (the user-state changelog, flushed at checkpoints)"),
+    "load_user_states": Hook(
+        "load_user_states(records) -> None", True,
+        "replace those users' state with user_states records (a partition handed over)",
+        "stream.worker.LiveLoop.restore_users (on assignment of a partition another worker held)"),
     "item_counts": Hook(
         "item_counts() -> dict[str, int]", True, "interactions per known item id",
         "stream.worker (the counts' digest in /health and the audit log: equal on every worker)"),

@@ -317,6 +317,33 @@ class CandidateEvaluator(PrequentialEvaluator):
             _count_seen(cols, self._tree, self._position, self._counters)
         return len(cols)
 
+    def set_histories(self, user_ids: np.ndarray, item_ids: list[np.ndarray], model: Any) -> None:
+        """Replace users' histories (a partition's users handed over from another worker): the items
+        count as seen, and as the user's history from now on."""
+        flat = np.concatenate(item_ids) if item_ids else np.zeros(0, dtype=object)
+        cols = model.item_cols(flat) if len(flat) else np.zeros(0, np.int64)
+        self.mark_seen(cols, flat, model)
+        slots = self._user_slots(np.asarray(user_ids, dtype=object))
+        n_users = len(self._user_ids)
+        if len(self._hist_start) < n_users:
+            self._hist_start = grow_rows(self._hist_start, n_users, minimum=64)
+            self._hist_len_u = grow_rows(self._hist_len_u, n_users, minimum=64)
+            self._hist_cap = grow_rows(self._hist_cap, n_users, minimum=64)
+        lengths = np.fromiter((len(h) for h in item_ids), np.int64, len(item_ids))
+        known = cols >= 0
+        top = int(self._counters[1])
+        need = top + len(cols)
+        if need > len(self._pool_items):
+            self._pool_items = grow_rows(self._pool_items, 2 * need, minimum=64)
+            self._pool_gen = grow_rows(self._pool_gen, len(self._pool_items), minimum=64)
+        self._pool_items[top:need] = np.where(known, cols, 0)
+        # an unknown item's entry gets a generation no column has: never read as history
+        self._pool_gen[top:need] = np.where(known, self._col_gen[np.maximum(cols, 0)], -1)
+        self._hist_start[slots] = top + np.cumsum(lengths) - lengths
+        self._hist_len_u[slots] = lengths
+        self._hist_cap[slots] = lengths
+        self._counters[1] = need
+
     def observe_candidates(self, batch: Interactions, cands: Any, model: Any,
                            predictions: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Rank the batch's evaluable events from `cands` (`CandidateScores`) and learn the batch."""

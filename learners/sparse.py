@@ -707,6 +707,55 @@ class SparseRecommender:
         bounds = np.concatenate([[0], np.cumsum(out_n)]).tolist()
         return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
+    # ------------------------------------------------------------------ users that move
+    def user_states(self, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Each known user's state, JSON-able (the changelog record of a user whose partition may move
+        to another worker): recent items (most recent first), history, event count."""
+        ids = np.asarray([str(u) for u in user_ids], dtype=object)
+        cols = self._users.lookup(ids)
+        known = cols >= 0
+        ids, cols = ids[known], cols[known]
+        width = self._recent_width
+        order = (self._recent_head[cols, None] - 1 - np.arange(width)[None, :]) % width
+        recent = np.take_along_axis(self._recent[cols], order, 1)
+        recent[np.arange(width)[None, :] >= self._recent_len[cols, None]] = -1
+        out = []
+        for r, (user, u) in enumerate(zip(ids.tolist(), cols.tolist(), strict=True)):
+            start, length = self._hist[0, u], self._hist[1, u]
+            hist = self._hist_pool[start:start + length]
+            row = recent[r][recent[r] >= 0]
+            out.append({"user_id": user, "recent": self._items.ids(row).tolist(),
+                        "history": self._items.ids(hist[hist >= 0]).tolist(),
+                        "history_total": int(self._hist[3, u]), "n_events": int(self._user_events[u])})
+        return out
+
+    def load_user_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Replace the given users' state with `user_states` records (users handed over with their
+        partition); items they name that are not known yet get columns."""
+        if not states:
+            return
+        users = self._add_ids(self._users, np.asarray([s["user_id"] for s in states], dtype=object),
+                              is_items=False)
+        width = self._recent_width
+        recent = [list(s["recent"])[:width] for s in states]
+        history = [list(s["history"])[: self.max_history] for s in states]
+        flat = np.asarray([i for r in recent for i in r] + [i for h in history for i in h], dtype=object)
+        cols = self._add_ids(self._items, flat, is_items=True) if len(flat) else np.zeros(0, np.int64)
+        n_recent = sum(len(r) for r in recent)
+        at = 0
+        for u, r in zip(users.tolist(), recent, strict=True):  # the ring: oldest .. newest, then head
+            row = cols[at:at + len(r)][::-1]
+            at += len(r)
+            self._recent[u] = -1
+            self._recent[u, : len(row)] = row
+            self._recent_head[u] = len(row) % width
+            self._recent_len[u] = len(row)
+        lengths = np.fromiter((len(h) for h in history), np.int64, len(history))
+        self._load_histories(users, lengths, cols[n_recent:].astype(np.int32),
+                             np.asarray([max(int(s.get("history_total", 0)), len(h))
+                                         for s, h in zip(states, history, strict=True)], np.int64))
+        self._user_events[users] = [int(s.get("n_events", 0)) for s in states]
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> State:
         item_ids, item_seen = self._items.state_arrays()

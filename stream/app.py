@@ -53,6 +53,9 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
                             "segment.ms": "600000"},
         "interactions.dlq": {"retention.ms": str(settings.dlq_retention_ms)},
         "item-deltas": {"retention.ms": str(settings.deltas_retention_ms)},
+        # the latest state of each user, co-partitioned with interactions (stream.sync)
+        "user-state": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+                       "segment.ms": "600000"},
     }
     if settings.retention_ms > 0:
         configs["interactions"] = {"retention.ms": str(settings.retention_ms)}
@@ -377,6 +380,40 @@ class EventConsumer(Service):
         if records:
             await self.sender.send(self.live.deltas_topic, 0, [(k, v, None) for k, v in records])
 
+    async def flush_users(self) -> None:
+        """The users touched since the last checkpoint to the user-state changelog, in their partition."""
+        if self.live.user_topic is None:
+            return
+        records = await self._in_learner(self.live.user_records)
+        by_partition: dict[int, list] = {}
+        for partition, key, value in records:
+            by_partition.setdefault(partition, []).append((key, value, None))
+        for partition, chunk in by_partition.items():
+            await self.sender.send(self.live.user_topic, partition, chunk)
+
+    async def take_over(self, tp: Any) -> None:
+        """An interactions partition just assigned: when another worker moved it past this worker's own
+        checkpoint (or this worker never held it), load its users from the changelog and start from the
+        group's committed offset; else go on from the checkpoint's."""
+        from stream.sync import read_partition
+
+        live = self.live
+        key = (tp.topic, tp.partition)
+        own = live.offsets.get(key)
+        committed = await self.consumer.committed(tp)
+        if committed is not None and (own is None or committed > own):
+            if live.user_topic is not None:
+                records = await read_partition(self.settings, live.user_topic, tp.partition)
+                letters = await self._in_learner(live.restore_users, records)
+                if letters:
+                    await self._publish(letters, [])
+                log.info("took over %s:%d at %d: %d user records", tp.topic, tp.partition, committed,
+                         len(records))
+            live.offsets[key] = committed
+            self.consumer.seek(tp, committed)
+        elif own is not None:
+            self.consumer.seek(tp, own)
+
     async def _process(self, fetched: Fetched | None) -> None:
         s = self.settings
         t0 = time.perf_counter()
@@ -451,6 +488,7 @@ class EventConsumer(Service):
                 return False
             await self._writing
         await self.sync_out(force=True)  # the item side of the saved events goes to the others first
+        await self.flush_users()  # and the state of the users they touched, for a partition's next owner
         await self.sender.settle()  # lists, dead letters and deltas of the saved events are out first
         if self._undelivered:
             raise Undelivered("records of applied events were dropped")
@@ -554,9 +592,16 @@ class _Rebalance(ConsumerRebalanceListener):
                     log.exception("catching up on item deltas failed")
         live = self.owner.live
         live.assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in self.owner.consumer.assignment())
-        offsets = live.offsets
-        for tp in assigned:
-            saved = offsets.get((tp.topic, tp.partition))
-            if saved is not None:
-                self.owner.consumer.seek(tp, saved)
+        interactions = self.owner.settings.topic("interactions")
+        async with owner._batch_lock:
+            for tp in assigned:
+                if tp.topic == interactions:
+                    try:
+                        await owner.take_over(tp)
+                        continue
+                    except Exception:  # noqa: BLE001 - go on from this worker's own offsets
+                        log.exception("taking over %s:%d failed", tp.topic, tp.partition)
+                saved = live.offsets.get((tp.topic, tp.partition))
+                if saved is not None:
+                    self.owner.consumer.seek(tp, saved)
         log.info("assigned %s", ", ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)))

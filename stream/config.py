@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-TOPICS = ("interactions", "items", "recommendations", "interactions.dlq", "item-deltas")
+TOPICS = ("interactions", "items", "recommendations", "interactions.dlq", "item-deltas", "user-state")
 
 
 @dataclass(frozen=True)

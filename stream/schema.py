@@ -36,7 +36,7 @@ _TYPE_LIST = ", ".join(EVENT_TYPES)
 
 REASONS: tuple[str, ...] = (
     "not_utf8", "not_json", "not_object", "missing_field", "wrong_type", "non_finite", "out_of_range",
-    "oversize", "empty_id", "unknown_type", "bad_tags", "bad_delta",
+    "oversize", "empty_id", "unknown_type", "bad_tags", "bad_delta", "bad_user_state",
 )
 
 

@@ -18,6 +18,14 @@ hit rate), the users' state (it follows the partition), the deep stage's window 
 
 A malformed record on the topic goes to the dead-letter topic with reason `bad_delta`, and changes
 nothing.
+
+Users follow their partition: at each checkpoint a worker writes the state of the users it touched since
+the last one (recent items, history, counts; `user_states`) to the compacted `user-state` topic, keyed by
+user id, in the partition of their `interactions` partition, each record with the interactions offset it
+reflects. A worker assigned a partition that another worker has moved past (the group's committed offset
+is beyond its own checkpoint's, or it never held it) loads that partition's users from the changelog
+(`read_partition`, the latest record per user) before learning its events, and starts from the
+committed offset. A malformed record there is dead-lettered with reason `bad_user_state`.
 """
 
 from __future__ import annotations
@@ -112,3 +120,28 @@ class DeltaReader:
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+
+
+async def read_partition(settings: Any, topic: str, partition: int,
+                         timeout: float = CATCH_UP_TIMEOUT_S) -> list[Any]:
+    """Every record of one partition now, from its start to its end offset (a compacted changelog:
+    the latest record of each key is the one that counts)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(client_id=f"{settings.group_id}-restore", group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                **settings.aiokafka_kwargs())
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while await consumer.position(tp) < end and time.monotonic() < deadline:
+            got = await consumer.getmany(tp, timeout_ms=200, max_records=5000)
+            records += got.get(tp, [])
+        return records
+    finally:
+        await consumer.stop()

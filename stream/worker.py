@@ -160,6 +160,11 @@ class LiveLoop:
         self.sync = {"deltas_sent": 0, "delta_bytes_sent": 0, "deltas_applied": 0, "deltas_skipped": 0,
                      "delta_events_applied": 0, "deltas_refused": 0}
         self._delta_ts: dict[int, list[float]] = {}  # partition -> [min, max] record time since last take
+        # users handed over with their partition (the user-state changelog): off until `hand_users_over`
+        self.user_topic: str | None = None
+        self._touched_users: dict[tuple[str, int], set[str]] = {}  # since the last changelog flush
+        self.users_sent = self.users_restored = 0
+        self.restore_s = 0.0
 
     # -- sharing item-side state -------------------------------------------------------------------
     def share_items(self, deltas_topic: str, worker_id: str) -> bool:
@@ -242,6 +247,65 @@ class LiveLoop:
                 counts[letter.reason] = counts.get(letter.reason, 0) + 1
                 if self.metrics is not None:
                     self.metrics.observe_dlq(letter.reason, 1)
+        return letters
+
+    # -- users that move with their partition ------------------------------------------------------
+    def hand_users_over(self, user_topic: str) -> bool:
+        """Keep a changelog of users' state on `user_topic` (co-partitioned with interactions), so the
+        next owner of a partition restores its users; False when the learner cannot."""
+        if None in (get_hook(self.learner, "user_states"), get_hook(self.learner, "load_user_states")):
+            return False
+        self.user_topic = user_topic
+        return True
+
+    def user_records(self) -> list[tuple[int, bytes, bytes]]:
+        """(partition, key, value) changelog records of the users touched since the last call; each
+        carries the interactions offset its partition's state reflects."""
+        if self.user_topic is None:
+            return []
+        with self.lock:
+            touched, self._touched_users = self._touched_users, {}
+            out = []
+            for (topic, partition), users in touched.items():
+                offset = self.offsets.get((topic, partition), 0)
+                for state in self.learner.user_states(sorted(users)):
+                    value = json.dumps({**state, "partition": partition, "offset": offset},
+                                       separators=(",", ":"), ensure_ascii=False).encode()
+                    out.append((partition, state["user_id"].encode(), value))
+        self.users_sent += len(out)
+        return out
+
+    def restore_users(self, records: Sequence[Any]) -> list[DeadLetter]:
+        """Load the users of a partition this worker takes over from the changelog records (the latest
+        per user wins); a malformed one becomes a dead letter. Returns the dead letters."""
+        started = time.perf_counter()
+        latest: dict[bytes | None, Any] = {}
+        for r in records:
+            latest[r.key] = r
+        letters, states = [], []
+        for r in latest.values():
+            if r.value is None:  # a tombstone
+                continue
+            try:
+                state = json.loads(r.value)
+                if not (isinstance(state, dict) and isinstance(state.get("user_id"), str)
+                        and isinstance(state.get("recent"), list) and isinstance(state.get("history"), list)
+                        and all(isinstance(i, str) for i in state["recent"] + state["history"])):
+                    raise ValueError("not a user state record")
+            except (ValueError, UnicodeDecodeError) as exc:
+                letters.append(dead_letter(r, Rejection("bad_user_state", str(exc)[:300])))
+                continue
+            states.append(state)
+        with self.lock:
+            self.learner.load_user_states(states)
+            if self.evaluator is not None and hasattr(self.evaluator, "set_histories"):
+                self.evaluator.set_histories(np.asarray([x["user_id"] for x in states], dtype=object),
+                                             [np.asarray(x["history"], dtype=object) for x in states],
+                                             self.learner)
+        self.users_restored += len(states)
+        self.restore_s += time.perf_counter() - started
+        for letter in letters:
+            self.dead_letters[letter.reason] = self.dead_letters.get(letter.reason, 0) + 1
         return letters
 
     def item_counts_digest(self) -> str | None:
@@ -453,6 +517,9 @@ class LiveLoop:
         self.applied_count += len(batch)
         if self.deltas_topic is not None:
             self._note_record_times(batch.partition, trigger_ts)
+        if self.user_topic is not None:
+            for r, user in zip(records, batch.user.tolist(), strict=True):
+                self._touched_users.setdefault((r.topic, r.partition), set()).add(user)
         if self.audit is not None:
             self._audit_events(batch, result, trigger_ts)
         version = get_hook(self.learner, "model_version")
@@ -729,6 +796,8 @@ def _health_extra(live: LiveLoop) -> dict[str, Any]:
             "dlq_total": sum(live.dead_letters.values()), "validation": dict(live.validation),
             "model_version": live.publisher.model_version,
             "checkpoint": dict(live.last_checkpoint), "timings": live.timings(),
+            "users": {"changelog": live.user_topic is not None, "sent": live.users_sent,
+                      "restored": live.users_restored, "restore_s": live.restore_s},
             "sync": {"on": live.deltas_topic is not None, **live.sync,
                      "item_watermarks": {str(p): o for p, o in
                                          (get_hook(live.learner, "item_watermarks") or {}).items()}},
@@ -787,6 +856,7 @@ def run(args: argparse.Namespace) -> int:
     worker_id = instance_id(settings)
     if settings.sync_seconds > 0:
         live.share_items(settings.topic("item-deltas"), worker_id)
+    live.hand_users_over(settings.topic("user-state"))
     if settings.audit_log:
         from stream.sync import AuditLog
 

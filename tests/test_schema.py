@@ -77,7 +77,8 @@ def test_bad_interaction_gets_its_reason(reason: str, raw: bytes) -> None:
 
 
 def test_every_reason_is_exercised() -> None:
-    covered = {r for r, _ in BAD_INTERACTIONS} | {"bad_tags", "bad_delta"}  # items; item-deltas (tests/kafka)
+    # items; item-deltas and user-state (tests/kafka/test_sync.py)
+    covered = {r for r, _ in BAD_INTERACTIONS} | {"bad_tags", "bad_delta", "bad_user_state"}
     assert covered == set(REASONS)
 
 

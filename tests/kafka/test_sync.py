@@ -1,7 +1,8 @@
 """Workers of one group share item-side state through the `item-deltas` topic (stream.sync): every
 worker ends with the integer item counts of the whole stream, each event counted once, across a
-rebalance (a worker joins mid-stream) and a crash and restart (SIGKILL, no final checkpoint); corrupt
-records on `item-deltas` are dead-lettered and change nothing."""
+rebalance (a worker joins mid-stream) and a crash and restart (SIGKILL, no final checkpoint); a
+restarted worker takes its users back from the `user-state` changelog; corrupt records on `item-deltas`
+and `user-state` are dead-lettered and change nothing."""
 
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def test_workers_share_item_counts_exactly_once_across_a_rebalance_and_a_crash(
             # garbage on item-deltas: dead-lettered with its reason, no state touched
             garbage = [(b"0", b"not a delta"), (b"1", b"SRD1\x00")]
             send_records(producer, settings.topic("item-deltas"), garbage)
+            for partition in range(4):  # and on the user changelog: refused when a partition is restored
+                producer.send(settings.topic("user-state"), key=b"zz", value=b'{"user_id": 7',
+                              partition=partition)
+            producer.flush()
             flowing = threading.Thread(target=send_records, args=(producer, topic, middle),
                                        kwargs={"rate": 1500.0})
             flowing.start()
@@ -72,6 +77,8 @@ def test_workers_share_item_counts_exactly_once_across_a_rebalance_and_a_crash(
                 send_records(producer, topic, last[2000:])
                 _wait(lambda: _held(a) == _held(b) == len(records), 90, "the workers never held every event")
                 refused = a.health()["dlq"].get("bad_delta", 0)
+                users_b = b.health()["users"]
+                refused_users = b.health()["dlq"].get("bad_user_state", 0)
             assert b.stop() == 0
         # A stopped too (context exit); both wrote their final counts
     finally:
@@ -81,6 +88,9 @@ def test_workers_share_item_counts_exactly_once_across_a_rebalance_and_a_crash(
     assert finals_a[-1]["item_counts_digest"] == expected
     assert finals_b[-1]["item_counts_digest"] == expected
     assert refused == 2
+    # B got its partitions back from A: their users came from the changelog (A's last checkpoint), and
+    # the corrupt changelog record of each such partition was refused
+    assert users_b["restored"] > 0 and refused_users >= 1
     # every event learned by exactly one worker for its user (the crashed one's lost events again by A)
     assert finals_a[-1]["events_applied"] + finals_b[-1]["events_applied"] == len(records)
 
