@@ -891,6 +891,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if live.audit is not None:
             live.audit.write("final", events_applied=live.events_applied,
+                             drift_detections=None if live.monitor is None else live.monitor.detections,
                              item_counts_digest=live.item_counts_digest(), sync=dict(live.sync))
             live.audit.close()
         close = get_hook(learner, "close")
