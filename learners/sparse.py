@@ -17,6 +17,11 @@ all signals (weights learned online, `learners.kernels`); every other item score
 snapshot of the blend's item-only part (trending + popularity) rebuilt every `background_every` events
 (`learners.background`), which is exactly the score `recommend` and the evaluator use for it.
 
+Workers of one consumer group share the item side (counts, trending counts, neighbour pairs) through
+`learners.item_deltas` (`record_item_deltas` / `take_item_deltas` / `apply_item_delta`, once per event
+by per-partition watermarks) and hand users over with `user_states` / `load_user_states`; the trending
+half-life and the background's age count every worker's events.
+
 The prequential hook is `score_then_learn(batch)`: for each event, in order, the candidates and the
 target's score with the state before the event, then the event is learned (one fused numba pass per
 event, `learners.kernels.score_then_learn`).
