@@ -149,8 +149,8 @@ class Recommender(Protocol):
     Optional hooks: a learner may also offer any of score_then_learn, predict_many, on_drift,
     item_index_version, events_applied, model_version, n_users, n_items, evicted_items, evicted_users,
     state_bytes, knows_user, finetune_rounds, close, reranker, and for workers sharing item-side state
-    record_item_deltas, take_item_deltas, apply_item_delta, item_watermarks, item_counts, user_states
-    and load_user_states.
+    record_item_deltas, take_item_deltas, take_first_seen, apply_item_delta, item_watermarks, item_counts,
+    user_states and load_user_states.
     `OPTIONAL_HOOKS`, right below, says what each means and who uses it; without one, its caller does
     without (see there).
 
@@ -279,6 +279,11 @@ OPTIONAL_HOOKS: dict[str, Hook] = {
         "apply another worker's delta unless the state already holds its events (per-partition "
         "watermark); whether it was applied",
         "stream.worker.LiveLoop.apply_deltas"),
+    "take_first_seen": Hook(
+        "take_first_seen() -> list[str]", True,
+        "items whose first event was learned here since the last call (while recording item deltas)",
+        "stream.worker.LiveLoop (told to the other workers at once: their evaluators rank those items "
+        "from then on, as one worker would)"),
     "item_watermarks": Hook(
         "item_watermarks: dict[int, int]", False,
         "per source partition, the next offset whose item side the state does not hold yet",

@@ -130,6 +130,30 @@ class ItemDelta:
         return cls(partition, first, last, events, ids, counts, trend_sums, pair_a, pair_b, pair_w, meta)
 
 
+SEEN_MAGIC = b"SRS1"
+
+
+def seen_to_bytes(item_ids: list[str]) -> bytes:
+    """A notice of items first seen by one worker (sent at once, ahead of the delta with their counts).
+
+    >>> seen_from_bytes(seen_to_bytes(["a", "b"]))
+    ['a', 'b']
+    """
+    return SEEN_MAGIC + json.dumps(item_ids, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def seen_from_bytes(raw: bytes) -> list[str]:
+    """The item ids of a `seen_to_bytes` notice; ValueError for anything else."""
+    try:
+        ids = json.loads(raw[len(SEEN_MAGIC):])
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("seen notice unreadable") from None
+    if not (raw.startswith(SEEN_MAGIC) and isinstance(ids, list)
+            and all(isinstance(i, str) and i for i in ids)):
+        raise ValueError("not a seen notice")
+    return ids
+
+
 class DeltaRecorder:
     """Collects a model's item-side learning per source partition between `take` calls.
 

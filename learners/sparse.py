@@ -241,6 +241,7 @@ class SparseRecommender:
         # next offset whose item side this state does not hold yet; what to send, when recording
         self._watermarks: dict[int, int] = {}
         self._recorder: DeltaRecorder | None = None
+        self._first_seen: list[str] = []  # items whose first event was learned here, not yet announced
         self.deltas_applied = 0
         self._local_clock: float | None = None
         self._local_events = 0
@@ -482,6 +483,7 @@ class SparseRecommender:
         log_e, log_p = np.empty(log_size, np.int32), np.empty(log_size, np.int32)
         log_k, log_n = np.empty(log_size, np.int32), np.zeros(1, np.int64)
         clock0 = self._params[kernels.P_CLOCK]
+        n_seen0 = int(self._counters[1])
         if self._local_clock is not None and n:
             # the blend learns from local events only (its weights stay local): with other workers'
             # events applied from deltas, each local step stands for every worker's events since the
@@ -504,6 +506,7 @@ class SparseRecommender:
         if recording:
             self._record(batch, items, item_side, clock0, log_e[: log_n[0]], log_p[: log_n[0]],
                          log_k[: log_n[0]])
+            self._first_seen += self._items.ids(self._seen_list[n_seen0: self._counters[1]]).tolist()
         rated = batch.kind == RATING
         self._rating_sum += float(batch.value[rated].sum())
         self._n_ratings += int(rated.sum())
@@ -596,6 +599,12 @@ class SparseRecommender:
             return []
         return self._recorder.take(self._items.ids, float(self._params[kernels.P_CLOCK]),
                                    self.trend_half_life)
+
+    def take_first_seen(self) -> list[str]:
+        """Items whose first event was learned here since the last call (while recording): the other
+        workers hear of them at once, before the delta with their counts."""
+        out, self._first_seen = self._first_seen, []
+        return out
 
     def apply_item_delta(self, delta: ItemDelta) -> bool:
         """Apply another worker's delta unless this state already holds its events (its `first` offset

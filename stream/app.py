@@ -368,12 +368,23 @@ class EventConsumer(Service):
         if records:
             await self._apply_deltas(records)
 
-    async def sync_out(self, force: bool = False) -> None:
-        """Send the item-side deltas learned since the last sync, when `sync_seconds` have passed (or
-        `force`: before a checkpoint, so a checkpoint never holds learning the others cannot get)."""
+    async def send_seen(self) -> None:
+        """Tell the other workers at once of the items first seen here in this batch (keyed by this
+        worker, which skips its own notices)."""
         if self.live.deltas_topic is None:
             return
-        if not force and time.monotonic() - self._last_sync < self.settings.sync_seconds:
+        notice = await self._in_learner(self.live.take_seen_notice)
+        if notice is not None:
+            await self.sender.send(self.live.deltas_topic, 0, [(self.live.worker_id.encode(), notice, None)])
+
+    async def sync_out(self, force: bool = False) -> None:
+        """Send the item-side deltas learned since the last sync, when `sync_seconds` have passed or
+        `sync_events` events were learned (or `force`: before a checkpoint, so a checkpoint never holds
+        learning the others cannot get)."""
+        if self.live.deltas_topic is None:
+            return
+        if (not force and time.monotonic() - self._last_sync < self.settings.sync_seconds
+                and self.live.events_since_deltas < self.settings.sync_events):
             return
         self._last_sync = time.monotonic()
         records = await self._in_learner(self.live.take_deltas)
@@ -435,6 +446,7 @@ class EventConsumer(Service):
             letters, recs = [], await self._in_learner(self.live.due_records)
         t1 = time.perf_counter()
         await self._publish(letters, recs)
+        await self.send_seen()
         await self.sync_out()
         self.live.timing_sums["send_s"] += time.perf_counter() - t1
         if fetched is not None:

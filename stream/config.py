@@ -43,6 +43,7 @@ class Settings:
     checkpoint_seconds: float = 30.0  # ...or this many seconds, whichever comes first
     checkpoint_mode: str = "auto"  # fork (a child writes; stream.forked) | copy | auto: fork where safe
     sync_seconds: float = 2.0  # item-side deltas to the group every this many seconds (0: no sharing)
+    sync_events: int = 500  # ...or as soon as this many events were learned since the last ones
     deltas_retention_ms: int = 24 * 3600 * 1000  # of the item-deltas topic
     audit_log: str = ""  # JSON lines of what the worker learned, sent and applied (benches)
     learner: str = "online"  # online | popularity | module:Class
@@ -194,6 +195,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--sync-seconds", type=float,
                    help="share item-side state with the other workers of the group (deltas on the "
                         "item-deltas topic) every S seconds; 0: no sharing [STREAMREC_SYNC_SECONDS, 2]")
+    g.add_argument("--sync-events", type=int,
+                   help="...or as soon as N events were learned since the last deltas (quality depends on "
+                        "how many events the others miss) [STREAMREC_SYNC_EVENTS, 500]")
     g.add_argument("--audit-log", metavar="PATH",
                    help="append JSON lines of learned events (hits), deltas sent and applied "
                         "[STREAMREC_AUDIT_LOG]")

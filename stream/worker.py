@@ -158,8 +158,11 @@ class LiveLoop:
         self.worker_id = ""
         self.audit: Any = None  # stream.sync.AuditLog
         self.sync = {"deltas_sent": 0, "delta_bytes_sent": 0, "deltas_applied": 0, "deltas_skipped": 0,
-                     "delta_events_applied": 0, "deltas_refused": 0}
+                     "delta_events_applied": 0, "deltas_refused": 0, "seen_notices_sent": 0,
+                     "seen_notices_applied": 0}
         self._delta_ts: dict[int, list[float]] = {}  # partition -> [min, max] record time since last take
+        self.events_since_deltas = 0
+        self._first_seen: list[str] = []  # items first seen here, not yet told to the other workers
         # users handed over with their partition (the user-state changelog): off until `hand_users_over`
         self.user_topic: str | None = None
         self._touched_users: dict[tuple[str, int], set[str]] = {}  # since the last changelog flush
@@ -185,6 +188,7 @@ class LiveLoop:
         with self.lock:
             deltas = self.learner.take_item_deltas()
             times, self._delta_ts = self._delta_ts, {}
+            self.events_since_deltas = 0
         out = []
         now = time.time()
         for d in deltas:
@@ -199,10 +203,33 @@ class LiveLoop:
                                  events=d.events, bytes=len(value) + len(out[-1][0]), sent_at=now)
         return out
 
+    def take_seen_notice(self) -> bytes | None:
+        """The items first seen here since the last call, as an `item-deltas` notice (None: none)."""
+        from learners.item_deltas import seen_to_bytes
+
+        with self.lock:
+            ids, self._first_seen = self._first_seen, []
+        if not ids:
+            return None
+        self.sync["seen_notices_sent"] += 1
+        return seen_to_bytes(ids)
+
+    def _apply_seen(self, ids: list[str]) -> None:
+        """Items another worker just saw first: known here at once, and ranked by the evaluator from
+        now on, as with one worker (their counts follow in a delta)."""
+        unknown = [i for i, c in zip(ids, self.learner.item_cols(np.asarray(ids, dtype=object)).tolist(),
+                                     strict=True) if c < 0]
+        if unknown:
+            self.learner.add_items([ItemMeta(i) for i in unknown])
+        if self.evaluator is not None and hasattr(self.evaluator, "mark_seen"):
+            array = np.asarray(ids, dtype=object)
+            self.evaluator.mark_seen(self.learner.item_cols(array), array, self.learner)
+        self.sync["seen_notices_applied"] += 1
+
     def apply_deltas(self, records: Sequence[Any]) -> list[DeadLetter]:
         """Apply the other workers' deltas (`item-deltas` records, in order); a malformed one becomes a
         dead letter and changes nothing. Returns the dead letters."""
-        from learners.item_deltas import ItemDelta
+        from learners.item_deltas import SEEN_MAGIC, ItemDelta, seen_from_bytes
 
         letters = []
         with self.lock:
@@ -211,6 +238,16 @@ class LiveLoop:
                 if r.offset < self.offsets.get(tp, 0):
                     continue  # redelivered: already read
                 self.offsets[tp] = r.offset + 1
+                if r.value is not None and r.value.startswith(SEEN_MAGIC):
+                    try:
+                        ids = seen_from_bytes(r.value)
+                    except ValueError as exc:
+                        letters.append(dead_letter(r, Rejection("bad_delta", str(exc)[:300])))
+                        self.sync["deltas_refused"] += 1
+                        continue
+                    if (r.key or b"") != self.worker_id.encode():  # our own notice: nothing new here
+                        self._apply_seen(ids)
+                    continue
                 try:
                     delta = ItemDelta.from_bytes(r.value)
                 except ValueError as exc:
@@ -517,6 +554,10 @@ class LiveLoop:
         self.applied_count += len(batch)
         if self.deltas_topic is not None:
             self._note_record_times(batch.partition, trigger_ts)
+            self.events_since_deltas += len(batch)
+            take_first_seen = get_hook(self.learner, "take_first_seen")
+            if take_first_seen is not None:
+                self._first_seen += take_first_seen()
         if self.user_topic is not None:
             for r, user in zip(records, batch.user.tolist(), strict=True):
                 self._touched_users.setdefault((r.topic, r.partition), set()).add(user)
