@@ -11,7 +11,6 @@ for the final sync; then the workers are stopped gracefully (SIGTERM) and their 
 
     python -m bench.scaleout --workers 1,2,4 --json          # both logs, no-sync with 4, the kill run
     python -m bench.scaleout --workers 1,2 --logs ml-100k --sync-only --no-kill --max-events 20000
-    python -m bench.scaleout --workers 1 --max-events 3000 --worker-flags legacy --sync-only --no-kill
 
 Logs: `ml-100k` (`<data-dir>/ml-100k/u.data`, movielens) and `yoochoose`
 (`<data-dir>/yoochoose-clicks-100k`, the yoochoose folder: train_full then test). A missing one is
@@ -24,10 +23,7 @@ last reported offsets, and finishes.
 
 Worker command: `streamrec worker --learner sparse --no-deep --sync-seconds S (or --no-sync)
 --audit-log STATE/audit.jsonl --partitions P --log-level warning` plus the bootstrap, prefix, state dir
-and a free web port (`stream.worker.WorkerProcess`). `--worker-flags legacy` runs today's worker
-instead (`--learner learners.sparse:SparseRecommender`, no sync or audit flags): every metric that
-needs the audit log is then null; `auto` picks `spec` when `streamrec worker` knows `--sync-seconds`,
-`--no-sync` and `--audit-log`, else `legacy`.
+and a free web port (`stream.worker.WorkerProcess`); `--sync-events` keeps the worker's default.
 
 Definitions (per run):
 
@@ -98,7 +94,6 @@ LOGS: dict[str, tuple[str, str]] = {  # name -> (path under --data-dir, format)
     "yoochoose": ("yoochoose-clicks-100k", "yoochoose"),
 }
 SYNTHETIC_SEED = {"ml-100k": 0, "yoochoose": 1}
-SPEC_FLAGS = ("--sync-seconds", "--no-sync", "--audit-log")
 KILL_AT = 0.5  # share of the valid events applied when B is killed
 MOVED_EVENTS = 2_000  # events of B's partitions A applies before B comes back
 FIRST_EVALUATED = 5  # a moved user's first evaluated events after the kill that count
@@ -117,7 +112,6 @@ class Options:
     rate: float
     sync_seconds: float
     learner: str
-    worker_flags: str  # spec | legacy
     ready_timeout: float = 240.0
     say: Say = print
 
@@ -147,21 +141,6 @@ def count_valid(records: Sequence[tuple[bytes, bytes]]) -> int:
 
 
 # -- worker processes -------------------------------------------------------------------------------
-def worker_flags_known() -> set[str]:
-    """Option strings `streamrec worker` accepts in this checkout."""
-    from stream.worker import add_arguments
-
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    return {s for action in parser._actions for s in action.option_strings}
-
-
-def resolve_worker_flags(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    return "spec" if set(SPEC_FLAGS) <= worker_flags_known() else "legacy"
-
-
 def audit_path(state: Path) -> Path:
     return state / "audit.jsonl"
 
@@ -169,9 +148,6 @@ def audit_path(state: Path) -> Path:
 def worker_args(opts: Options, state: Path, sync: bool) -> list[str]:
     """`streamrec worker` flags of one worker (beyond bootstrap, prefix, state dir and web port)."""
     common = ["--no-deep", "--partitions", str(opts.partitions), "--log-level", "warning"]
-    if opts.worker_flags == "legacy":
-        learner = "learners.sparse:SparseRecommender" if opts.learner == "sparse" else opts.learner
-        return ["--learner", learner, *common]
     sharing = ["--sync-seconds", f"{opts.sync_seconds:g}"] if sync else ["--no-sync"]
     return ["--learner", opts.learner, *common, *sharing, "--audit-log", str(audit_path(state))]
 
@@ -724,7 +700,7 @@ def run_group(opts: Options, lr: LogRun, n: int, sync: bool = True) -> dict[str,
         cpu = workers_cpu(workers) - cpu0
     finally:
         stop_all(workers)
-    audit = read_audits([audit_path(s) for s in states] if opts.worker_flags == "spec" else [])
+    audit = read_audits([audit_path(s) for s in states])
     lists = read_lists(opts.bootstrap, settings.topic("recommendations"))
     out = summarize(lr, n, d, healths, audit, lists, sync, final_digests(states) if sync else ())
     out["cpu_s_per_1000"] = cpu / lr.n_valid * 1000 if lr.n_valid else None
@@ -905,7 +881,7 @@ def run_kill(opts: Options, lr: LogRun) -> dict[str, Any]:
         healths = finish(opts, workers, True)
     finally:
         stop_all(workers)
-    audit = kill_audit(plan, states) if opts.worker_flags == "spec" and plan.stage != "before" else None
+    audit = kill_audit(plan, states) if plan.stage != "before" else None
     repeats = history_repeats(read_lists(opts.bootstrap, settings.topic("recommendations")), lr.first_taken)
     once = exactly_once(healths, lr.n_valid, final_digests(states), lr.counts_digest)
     moved = moved_metrics(audit, plan.b_parts)
@@ -1019,9 +995,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bootstrap", help="use this broker instead of starting a private one")
     p.add_argument("--partitions", type=int, help="partitions of each run's topics [max(4, largest N)]")
     p.add_argument("--learner", default="sparse", help="the workers' --learner")
-    p.add_argument("--worker-flags", choices=["spec", "legacy", "auto"], default="spec",
-                   help="spec: the scale-out worker flags; legacy: today's worker, no sync/audit flags "
-                        "(audit metrics null); auto: spec when the worker knows them")
     p.add_argument("--workdir", type=Path,
                    help="keep the state dirs and worker logs here (default: a temp dir, removed)")
     p.add_argument("--json", action="store_true", help="print the JSON report as the last line")
@@ -1034,7 +1007,6 @@ def main(argv: list[str] | None = None) -> int:
     def say(*a: Any, **k: Any) -> None:
         print(*a, file=sys.stderr, flush=True, **k)
 
-    flags = resolve_worker_flags(args.worker_flags)
     partitions = args.partitions or max(4, max(args.workers))
     no_sync = (args.no_sync_workers or [max(args.workers)]) if args.no_sync else []
     stamp = f"{int(time.time())}{os.getpid() % 1000:03d}"
@@ -1042,14 +1014,14 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scaleout-")))
         bootstrap = stack.enter_context(broker(args.bootstrap, workdir, say))
         opts = Options(bootstrap=bootstrap, workdir=workdir, partitions=partitions, rate=args.rate,
-                       sync_seconds=args.sync_seconds, learner=args.learner, worker_flags=flags, say=say)
-        say(f"broker {bootstrap}; {partitions} partitions; worker flags {flags}; rate {args.rate:,.0f}/s")
+                       sync_seconds=args.sync_seconds, learner=args.learner, say=say)
+        say(f"broker {bootstrap}; {partitions} partitions; rate {args.rate:,.0f}/s")
         started = time.perf_counter()
         logs = {name: bench_log(opts, name, args.data_dir, args.max_events, args.workers, no_sync,
                                 args.kill, stamp) for name in args.logs}
         say(f"done in {time.perf_counter() - started:.0f}s")
     settings = {"workers": args.workers, "rate": args.rate, "sync_seconds": args.sync_seconds,
-                "partitions": partitions, "worker_flags": flags, "learner": args.learner}
+                "partitions": partitions, "learner": args.learner}
     for entry in logs.values():
         entry["settings"] = settings
     report = {"logs": logs}

@@ -414,7 +414,9 @@ class EventConsumer(Service):
         committed = await self.consumer.committed(tp)
         if committed is not None and (own is None or committed > own):
             if live.user_topic is not None:
+                started = time.perf_counter()
                 records = await read_partition(self.settings, live.user_topic, tp.partition)
+                live.restore_s += time.perf_counter() - started  # restore_users adds the loading
                 letters = await self._in_learner(live.restore_users, records)
                 if letters:
                     await self._publish(letters, [])

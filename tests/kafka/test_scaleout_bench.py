@@ -96,11 +96,11 @@ def test_history_repeats_reads_the_log_history() -> None:
 
 
 def test_a_small_run_end_to_end(kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """One worker, 2,000 synthetic events: the harness settles the group, produces, drains and reports;
-    with today's worker (no audit flags yet) the audit figures are null."""
+    """One worker, 2,000 synthetic events: the harness settles the group, produces, drains and reports
+    the audit log's figures."""
     code = scaleout.main(["--workers", "1", "--logs", "ml-100k", "--data-dir", str(tmp_path / "none"),
                           "--max-events", "2000", "--rate", "2000", "--sync-seconds", "0.5", "--sync-only",
-                          "--no-kill", "--worker-flags", "auto", "--bootstrap", kafka_bootstrap,
+                          "--no-kill", "--bootstrap", kafka_bootstrap,
                           "--workdir", str(tmp_path / "work"), "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -111,7 +111,5 @@ def test_a_small_run_end_to_end(kafka_bootstrap: str, tmp_path: Path, capsys: py
     assert run["events_per_s"] > 0 and run["cpu_s_per_1000"] > 0
     assert run["history_repeats"] >= 0 and run["detail"]["lists"]["lists"] > 0
     assert run["sync_lag_p99_s"] is None  # one worker: no sync lag
-    if entry["settings"]["worker_flags"] == "spec":
-        assert run["evaluated"] > 0 and 0.0 <= run["hr@10"] <= 1.0
-    else:
-        assert run["hr@10"] is None and run["evaluated"] is None
+    assert run["evaluated"] > 0 and 0.0 < run["hr@10"] <= 1.0
+    assert run["delta_bytes_per_event"] > 0 and run["detail"]["counts_digest_equal"]
