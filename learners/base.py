@@ -150,7 +150,7 @@ class Recommender(Protocol):
     item_index_version, events_applied, model_version, n_users, n_items, evicted_items, evicted_users,
     state_bytes, knows_user, finetune_rounds, close, reranker, and for workers sharing item-side state
     record_item_deltas, take_item_deltas, take_first_seen, apply_item_delta, item_watermarks, item_counts,
-    user_states and load_user_states.
+    load_item_state, user_states and load_user_states.
     `OPTIONAL_HOOKS`, right below, says what each means and who uses it; without one, its caller does
     without (see there).
 
@@ -288,6 +288,10 @@ OPTIONAL_HOOKS: dict[str, Hook] = {
         "item_watermarks: dict[int, int]", False,
         "per source partition, the next offset whose item side the state does not hold yet",
         "stream.worker /health (`sync`)"),
+    "load_item_state": Hook(
+        "load_item_state(items, meta) -> None", True,
+        "start from the item side of another worker's state (state_dict().items and .meta), no users",
+        "stream.app.EventConsumer (a worker joining with no state loads the group's item-state snapshot)"),
     "user_states": Hook(
         "user_states(user_ids) -> list[dict]", True,
         "known users' state as JSON-able records (recent items, history, counts)",

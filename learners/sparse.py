@@ -721,6 +721,15 @@ class SparseRecommender:
         bounds = np.concatenate([[0], np.cumsum(out_n)]).tolist()
         return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
+    def load_item_state(self, items: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Start from the item side of another worker's state (`state_dict().items` and `.meta`), with no
+        users: a worker joining a group warm (`stream.sync` item-state snapshots)."""
+        width = self._recent_width
+        users = {"user_id": np.zeros(0, dtype=str), "last_seen": np.zeros(0),
+                 "recent_cols": np.zeros((0, width), np.int32), "n_events": np.zeros(0, np.int64)}
+        self.load_state_dict(State(users=users, items=items, meta=meta))
+        self._counters[3] = 0  # events_applied counts this worker's own events
+
     # ------------------------------------------------------------------ users that move
     def user_states(self, user_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Each known user's state, JSON-able (the changelog record of a user whose partition may move

@@ -56,6 +56,9 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         # the latest state of each user, co-partitioned with interactions (stream.sync)
         "user-state": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
                        "segment.ms": "600000"},
+        # the latest item-side snapshots, for workers that join after item-deltas' retention (stream.sync)
+        "item-state": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+                       "segment.ms": "600000"},
     }
     if settings.retention_ms > 0:
         configs["interactions"] = {"retention.ms": str(settings.retention_ms)}
@@ -83,8 +86,9 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         existing = set(admin.list_topics())
         configs = topic_configs(settings)
         wanted = {
-            # item-deltas: one partition, one order of every worker's deltas (stream.sync)
-            settings.topic(name): {"num_partitions": 1 if name == "item-deltas" else settings.partitions,
+            # item-deltas, item-state: one partition, one order of every worker's records (stream.sync)
+            settings.topic(name): {"num_partitions": 1 if name in ("item-deltas", "item-state")
+                                   else settings.partitions,
                                    "replication_factor": settings.replication_factor,
                                    "configs": configs.get(name, {})}
             for name in TOPICS if settings.topic(name) not in existing
@@ -172,6 +176,8 @@ class EventConsumer(Service):
         self.offloading = False  # fetches go to the validator process (see OFFLOAD_ABOVE)
         self.deltas: Any = None  # stream.sync.DeltaReader when this worker shares item-side state
         self._last_sync = time.monotonic()
+        self._last_snapshot = time.monotonic()  # the first one `snapshot_seconds` after the start
+        self._snapshot_id = int(time.time())  # ids grow across restarts: the newest complete one wins
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -192,6 +198,8 @@ class EventConsumer(Service):
         if self.live.deltas_topic is not None:
             from stream.sync import DeltaReader
 
+            if self.live.restored_from is None:  # no state of our own: the group's, when it has one
+                await self._load_snapshot()
             self.deltas = DeltaReader(s)
             await self.deltas.start(self.live.offsets.get((self.deltas.topic, 0)))
             applied = await self.deltas.catch_up(self._apply_deltas)
@@ -350,6 +358,48 @@ class EventConsumer(Service):
                     self._ahead[i] = fetched._replace(validating=None)
         if validator is not None:
             validator.close()
+
+    async def _load_snapshot(self) -> None:
+        """Start from the newest complete item-state snapshot (the item side of a worker's checkpoint)
+        and read item-deltas from the position it reflects, instead of from the topic's start."""
+        from stream.sync import assemble_snapshot, read_partition
+
+        started = time.perf_counter()
+        try:
+            records = await read_partition(self.settings, self.settings.topic("item-state"), 0)
+            folder = self.settings.state_path / "snapshot-in"
+            found = assemble_snapshot(records, folder)
+            if found is None:
+                return
+            position, head = found
+            await self._in_learner(self.live.load_item_snapshot, folder, position)
+        except Exception:  # noqa: BLE001 - the deltas from the topic's start still make the state
+            log.exception("loading the item-state snapshot failed; catching up on every delta instead")
+            return
+        self.live.sync["snapshot_loaded"] = {"from": head["worker"], "id": head["id"], "position": position,
+                                             "seconds": time.perf_counter() - started}
+        log.info("item-state snapshot %s loaded (item-deltas from %d)", head["id"], position)
+
+    async def _maybe_snapshot(self, path: Any, offsets: dict[str, int]) -> None:
+        """After a checkpoint: its item side to item-state, at most every `snapshot_seconds`."""
+        from stream.sync import snapshot_records
+
+        s = self.settings
+        if (self.live.deltas_topic is None or s.snapshot_seconds <= 0
+                or time.monotonic() - self._last_snapshot < s.snapshot_seconds):
+            return
+        self._last_snapshot = time.monotonic()
+        position = offsets.get(f"{self.live.deltas_topic}:0", 0)
+        self._snapshot_id += 1
+        try:
+            records = await asyncio.get_running_loop().run_in_executor(
+                None, snapshot_records, path, self.live.worker_id, self._snapshot_id, position)
+            futures = [await self.producer.send(s.topic("item-state"), value, key=key, partition=0)
+                       for key, value in records]
+            await asyncio.gather(*futures)
+            self.live.sync["snapshots_sent"] = self.live.sync.get("snapshots_sent", 0) + 1
+        except Exception as exc:  # noqa: BLE001 - the next checkpoint tries again
+            log.warning("item-state snapshot failed (%s)", exc)
 
     async def _apply_deltas(self, records: list[Any]) -> None:
         letters = await self._in_learner(self.live.apply_deltas, records)
@@ -539,6 +589,7 @@ class EventConsumer(Service):
                 await self.consumer.commit(offsets)
             except Exception as exc:  # noqa: BLE001 - e.g. a rebalance in progress
                 log.warning("offset commit failed (%s); the checkpoint has them", exc)
+        await self._maybe_snapshot(path, snapshot[1])
 
     def lag(self) -> dict[tuple[str, int], int]:
         out = {}

@@ -54,6 +54,7 @@ __all__ = [
     "CheckpointError",
     "list_checkpoints",
     "load_checkpoint",
+    "load_items",
     "load_latest_checkpoint",
     "save_checkpoint",
     "select_users",
@@ -302,6 +303,26 @@ def load_checkpoint(path: str | Path) -> tuple[State, dict[str, int], dict[str, 
     meta["checkpoint"] = {"path": str(path), "seq": document.get("seq"), "created": document.get("created"),
                           "format_version": document.get("format_version")}
     return state, offsets, meta
+
+
+def load_items(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, int]]:
+    """The item side of a checkpoint directory that holds only `items.npz` and `meta.json` (an item-state
+    snapshot another worker sent, `stream.sync`): (item arrays, the learner's state meta, offsets);
+    `CheckpointError` when it is not sound."""
+    path = Path(path)
+    try:
+        document = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable meta.json: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != "streamrec-checkpoint":
+        raise CheckpointError(f"{path}: not a streamrec checkpoint")
+    if document.get("format_version") not in READABLE_VERSIONS:
+        raise CheckpointFormatError(f"{path}: format version {document.get('format_version')!r}")
+    manifest = document.get("manifest")
+    if not isinstance(manifest, dict) or "items" not in manifest:
+        raise CheckpointError(f"{path}: manifest lists no items")
+    return (_load_side(path, "items", manifest["items"]), dict(document.get("state_meta") or {}),
+            _check_offsets(document.get("offsets") or {}))
 
 
 def _load_side(path: Path, side: str, entry: Any) -> dict[str, np.ndarray]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-TOPICS = ("interactions", "items", "recommendations", "interactions.dlq", "item-deltas", "user-state")
+TOPICS = ("interactions", "items", "recommendations", "interactions.dlq", "item-deltas", "user-state",
+          "item-state")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Settings:
     checkpoint_mode: str = "auto"  # fork (a child writes; stream.forked) | copy | auto: fork where safe
     sync_seconds: float = 2.0  # item-side deltas to the group every this many seconds (0: no sharing)
     sync_events: int = 500  # ...or as soon as this many events were learned since the last ones
+    snapshot_seconds: float = 600.0  # item-side state to the item-state topic, after a checkpoint (0: never)
     deltas_retention_ms: int = 24 * 3600 * 1000  # of the item-deltas topic
     audit_log: str = ""  # JSON lines of what the worker learned, sent and applied (benches)
     learner: str = "online"  # online | popularity | module:Class
@@ -198,6 +200,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--sync-events", type=int,
                    help="...or as soon as N events were learned since the last deltas (quality depends on "
                         "how many events the others miss) [STREAMREC_SYNC_EVENTS, 500]")
+    g.add_argument("--snapshot-seconds", type=float,
+                   help="write the item side of a checkpoint to the item-state topic at most every S "
+                        "seconds, for workers that join later; 0: never [STREAMREC_SNAPSHOT_SECONDS, 600]")
     g.add_argument("--audit-log", metavar="PATH",
                    help="append JSON lines of learned events (hits), deltas sent and applied "
                         "[STREAMREC_AUDIT_LOG]")

@@ -19,6 +19,10 @@ hit rate), the users' state (it follows the partition), the deep stage's window 
 A malformed record on the topic goes to the dead-letter topic with reason `bad_delta`, and changes
 nothing.
 
+A worker joining with no state starts from the newest item-state snapshot (`snapshot_records` /
+`assemble_snapshot`: the item side of a checkpoint, in chunks on the compacted `item-state` topic) and
+reads item-deltas from the position that snapshot reflects, so it can join after their retention.
+
 Users follow their partition: at each checkpoint a worker writes the state of the users it touched since
 the last one (recent items, history, counts; `user_states`) to the compacted `user-state` topic, keyed by
 user id, in the partition of their `interactions` partition, each record with the interactions offset it
@@ -145,3 +149,67 @@ async def read_partition(settings: Any, topic: str, partition: int,
         return records
     finally:
         await consumer.stop()
+
+
+SNAPSHOT_FILES = ("items.npz", "meta.json")
+CHUNK_BYTES = 900 * 1024  # under the broker's 1 MB message limit with the key and header
+
+
+def snapshot_records(checkpoint: str | Path, worker: str, snapshot_id: int, position: int
+                     ) -> list[tuple[bytes, bytes]]:
+    """The item side of a checkpoint directory as `item-state` (key, value) records: its `items.npz` and
+    `meta.json` in chunks, each a JSON header line (worker, snapshot id, file, chunk, chunks, the
+    `item-deltas` position the state reflects) and the bytes. Keys alternate between two slots by
+    snapshot id, so compaction keeps the previous complete snapshot while the next is being written."""
+    out = []
+    for name in SNAPSHOT_FILES:
+        data = (Path(checkpoint) / name).read_bytes()
+        chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        for i, chunk in enumerate(chunks):
+            head = {"worker": worker, "id": snapshot_id, "file": name, "chunk": i, "chunks": len(chunks),
+                    "position": position, "created": time.time()}
+            key = f"{worker}:{snapshot_id % 2}:{name}:{i}".encode()
+            out.append((key, json.dumps(head, separators=(",", ":")).encode() + b"\n" + chunk))
+    return out
+
+
+def assemble_snapshot(records: list[Any], folder: str | Path) -> tuple[int, dict[str, Any]] | None:
+    """Write the newest complete snapshot among `item-state` records into `folder` (its files); returns
+    (its `item-deltas` position, its header) or None when there is none. Records that do not parse are
+    skipped (a writer that died midway leaves an incomplete snapshot: the other slot's is used)."""
+    latest: dict[bytes, Any] = {}
+    for r in records:
+        latest[r.key] = r
+    parts: dict[tuple[str, int], dict[tuple[str, int], tuple[dict, bytes]]] = {}
+    for r in latest.values():
+        if r.value is None or b"\n" not in r.value:
+            continue
+        line, payload = r.value.split(b"\n", 1)
+        try:
+            head = json.loads(line)
+            key = (str(head["worker"]), int(head["id"]))
+            parts.setdefault(key, {})[(str(head["file"]), int(head["chunk"]))] = (head, payload)
+        except (ValueError, KeyError, TypeError):
+            continue
+    complete = []
+    for key, chunks in parts.items():
+        if all(_whole(chunks, name) for name in SNAPSHOT_FILES):
+            complete.append((max(h["created"] for h, _ in chunks.values()), key))
+    if not complete:
+        return None
+    _, key = max(complete)
+    chunks = parts[key]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    head = None
+    for name in SNAPSHOT_FILES:
+        n = next(h["chunks"] for (f, _), (h, _) in chunks.items() if f == name)
+        (folder / name).write_bytes(b"".join(chunks[(name, i)][1] for i in range(n)))
+        head = chunks[(name, 0)][0]
+    return int(head["position"]), head
+
+
+def _whole(chunks: dict[tuple[str, int], tuple[dict, bytes]], name: str) -> bool:
+    """Every chunk of file `name` is there, all agreeing on how many there are."""
+    sizes = {h["chunks"] for (f, _), (h, _) in chunks.items() if f == name}
+    return len(sizes) == 1 and all((name, i) in chunks for i in range(next(iter(sizes))))

@@ -162,6 +162,7 @@ class LiveLoop:
                      "seen_notices_applied": 0}
         self._delta_ts: dict[int, list[float]] = {}  # partition -> [min, max] record time since last take
         self.events_since_deltas = 0
+        self.restored_from: str | None = None  # the checkpoint or --init-state the state came from
         self._first_seen: list[str] = []  # items first seen here, not yet told to the other workers
         # users handed over with their partition (the user-state changelog): off until `hand_users_over`
         self.user_topic: str | None = None
@@ -202,6 +203,20 @@ class LiveLoop:
                 self.audit.write("delta_sent", partition=d.partition, first=d.first, last=d.last,
                                  events=d.events, bytes=len(value) + len(out[-1][0]), sent_at=now)
         return out
+
+    def load_item_snapshot(self, folder: str | Path, position: int) -> None:
+        """Start from an item-state snapshot written into `folder` (`stream.sync.assemble_snapshot`):
+        its item side, and item-deltas read from `position` on."""
+        from stream.checkpoint import load_items
+
+        items, meta, _ = load_items(folder)
+        with self.lock:
+            self.learner.load_item_state(items, meta)
+            self.offsets[(self.deltas_topic, 0)] = position
+            if self.evaluator is not None and hasattr(self.evaluator, "mark_seen"):
+                cols = np.flatnonzero(np.asarray(items["n_events"]) > 0)
+                ids = np.asarray(items["item_id"]).astype(object)[cols]
+                self.evaluator.mark_seen(self.learner.item_cols(ids), ids, self.learner)
 
     def take_seen_notice(self) -> bytes | None:
         """The items first seen here since the last call, as an `item-deltas` notice (None: none)."""
@@ -771,6 +786,7 @@ class LiveLoop:
             raise SystemExit(f"--state-dir {self.state_dir}: {exc}") from None
         if found is not None:
             state, offsets, meta = found
+            self.restored_from = meta["checkpoint"]["path"]
             self.learner.load_state_dict(state)
             self.offsets = {(t, int(p)): int(o) for t, p, o in
                             ((key.rsplit(":", 1)[0], key.rsplit(":", 1)[1], o) for key, o in offsets.items())}
@@ -789,6 +805,7 @@ class LiveLoop:
                 raise SystemExit(f"--init-state {init_state}: {exc}") from None
             if loaded is None:
                 raise SystemExit(f"--init-state {init_state}: no readable checkpoint there")
+            self.restored_from = loaded[2]["checkpoint"]["path"]
             try:
                 self.learner.load_state_dict(loaded[0])
             except (ValueError, KeyError) as exc:

@@ -99,3 +99,40 @@ def test_workers_share_item_counts_exactly_once_across_a_rebalance_and_a_crash(
 def _held(worker: WorkerProcess) -> int:
     """Events whose item side the worker's state holds (learned there or applied from a delta)."""
     return sum(int(o) for o in worker.health()["sync"]["item_watermarks"].values())
+
+
+def test_a_worker_joining_later_starts_from_the_item_state_snapshot(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+    """A worker with no state of its own loads the newest item-state snapshot (the item side of another
+    worker's checkpoint) and reads item-deltas from the position it reflects: it ends with the log's
+    counts without having read the deltas before that position."""
+    settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    log = generate(n_events=9_000, n_users=300, n_items=300, seed=6).log
+    records = encode_events(log)
+    expected = counts_digest(dict(Counter(log.item.tolist())))
+    args = ["--learner", "sparse", "--no-deep", "--batch-size", "500", "--sync-seconds", "0.5",
+            "--partitions", "4", "--checkpoint-events", "1000", "--snapshot-seconds", "0.01"]
+    audit_a, audit_c = tmp_path / "a.jsonl", tmp_path / "c.jsonl"
+    producer = make_producer(settings)
+    topic = settings.topic("interactions")
+    try:
+        with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "a",
+                           args=[*args, "--audit-log", str(audit_a)]) as a:
+            a.wait_ready()
+            send_records(producer, topic, records[:6000])
+            _wait(lambda: a.health()["sync"].get("snapshots_sent", 0) >= 2 and _held(a) == 6000, 90,
+                  "no snapshot written")
+            with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "c",
+                               args=[*args, "--audit-log", str(audit_c)]) as c:
+                c.wait_ready(timeout=90)
+                loaded = c.health()["sync"].get("snapshot_loaded")
+                send_records(producer, topic, records[6000:])
+                _wait(lambda: _held(a) == _held(c) == len(records), 90, "the workers never held every event")
+                applied = a.health()["events_applied"] + c.health()["events_applied"]
+    finally:
+        producer.close()
+    print(f"snapshot loaded: {loaded}; applied a + c = {applied}")
+    assert loaded is not None and loaded["position"] > 0  # it skipped the deltas before the snapshot
+    assert _final(audit_a)[-1]["item_counts_digest"] == expected
+    assert _final(audit_c)[-1]["item_counts_digest"] == expected
+    assert applied == len(records)
