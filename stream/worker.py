@@ -261,7 +261,10 @@ class LiveLoop:
                         self.sync["deltas_refused"] += 1
                         continue
                     if (r.key or b"") != self.worker_id.encode():  # our own notice: nothing new here
-                        self._apply_seen(ids)
+                        try:
+                            self._apply_seen(ids)
+                        except Exception:  # noqa: BLE001 - a notice only speeds evaluability up
+                            log.exception("applying a seen notice failed")
                     continue
                 try:
                     delta = ItemDelta.from_bytes(r.value)
