@@ -577,8 +577,10 @@ class LiveLoop:
             if take_first_seen is not None:
                 self._first_seen += take_first_seen()
         if self.user_topic is not None:
-            for r, user in zip(records, batch.user.tolist(), strict=True):
-                self._touched_users.setdefault((r.topic, r.partition), set()).add(user)
+            topic = records[0].topic  # one interactions topic
+            for p in np.unique(batch.partition).tolist():
+                users = batch.user[batch.partition == p].tolist()
+                self._touched_users.setdefault((topic, p), set()).update(users)
         if self.audit is not None:
             self._audit_events(batch, result, trigger_ts)
         version = get_hook(self.learner, "model_version")
