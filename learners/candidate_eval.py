@@ -182,26 +182,26 @@ def evaluate_batch(start, users, targets, cand_n, cand_cols, cand_scores, target
             hist_len[u] += 1
         if not seen[t]:
             seen[t] = True
-            counters[2] += 1
-            if t < n_snap:
-                _bit_add(tree, position[t], 1)
-                counters[3] += 1
-            else:
-                counters[4] += 1
+            _count_seen_one(t, tree, position, n_snap, counters)
     return users.shape[0]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _count_seen_one(c, tree, position, n_snap, counters):
+    """A newly seen column into the seen counts (and the tree, when it is in the snapshot)."""
+    counters[2] += 1
+    if c < n_snap:
+        _bit_add(tree, position[c], 1)
+        counters[3] += 1
+    else:
+        counters[4] += 1
 
 
 @numba.njit(cache=True, nogil=True)
 def _count_seen(cols, tree, position, counters):
-    """Newly seen columns into the seen counts (and the tree, for those in the snapshot)."""
-    n_snap = position.shape[0]
+    """Newly seen columns into the seen counts (`mark_seen`)."""
     for c in cols:
-        counters[2] += 1
-        if c < n_snap:
-            _bit_add(tree, position[c], 1)
-            counters[3] += 1
-        else:
-            counters[4] += 1
+        _count_seen_one(c, tree, position, position.shape[0], counters)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -394,13 +394,7 @@ class CandidateEvaluator(PrequentialEvaluator):
                 self._n_rated += int(rated.sum())
                 self._rolling["sq_err"].extend(err)
         self.evaluable_seen = int(self._counters[5])
-        self.events += n
-        self.seconds += time.perf_counter() - started
-        self.cpu_seconds += time.process_time() - cpu
-        if n:
-            self._last_ts = float(batch.ts[-1])
-        if self.events // self.series_every > (self.events - n) // self.series_every:
-            self._snapshot()
+        self._batch_done(batch, started, cpu)
         return result
 
     def report(self) -> dict[str, Any]:

@@ -461,14 +461,20 @@ class PrequentialEvaluator:
                 self._rolling["sq_err"].extend(err)
         self._learn(plan)
         self.evaluable_seen += int(plan["n_evaluable"])
+        self._batch_done(batch, started, cpu)
+        return result
+
+    def _batch_done(self, batch: Interactions, started: float, cpu: float) -> None:
+        """Count a batch observed from `started` (perf_counter) / `cpu` (process_time): events, time,
+        the last event time, and a series point when one is due (every evaluator's `observe` ends here)."""
+        n = len(batch)
         self.events += n
         self.seconds += time.perf_counter() - started
         self.cpu_seconds += time.process_time() - cpu
-        if len(batch):
+        if n:
             self._last_ts = float(batch.ts[-1])
         if self.events // self.series_every > (self.events - n) // self.series_every:
             self._snapshot()
-        return result
 
     def _rank(self, plan: dict[str, np.ndarray], ev_pos: np.ndarray, scores: np.ndarray,
               layout: np.ndarray | None, seen_packed: np.ndarray, first_evaluated: int) -> np.ndarray:

@@ -224,24 +224,7 @@ def learn_counts(items, w, batch, counts, acc, touched, scored, changed, o_val, 
     by_val = np.argsort(new_val)
     new_val = new_val[by_val]
     new_item = order_items[:m][by_val]
-    n_keep = 0
-    for q in range(d_item.shape[0]):
-        if touched[d_item[q]] != batch:
-            n_keep += 1
-    out_val = np.empty(n_keep + m, np.float64)
-    out_item = np.empty(n_keep + m, np.int64)
-    p, q, r = 0, 0, 0
-    while p < d_item.shape[0] or q < m:
-        if p < d_item.shape[0] and touched[d_item[p]] == batch:
-            p += 1
-            continue
-        if q >= m or (p < d_item.shape[0] and d_val[p] <= new_val[q]):
-            out_val[r], out_item[r] = d_val[p], d_item[p]
-            p += 1
-        else:
-            out_val[r], out_item[r] = new_val[q], new_item[q]
-            q += 1
-        r += 1
+    out_val, out_item = _merge_dropping(d_val, d_item, touched, batch, new_val, new_item)
     o_new = np.sort(o_add[:n_o])
     o_out = np.empty(o_val.shape[0] + n_o, np.float64)
     p, q = 0, 0
@@ -255,27 +238,33 @@ def learn_counts(items, w, batch, counts, acc, touched, scored, changed, o_val, 
     return o_out, out_val, out_item
 
 
-@numba.njit(cache=True, nogil=True)
-def merge_changed(a_val, a_item, changed, d_val, d_item):
-    """A without the changed items' stale entries, merged with D (one linear pass); clears `changed`."""
+@numba.njit(cache=True, nogil=True, inline="always")
+def _merge_dropping(a_val, a_item, mark, drop, b_val, b_item):
+    """Sorted (a_val, a_item) without the entries whose item has mark == drop, merged with sorted
+    (b_val, b_item) in one linear pass (ties: A's entry first)."""
     n_keep = 0
     for p in range(a_item.shape[0]):
-        if not changed[a_item[p]]:
+        if mark[a_item[p]] != drop:
             n_keep += 1
-    out_val = np.empty(n_keep + d_val.shape[0], np.float64)
-    out_item = np.empty(n_keep + d_val.shape[0], np.int64)
-    p, q, r = 0, 0, 0
-    while r < out_val.shape[0]:
-        if p < a_item.shape[0] and changed[a_item[p]]:
+    out_val = np.empty(n_keep + b_val.shape[0], np.float64)
+    out_item = np.empty(n_keep + b_val.shape[0], np.int64)
+    p, q = 0, 0
+    for r in range(out_val.shape[0]):
+        while p < a_item.shape[0] and mark[a_item[p]] == drop:
             p += 1
-            continue
-        if q >= d_val.shape[0] or (p < a_item.shape[0] and a_val[p] <= d_val[q]):
+        if q >= b_val.shape[0] or (p < a_item.shape[0] and a_val[p] <= b_val[q]):
             out_val[r], out_item[r] = a_val[p], a_item[p]
             p += 1
         else:
-            out_val[r], out_item[r] = d_val[q], d_item[q]
+            out_val[r], out_item[r] = b_val[q], b_item[q]
             q += 1
-        r += 1
+    return out_val, out_item
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_changed(a_val, a_item, changed, d_val, d_item):
+    """A without the changed items' stale entries, merged with D (one linear pass); clears `changed`."""
+    out_val, out_item = _merge_dropping(a_val, a_item, changed, True, d_val, d_item)
     for q in range(d_item.shape[0]):
         changed[d_item[q]] = False
     return out_val, out_item
@@ -368,13 +357,7 @@ class DecayedPopularityEvaluator(PrequentialEvaluator):
         if n:
             self._learn(items)
         self.evaluable_seen = int(self._counters[_EVALUABLE])
-        self.events += n
-        self.seconds += time.perf_counter() - started
-        self.cpu_seconds += time.process_time() - cpu
-        if n:
-            self._last_ts = float(batch.ts[-1])
-        if self.events // self.series_every > (self.events - n) // self.series_every:
-            self._snapshot()
+        self._batch_done(batch, started, cpu)
         return result
 
     def _learn(self, items: np.ndarray) -> None:
