@@ -166,9 +166,6 @@ class DeltaRecorder:
         self._events: list[tuple[np.ndarray, ...]] = []
         self._pairs: list[tuple[np.ndarray, ...]] = []
 
-    def __len__(self) -> int:
-        return sum(len(e[0]) for e in self._events)
-
     def add(self, partition: np.ndarray, offset: np.ndarray, cols: np.ndarray, clock: np.ndarray,
             pair_partition: np.ndarray, pair_offset: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
             pair_w: np.ndarray) -> None:

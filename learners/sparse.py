@@ -730,6 +730,25 @@ class SparseRecommender:
         self.load_state_dict(State(users=users, items=items, meta=meta))
         self._counters[3] = 0  # events_applied counts this worker's own events
 
+    def _recent_ordered(self, user_cols: np.ndarray) -> np.ndarray:
+        """The users' recent items, one row each, most recent first, -1 past their length."""
+        width = self._recent_width
+        order = (self._recent_head[user_cols, None] - 1 - np.arange(width)[None, :]) % width
+        ordered = np.take_along_axis(self._recent[user_cols], order, 1)
+        ordered[np.arange(width)[None, :] >= self._recent_len[user_cols, None]] = -1
+        return ordered
+
+    def _set_recent(self, user_cols: np.ndarray, ordered: np.ndarray) -> None:
+        """Set the users' recent items from `_recent_ordered`-style rows (most recent first, -1 padded):
+        the ring holds oldest..newest ending before head."""
+        width = self._recent_width
+        lengths = (ordered >= 0).sum(1)
+        shift = width - lengths
+        roll = (np.arange(width)[None, :] + shift[:, None]) % width
+        self._recent[user_cols] = np.take_along_axis(ordered[:, ::-1], roll, 1)
+        self._recent_head[user_cols] = lengths % width
+        self._recent_len[user_cols] = lengths
+
     # ------------------------------------------------------------------ users that move
     def user_states(self, user_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Each known user's state, JSON-able (the changelog record of a user whose partition may move
@@ -738,10 +757,7 @@ class SparseRecommender:
         cols = self._users.lookup(ids)
         known = cols >= 0
         ids, cols = ids[known], cols[known]
-        width = self._recent_width
-        order = (self._recent_head[cols, None] - 1 - np.arange(width)[None, :]) % width
-        recent = np.take_along_axis(self._recent[cols], order, 1)
-        recent[np.arange(width)[None, :] >= self._recent_len[cols, None]] = -1
+        recent = self._recent_ordered(cols)
         out = []
         for r, (user, u) in enumerate(zip(ids.tolist(), cols.tolist(), strict=True)):
             start, length = self._hist[0, u], self._hist[1, u]
@@ -765,14 +781,11 @@ class SparseRecommender:
         flat = np.asarray([i for r in recent for i in r] + [i for h in history for i in h], dtype=object)
         cols = self._add_ids(self._items, flat, is_items=True) if len(flat) else np.zeros(0, np.int64)
         n_recent = sum(len(r) for r in recent)
-        at = 0
-        for u, r in zip(users.tolist(), recent, strict=True):  # the ring: oldest .. newest, then head
-            row = cols[at:at + len(r)][::-1]
-            at += len(r)
-            self._recent[u] = -1
-            self._recent[u, : len(row)] = row
-            self._recent_head[u] = len(row) % width
-            self._recent_len[u] = len(row)
+        counts = np.fromiter((len(r) for r in recent), np.int64, len(recent))
+        ordered = np.full((len(recent), width), -1, np.int32)  # most recent first, as stored
+        ordered[np.repeat(np.arange(len(recent)), counts), np.arange(n_recent) - np.repeat(
+            np.cumsum(counts) - counts, counts)] = cols[:n_recent]
+        self._set_recent(users, ordered)
         lengths = np.fromiter((len(h) for h in history), np.int64, len(history))
         self._load_histories(users, lengths, cols[n_recent:].astype(np.int32),
                              np.asarray([max(int(s.get("history_total", 0)), len(h))
@@ -784,11 +797,7 @@ class SparseRecommender:
         item_ids, item_seen = self._items.state_arrays()
         n = len(item_ids)
         user_cols = self._users.live_cols()
-        recent = self._recent[user_cols]
-        order = (self._recent_head[user_cols, None] - 1 - np.arange(self._recent_width)[None, :]) \
-            % self._recent_width
-        ordered = np.take_along_axis(recent, order, 1)  # most recent first
-        ordered[np.arange(self._recent_width)[None, :] >= self._recent_len[user_cols, None]] = -1
+        ordered = self._recent_ordered(user_cols)
         # recent items as positions in items["item_id"] of this same state (columns keep their
         # positions on load): no string per entry, where a million users hold tens of millions of them
         hist_len = self._hist[1, user_cols]
@@ -877,16 +886,7 @@ class SparseRecommender:
             flat = self._items.cols(recent_ids.ravel(), add=False).reshape(recent_ids.shape)
             flat[recent_ids == ""] = -1
         if flat.size:
-            lengths = (flat >= 0).sum(1)
-            # stored most recent first; the ring holds oldest..newest ending before head
-            self._recent[user_cols] = flat[:, ::-1]
-            shift = self._recent_width - lengths
-            rows = self._recent[user_cols]
-            rolled = np.take_along_axis(rows, (np.arange(self._recent_width)[None, :] + shift[:, None])
-                                        % self._recent_width, 1)
-            self._recent[user_cols] = rolled
-            self._recent_head[user_cols] = lengths % self._recent_width
-            self._recent_len[user_cols] = lengths
+            self._set_recent(user_cols, flat)
         self._user_events[user_cols] = users["n_events"]
         if "history.len" in users:
             self._load_histories(user_cols, np.asarray(users["history.len"], np.int64),
