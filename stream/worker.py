@@ -296,12 +296,7 @@ class LiveLoop:
                                      bytes=len(r.value) + len(r.key or b""),
                                      record_ts_min=meta.get("record_ts_min"),
                                      record_ts_max=meta.get("record_ts_max"), applied_at=time.time())
-        if letters:
-            counts = self.dead_letters
-            for letter in letters:
-                counts[letter.reason] = counts.get(letter.reason, 0) + 1
-                if self.metrics is not None:
-                    self.metrics.observe_dlq(letter.reason, 1)
+        self._count_dead_letters(Counter(letter.reason for letter in letters))
         return letters
 
     # -- users that move with their partition ------------------------------------------------------
@@ -359,8 +354,7 @@ class LiveLoop:
                                              self.learner)
         self.users_restored += len(states)
         self.restore_s += time.perf_counter() - started
-        for letter in letters:
-            self.dead_letters[letter.reason] = self.dead_letters.get(letter.reason, 0) + 1
+        self._count_dead_letters(Counter(letter.reason for letter in letters))
         return letters
 
     def item_counts_digest(self) -> str | None:
@@ -517,9 +511,7 @@ class LiveLoop:
             self.offsets.update(staged["offsets"])  # learned, or dead-lettered with the reason
             by_reason = Counter(letter.reason for letter in letters)
             by_reason.update(staged["dlq_reasons"])  # dead-lettered by the validator process
-            counts = self.dead_letters
-            for reason, n in by_reason.items():
-                counts[reason] = counts.get(reason, 0) + n
+            self._count_dead_letters(by_reason)
             recs = self.due_records()
             flush_s = time.perf_counter() - t0
             elapsed = staged["seconds"] + flush_s
@@ -530,9 +522,15 @@ class LiveLoop:
             sums["flush_cpu_s"] += time.thread_time() - c0
             if self.metrics is not None:
                 self.metrics.observe_batch(staged["consumed"], n_good, elapsed)
-                for reason, n in by_reason.items():
-                    self.metrics.observe_dlq(reason, n)
             return letters, recs
+
+    def _count_dead_letters(self, by_reason: Counter) -> None:
+        """Dead letters per reason into the counts (`/health`) and the metrics."""
+        counts = self.dead_letters
+        for reason, n in by_reason.items():
+            counts[reason] = counts.get(reason, 0) + n
+            if self.metrics is not None:
+                self.metrics.observe_dlq(reason, n)
 
     @staticmethod
     def _empty_stage() -> dict[str, Any]:
