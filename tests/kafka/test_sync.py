@@ -22,6 +22,15 @@ from stream.worker import WorkerProcess
 
 pytestmark = pytest.mark.kafka
 
+WORKER_ARGS = ["--learner", "sparse", "--no-deep", "--batch-size", "500", "--sync-seconds", "0.5",
+               "--partitions", "4"]
+
+
+def _log(n_events: int, n_users: int, seed: int) -> tuple[list, str]:
+    """A synthetic log's records and the digest of its per-item counts (what every worker must hold)."""
+    log = generate(n_events=n_events, n_users=n_users, n_items=300, seed=seed).log
+    return encode_events(log), counts_digest(dict(Counter(log.item.tolist())))
+
 
 def _final(audit: Path) -> list[dict]:
     return [line for line in map(json.loads, audit.read_text().splitlines()) if line["kind"] == "final"]
@@ -37,12 +46,9 @@ def _wait(predicate, timeout: float, what: str) -> None:
 def test_workers_share_item_counts_exactly_once_across_a_rebalance_and_a_crash(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
-    log = generate(n_events=12_000, n_users=400, n_items=300, seed=5).log
-    records = encode_events(log)
-    expected = counts_digest(dict(Counter(log.item.tolist())))
+    records, expected = _log(12_000, n_users=400, seed=5)
     first, middle, last = records[:4000], records[4000:8000], records[8000:]
-    args = ["--learner", "sparse", "--no-deep", "--batch-size", "500", "--sync-seconds", "0.5",
-            "--partitions", "4"]
+    args = WORKER_ARGS
     audit_a, audit_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     producer = make_producer(settings)
     topic = settings.topic("interactions")
@@ -107,11 +113,8 @@ def test_a_worker_joining_later_starts_from_the_item_state_snapshot(
     worker's checkpoint) and reads item-deltas from the position it reflects: it ends with the log's
     counts without having read the deltas before that position."""
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
-    log = generate(n_events=9_000, n_users=300, n_items=300, seed=6).log
-    records = encode_events(log)
-    expected = counts_digest(dict(Counter(log.item.tolist())))
-    args = ["--learner", "sparse", "--no-deep", "--batch-size", "500", "--sync-seconds", "0.5",
-            "--partitions", "4", "--checkpoint-events", "1000", "--snapshot-seconds", "0.01"]
+    records, expected = _log(9_000, n_users=300, seed=6)
+    args = [*WORKER_ARGS, "--checkpoint-events", "1000", "--snapshot-seconds", "0.01"]
     audit_a, audit_c = tmp_path / "a.jsonl", tmp_path / "c.jsonl"
     producer = make_producer(settings)
     topic = settings.topic("interactions")
