@@ -32,6 +32,20 @@ MALFORMED: list[tuple[bytes, str]] = [
 ]
 
 
+def _interleave(settings: Settings, topic: str, good: list[dict], user_field: str, bad: list[bytes],
+                bad_key: bytes) -> None:
+    """Produce the good events keyed by their user, a bad payload after each of the first ones."""
+    producer = make_producer(settings)
+    try:
+        for n, event in enumerate(good):
+            producer.send(topic, value=json.dumps(event).encode(), key=str(event[user_field]).encode())
+            if n < len(bad):
+                producer.send(topic, value=bad[n], key=bad_key)
+        producer.flush()
+    finally:
+        producer.close()
+
+
 def test_malformed_payloads_are_dead_lettered_and_good_ones_applied(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
@@ -40,16 +54,8 @@ def test_malformed_payloads_are_dead_lettered_and_good_ones_applied(
     with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "state",
                        args=["--learner", "popularity"]) as worker:
         worker.wait_ready()
-        producer = make_producer(settings)
-        topic = settings.topic("interactions")
-        try:
-            for n, event in enumerate(good):  # interleave: a bad record between good ones
-                producer.send(topic, value=json.dumps(event).encode(), key=event["user_id"].encode())
-                if n < len(MALFORMED):
-                    producer.send(topic, value=MALFORMED[n][0], key=b"user0")
-            producer.flush()
-        finally:
-            producer.close()
+        bad = [payload for payload, _ in MALFORMED]  # a bad record between good ones
+        _interleave(settings, settings.topic("interactions"), good, "user_id", bad, b"user0")
         health = worker.wait_applied(len(good), timeout=30)
         letters = read_topic(kafka_bootstrap, settings.topic("interactions.dlq"), timeout=20,
                              until=lambda rs: len(rs) >= len(MALFORMED))
@@ -95,15 +101,7 @@ def test_a_worker_reads_an_existing_topic_with_other_field_names(
             "--types", "addtocart=cart,transaction=purchase"]
     with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "state", args=args) as worker:
         worker.wait_ready()
-        producer = make_producer(settings)
-        try:
-            for n, event in enumerate(good):
-                producer.send(theirs, value=json.dumps(event).encode(), key=str(event["visitorid"]).encode())
-                if n < len(bad):
-                    producer.send(theirs, value=bad[n][0], key=b"1")
-            producer.flush()
-        finally:
-            producer.close()
+        _interleave(settings, theirs, good, "visitorid", [b[0] for b in bad], b"1")
         health = worker.wait_applied(len(good), timeout=30)
         letters = read_topic(kafka_bootstrap, settings.topic("interactions.dlq"), timeout=20,
                              until=lambda rs: len(rs) >= len(bad))
