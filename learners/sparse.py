@@ -140,7 +140,7 @@ class SparseRecommender:
         top_trending: int = 32,
         fresh: int = 16,
         negatives: int = 4,
-        blend_lr: float = 0.005,
+        blend_lr: float = 0.001,
         init: dict[str, float] | None = None,
         explore_slots: int = 1,
         explore_below: int = 5,
@@ -860,7 +860,11 @@ class SparseRecommender:
         self._seen_list[: len(seen)] = seen
         self._event_ring[:] = items["event_ring"]
         clock = state.meta["clock"]  # states before P_SCALE_WARMUP hold one parameter less
+        own = self._params.copy()
         self._params[: len(clock)] = clock
+        # the blend's step, negatives and error share are this model's settings, not the saved ones
+        tuned = [kernels.P_LR, kernels.P_MOMENTUM, kernels.P_NEGATIVES, kernels.P_ERR, kernels.P_SCALE_WARMUP]
+        self._params[tuned] = own[tuned]
         self._counters[:] = state.meta["counters"]
         self._fresh_state[:] = state.meta["fresh_state"]
         self._weights[:] = state.meta["weights"]

@@ -314,3 +314,14 @@ def test_lists_leave_out_the_users_whole_history() -> None:
     small = SparseRecommender(seed=0, max_history=10)
     small.learn_many(log)
     assert int(small._hist[1].max()) == 10  # bounded: the newest 10 beyond the recent items
+
+
+def test_a_loaded_state_keeps_this_models_blend_step() -> None:
+    log = generate(n_events=2_000, seed=2).log
+    saved = SparseRecommender(blend_lr=0.05, seed=0)
+    saved.learn_many(log)
+    frozen = SparseRecommender(blend_lr=0.0, seed=0)
+    frozen.load_state_dict(saved.state_dict())
+    before = frozen._weights.copy()  # the raw weights (the effective ones also move with the scales)
+    frozen.learn_many(log[:500])
+    assert (frozen._weights == before).all()  # a step of 0: the saved 0.05 did not come back with the state
