@@ -359,6 +359,7 @@ def parse_audit(chunks: Sequence[tuple[int, bytes]]) -> Audit:
     cols: dict[str, list[Any]] = {k: [] for k in ("worker", "partition", "offset", "user", "hit",
                                                  "record_ts", "phase")}
     audit = Audit([], {}, [], [], Counter(), 0)
+    late: list[tuple[int, int]] = []  # events ranked last after the fact (`late_evaluated` lines)
     for phase, data in chunks:
         for raw in data.splitlines():
             if not raw.strip():
@@ -376,6 +377,10 @@ def parse_audit(chunks: Sequence[tuple[int, bytes]]) -> Audit:
                 audit.applied.append(line)
             elif kind == "events" and not _add_events(cols, workers, line, phase):
                 audit.bad_lines += 1
+            elif kind == "late_evaluated":
+                code = workers.setdefault(str(line.get("worker")), len(workers))
+                late += [(code, p, o) for p, o in zip(line.get("partition", []), line.get("offset", []),
+                                                      strict=False)]
     audit.workers = list(workers)
     audit.events = {
         "worker": np.asarray(cols["worker"], np.int64), "partition": np.asarray(cols["partition"], np.int64),
@@ -383,6 +388,11 @@ def parse_audit(chunks: Sequence[tuple[int, bytes]]) -> Audit:
         "hit": np.asarray(cols["hit"], np.int64),
         "record_ts": np.asarray([np.nan if t is None else t for t in cols["record_ts"]], np.float64),
         "phase": np.asarray(cols["phase"], np.int64)}
+    if late:  # the worker's own events it could not rank: evaluated, missed
+        ev = audit.events
+        keys = (ev["worker"] << 56) + (ev["partition"] << 40) + ev["offset"]
+        late_keys = np.asarray([(w << 56) + (p << 40) + o for w, p, o in late], np.int64)
+        ev["hit"][np.isin(keys, late_keys) & (ev["hit"] < 0)] = 0
     return audit
 
 

@@ -317,6 +317,18 @@ class CandidateEvaluator(PrequentialEvaluator):
             _count_seen(cols, self._tree, self._position, self._counters)
         return len(cols)
 
+    def count_unranked(self, ts: Any) -> int:
+        """Count events that were evaluable but could not be ranked here, ranked last: their item was
+        first seen on another worker, whose notice came after the event (`FirstSightings`). `ts`: the
+        events' times. Returns how many."""
+        ts = np.asarray(ts, np.float64)
+        if not len(ts):
+            return 0
+        last = max(int(self._counters[2]), self.k)  # below every seen item, and out of any list
+        self._record({"position": np.full(len(ts), -1, np.int64), "rank": np.full(len(ts), float(last)),
+                      "hit": np.empty(0), "n_candidates": np.full(len(ts), last + 1)}, ts)
+        return len(ts)
+
     def set_histories(self, user_ids: np.ndarray, item_ids: list[np.ndarray], model: Any) -> None:
         """Replace users' histories (a partition's users handed over from another worker): the items
         count as seen, and as the user's history from now on."""
@@ -362,9 +374,12 @@ class CandidateEvaluator(PrequentialEvaluator):
         self._check_columns(model, len(self._seen_cols))
         background = cands.background
         self._sync_background(background)
-        new_cols = targets[~self._seen_cols[targets]]
-        if len(new_cols):
-            self._owner[new_cols] = batch.item[~self._seen_cols[targets]]
+        unseen = ~self._seen_cols[targets]
+        unseen_rows = np.zeros(0, np.int64)
+        if unseen.any():
+            self._owner[targets[unseen]] = batch.item[unseen]
+            rows = np.flatnonzero(unseen)
+            unseen_rows = rows[np.sort(np.unique(targets[rows], return_index=True)[1])]
         evaluable = np.zeros(n, np.bool_)
         rank = np.zeros(n, np.float64)
         ncand = np.zeros(n, np.int64)
@@ -381,8 +396,9 @@ class CandidateEvaluator(PrequentialEvaluator):
                 self._pool_items = grow_rows(self._pool_items, 2 * len(self._pool_items), minimum=64)
                 self._pool_gen = grow_rows(self._pool_gen, len(self._pool_items), minimum=64)
         rows = np.flatnonzero(evaluable)
+        # unseen_rows: each item's first event that this evaluator could not rank (not seen before)
         result = {"position": self.events + rows, "rank": rank[rows], "hit": np.empty(0),
-                  "n_candidates": ncand[rows]}
+                  "n_candidates": ncand[rows], "unseen_rows": unseen_rows}
         if len(rows):
             self._record(result, batch.ts[rows])
         if predictions is not None:

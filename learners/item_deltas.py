@@ -31,6 +31,7 @@ ValueError: not an item delta (bad magic)
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,25 +134,89 @@ class ItemDelta:
 SEEN_MAGIC = b"SRS1"
 
 
-def seen_to_bytes(item_ids: list[str]) -> bytes:
-    """A notice of items first seen by one worker (sent at once, ahead of the delta with their counts).
+def seen_to_bytes(item_ids: list[str], first_ts: list[float | None] | None = None) -> bytes:
+    """A notice of items first seen by one worker (sent at once, ahead of the delta with their counts),
+    with the Kafka record time of each item's first event there when known: a worker that saw the
+    same item first itself, later, learns from it that its own first event was evaluable after all.
 
-    >>> seen_from_bytes(seen_to_bytes(["a", "b"]))
-    ['a', 'b']
+    >>> seen_from_bytes(seen_to_bytes(["a", "b"], [12.5, None]))
+    (['a', 'b'], [12.5, None])
+    >>> seen_from_bytes(seen_to_bytes(["a"]))
+    (['a'], [None])
     """
-    return SEEN_MAGIC + json.dumps(item_ids, separators=(",", ":"), ensure_ascii=False).encode()
+    stamps = list(first_ts) if first_ts is not None else [None] * len(item_ids)
+    if len(stamps) != len(item_ids):
+        raise ValueError("one first-event time per item id")
+    body = {"ids": item_ids, "first_ts": stamps}
+    return SEEN_MAGIC + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def seen_from_bytes(raw: bytes) -> list[str]:
-    """The item ids of a `seen_to_bytes` notice; ValueError for anything else."""
+def _stamp_ok(t: Any) -> bool:
+    return t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t))
+
+
+def seen_from_bytes(raw: bytes) -> tuple[list[str], list[float | None]]:
+    """(item ids, their first-event record times or None) of a `seen_to_bytes` notice (a bare JSON
+    list of ids, the first form, has no times); ValueError for anything else."""
     try:
-        ids = json.loads(raw[len(SEEN_MAGIC):])
+        body = json.loads(raw[len(SEEN_MAGIC):])
     except (ValueError, UnicodeDecodeError):
         raise ValueError("seen notice unreadable") from None
+    if isinstance(body, dict):
+        ids, stamps = body.get("ids"), body.get("first_ts")
+    else:
+        ids, stamps = body, None
     if not (raw.startswith(SEEN_MAGIC) and isinstance(ids, list)
             and all(isinstance(i, str) and i for i in ids)):
         raise ValueError("not a seen notice")
-    return ids
+    if stamps is None:
+        stamps = [None] * len(ids)
+    if not (isinstance(stamps, list) and len(stamps) == len(ids) and all(_stamp_ok(t) for t in stamps)):
+        raise ValueError("seen notice times do not match its ids")
+    return ids, [None if t is None else float(t) for t in stamps]
+
+
+class FirstSightings:
+    """Items this worker saw first, each with the record time of that first event, until another
+    worker's seen notice of the same item tells who saw it first.
+
+    With several workers an item is evaluable from its first event anywhere (the global seen set). A
+    worker whose event of an item comes before the other worker's notice of it could not rank it: the
+    item was unknown here. When that notice arrives with an earlier first event (record time, then
+    worker id on a tie), `settle` returns the event: it counts as evaluated, ranked last.
+
+    >>> sightings = FirstSightings("w1")
+    >>> sightings.add(["x", "y"], [10.0, 12.0], [("p0", 5), ("p0", 6)])
+    >>> sightings.settle(["x", "y", "z"], [9.0, 13.0, 1.0], "w2")  # w2 saw x earlier, y later
+    [('p0', 5)]
+    >>> len(sightings)  # both settled
+    0
+    """
+
+    def __init__(self, worker_id: str, capacity: int = 100_000) -> None:
+        self.worker_id = worker_id
+        self.capacity = capacity
+        self._open: dict[str, tuple[float, Any]] = {}  # item -> (record time, event), oldest first
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, item_ids: Any, record_ts: Any, events: Any) -> None:
+        """This worker's first events of these items (record times None: not comparable, skipped)."""
+        for item, ts, event in zip(item_ids, record_ts, events, strict=True):
+            if ts is not None and math.isfinite(ts):
+                self._open[str(item)] = (float(ts), event)
+        while len(self._open) > self.capacity:  # the oldest sightings go first (dicts keep order)
+            del self._open[next(iter(self._open))]
+
+    def settle(self, item_ids: Any, first_ts: Any, sender: str) -> list[Any]:
+        """Another worker's first events of items; returns the events of ours that came after theirs."""
+        late = []
+        for item, ts in zip(item_ids, first_ts, strict=True):
+            mine = self._open.pop(item, None) if ts is not None else None
+            if mine is not None and (ts, sender) < (mine[0], self.worker_id):
+                late.append(mine[1])
+        return late
 
 
 class DeltaRecorder:

@@ -497,8 +497,8 @@ class EventConsumer(Service):
         else:
             letters, recs = [], await self._in_learner(self.live.due_records)
         t1 = time.perf_counter()
+        await self.send_seen()  # first: the other workers' evaluators wait for it, the lists' users do not
         await self._publish(letters, recs)
-        await self.send_seen()
         await self.sync_out()
         self.live.timing_sums["send_s"] += time.perf_counter() - t1
         if fetched is not None:

@@ -159,11 +159,13 @@ class LiveLoop:
         self.audit: Any = None  # stream.sync.AuditLog
         self.sync = {"deltas_sent": 0, "delta_bytes_sent": 0, "deltas_applied": 0, "deltas_skipped": 0,
                      "delta_events_applied": 0, "deltas_refused": 0, "seen_notices_sent": 0,
-                     "seen_notices_applied": 0}
+                     "seen_notices_applied": 0, "late_evaluated": 0}
         self._delta_ts: dict[int, list[float]] = {}  # partition -> [min, max] record time since last take
         self.events_since_deltas = 0
         self.restored_from: str | None = None  # the checkpoint or --init-state the state came from
-        self._first_seen: list[str] = []  # items first seen here, not yet told to the other workers
+        self._first_seen: list[tuple[str, float | None]] = []  # (item, record time of its first event
+        # here): not yet told to the other workers
+        self._sightings: Any = None  # learners.item_deltas.FirstSightings: ours, until a notice settles them
         # users handed over with their partition (the user-state changelog): off until `hand_users_over`
         self.user_topic: str | None = None
         self._touched_users: dict[tuple[str, int], set[str]] = {}  # since the last changelog flush
@@ -178,8 +180,11 @@ class LiveLoop:
             log.warning("%s does not share item-side state: this worker learns alone",
                         type(self.learner).__name__)
             return False
+        from learners.item_deltas import FirstSightings
+
         self.learner.record_item_deltas(True)
         self.deltas_topic, self.worker_id = deltas_topic, worker_id
+        self._sightings = FirstSightings(worker_id)
         return True
 
     def take_deltas(self) -> list[tuple[bytes, bytes]]:
@@ -223,15 +228,17 @@ class LiveLoop:
         from learners.item_deltas import seen_to_bytes
 
         with self.lock:
-            ids, self._first_seen = self._first_seen, []
-        if not ids:
+            seen, self._first_seen = self._first_seen, []
+        if not seen:
             return None
         self.sync["seen_notices_sent"] += 1
-        return seen_to_bytes(ids)
+        return seen_to_bytes([i for i, _ in seen], [t for _, t in seen])
 
-    def _apply_seen(self, ids: list[str]) -> None:
+    def _apply_seen(self, ids: list[str], first_ts: list[float | None], sender: str) -> None:
         """Items another worker just saw first: known here at once, and ranked by the evaluator from
-        now on, as with one worker (their counts follow in a delta)."""
+        now on, as with one worker (their counts follow in a delta). Our own first events of these
+        items that came after the sender's could not be ranked here: they count as evaluated, ranked
+        last (the global seen set, `FirstSightings`)."""
         unknown = [i for i, c in zip(ids, self.learner.item_cols(np.asarray(ids, dtype=object)).tolist(),
                                      strict=True) if c < 0]
         if unknown:
@@ -240,6 +247,12 @@ class LiveLoop:
             array = np.asarray(ids, dtype=object)
             self.evaluator.mark_seen(self.learner.item_cols(array), array, self.learner)
         self.sync["seen_notices_applied"] += 1
+        late = self._sightings.settle(ids, first_ts, sender) if self._sightings is not None else []
+        if late and self.evaluator is not None and hasattr(self.evaluator, "count_unranked"):
+            self.sync["late_evaluated"] += self.evaluator.count_unranked([ts for _, _, ts in late])
+            if self.audit is not None:
+                self.audit.write("late_evaluated", partition=[p for p, _, _ in late],
+                                 offset=[o for _, o, _ in late])
 
     def apply_deltas(self, records: Sequence[Any]) -> list[DeadLetter]:
         """Apply the other workers' deltas (`item-deltas` records, in order); a malformed one becomes a
@@ -255,14 +268,14 @@ class LiveLoop:
                 self.offsets[tp] = r.offset + 1
                 if r.value is not None and r.value.startswith(SEEN_MAGIC):
                     try:
-                        ids = seen_from_bytes(r.value)
+                        ids, first_ts = seen_from_bytes(r.value)
                     except ValueError as exc:
                         letters.append(dead_letter(r, Rejection("bad_delta", str(exc)[:300])))
                         self.sync["deltas_refused"] += 1
                         continue
                     if (r.key or b"") != self.worker_id.encode():  # our own notice: nothing new here
                         try:
-                            self._apply_seen(ids)
+                            self._apply_seen(ids, first_ts, (r.key or b"").decode(errors="replace"))
                         except Exception:  # noqa: BLE001 - a notice only speeds evaluability up
                             log.exception("applying a seen notice failed")
                     continue
@@ -571,9 +584,7 @@ class LiveLoop:
         if self.deltas_topic is not None:
             self._note_record_times(batch.partition, trigger_ts)
             self.events_since_deltas += len(batch)
-            take_first_seen = get_hook(self.learner, "take_first_seen")
-            if take_first_seen is not None:
-                self._first_seen += take_first_seen()
+            self._note_first_events(batch, result, trigger_ts)
         if self.user_topic is not None:
             topic = records[0].topic  # one interactions topic
             for p in np.unique(batch.partition).tolist():
@@ -596,6 +607,25 @@ class LiveLoop:
         self.report_finetunes()
         self._mark_touched(batch.user.tolist(), batch.ts.tolist(), trigger_ts)
         return len(batch)
+
+    def _note_first_events(self, batch: Interactions, result: dict[str, np.ndarray] | None,
+                           trigger_ts: list[float | None]) -> None:
+        """Items first learned here (told to the other workers with their first event's record time)
+        and the events the evaluator could not rank for want of the item (kept until the others'
+        notices say who saw it first)."""
+        take_first_seen = get_hook(self.learner, "take_first_seen")
+        ids = take_first_seen() if take_first_seen is not None else []
+        if ids:
+            where = np.flatnonzero(np.isin(batch.item, np.asarray(ids, dtype=object)))
+            items, first = np.unique(batch.item[where].astype(str), return_index=True)
+            stamp = dict(zip(items.tolist(), [trigger_ts[i] for i in where[first].tolist()], strict=True))
+            self._first_seen += [(i, stamp.get(i)) for i in ids]
+        rows = None if result is None else result.get("unseen_rows")
+        if self._sightings is not None and rows is not None and len(rows):
+            rows = np.asarray(rows).tolist()
+            self._sightings.add(batch.item[rows].tolist(), [trigger_ts[r] for r in rows],
+                                [(int(batch.partition[r]), int(batch.offset[r]), float(batch.ts[r]))
+                                 for r in rows])
 
     def _note_record_times(self, partition: np.ndarray, trigger_ts: list[float | None]) -> None:
         """Each partition's first and last record time since the deltas were last taken (the deltas

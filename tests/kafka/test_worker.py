@@ -129,6 +129,34 @@ def test_a_fetch_taken_before_a_revocation_is_not_staged_after_it() -> None:
     assert live.events_applied == 3 and live.offsets == {("interactions", 0): 3}
 
 
+def test_an_item_first_seen_on_another_worker_earlier_counts_as_evaluated_here() -> None:
+    """The global seen set: worker B's event of an item it did not know yet is evaluable when worker A
+    saw the item first (by record time); B learns that from A's seen notice, after the event, and
+    counts the event as evaluated, ranked last. A, which saw it first, counts nothing."""
+    from learners.sparse import SparseRecommender
+
+    a, b = LiveLoop(SparseRecommender(seed=0), k=5), LiveLoop(SparseRecommender(seed=0), k=5)
+    assert a.share_items("item-deltas", "w-a") and b.share_items("item-deltas", "w-b")
+    for n, live in enumerate((a, b)):  # each worker first sees an item of its own
+        live.apply([], [RawRecord("interactions", 0, n, 500 + n, b"u", event("u", f"own{n}", 1.0)),
+                        RawRecord("interactions", 0, n + 2, 502 + n, b"v", event("v", f"own{n}", 2.0))])
+    evaluated = [live.evaluator.report()["evaluated"] for live in (a, b)]
+    assert evaluated == [1, 1]  # v's event of the item u had
+    a.apply([], [RawRecord("interactions", 1, 0, 1_000, b"p", event("p", "new", 10.0))])
+    b.apply([], [RawRecord("interactions", 2, 0, 2_000, b"q", event("q", "new", 11.0))])
+    assert [live.evaluator.report()["evaluated"] for live in (a, b)] == evaluated  # unknown on both
+    notice_a, notice_b = a.take_seen_notice(), b.take_seen_notice()
+    hits_before = b.evaluator.report()["hr@5"] * evaluated[1]
+    assert notice_a is not None and notice_b is not None
+    b.apply_deltas([RawRecord("item-deltas", 0, 0, 2_100, b"w-a", notice_a)])
+    a.apply_deltas([RawRecord("item-deltas", 0, 1, 2_100, b"w-b", notice_b)])
+    assert b.evaluator.report()["evaluated"] == evaluated[1] + 1  # A saw "new" at 1.0 s, B at 2.0 s
+    assert a.evaluator.report()["evaluated"] == evaluated[0]
+    assert (a.sync["late_evaluated"], b.sync["late_evaluated"]) == (0, 1)
+    hits = b.evaluator.report()["hr@5"] * (evaluated[1] + 1)
+    assert hits == pytest.approx(hits_before)  # the late event is a miss
+
+
 def test_learner_failure_dead_letters_the_batch_and_the_loop_goes_on() -> None:
     class Fragile(DecayedPopularity):
         def learn_many(self, batch: Interactions) -> None:

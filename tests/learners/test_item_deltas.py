@@ -11,7 +11,7 @@ import pytest
 
 from learners.base import Interactions
 from learners.candidate_eval import CandidateEvaluator
-from learners.item_deltas import ItemDelta
+from learners.item_deltas import SEEN_MAGIC, ItemDelta, seen_from_bytes
 from learners.sparse import SparseRecommender
 from learners.synthetic import generate
 
@@ -165,3 +165,10 @@ def test_pairs_out_of_range_and_bad_counts_are_refused() -> None:
         ItemDelta.from_bytes(ItemDelta(counts=np.array([1, 1]), pair_b=np.array([5]), **base).to_bytes())
     with pytest.raises(ValueError, match="counts"):
         ItemDelta.from_bytes(ItemDelta(counts=np.array([1, 3]), pair_b=np.array([1]), **base).to_bytes())
+
+
+@pytest.mark.parametrize("body", [b'{"ids":["a"],"first_ts":[1.0,2.0]}', b'{"ids":["a"],"first_ts":["x"]}',
+                                  b'{"ids":["a"],"first_ts":[NaN]}', b'{"ids":[""]}', b'{"first_ts":[1]}'])
+def test_a_seen_notice_with_bad_times_is_refused(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        seen_from_bytes(SEEN_MAGIC + body)
