@@ -493,6 +493,7 @@ class EventConsumer(Service):
                     break
                 n_items, n_interactions = n_items + len(more.items), n_interactions + len(more.interactions)
                 good = await self._stage(more)
+            await self.send_seen()  # items new here, before learning them: the others wait for it
             letters, recs = await self._in_learner(self.live.flush)  # the next fetch validates meanwhile
         else:
             letters, recs = [], await self._in_learner(self.live.due_records)

@@ -166,6 +166,7 @@ class LiveLoop:
         self._first_seen: list[tuple[str, float | None]] = []  # (item, record time of its first event
         # here): not yet told to the other workers
         self._sightings: Any = None  # learners.item_deltas.FirstSightings: ours, until a notice settles them
+        self._early: dict[str, float | None] = {}  # items told to the others when staged, not yet learned
         # users handed over with their partition (the user-state changelog): off until `hand_users_over`
         self.user_topic: str | None = None
         self._touched_users: dict[tuple[str, int], set[str]] = {}  # since the last changelog flush
@@ -463,7 +464,21 @@ class LiveLoop:
             where = positions.tolist()
             staged["batches"].append(batch)
             staged["records"] += [records[i] for i in where]
-            staged["trigger_ts"] += [record_ts[i] for i in where]
+            record_ts = [record_ts[i] for i in where]
+            staged["trigger_ts"] += record_ts
+        if self._sightings is not None and len(batch):
+            self._notice_unknown(batch, record_ts)
+
+    def _notice_unknown(self, batch: Interactions, record_ts: list[float | None]) -> None:
+        """Items this worker has never heard of, told to the others as soon as they are staged, not
+        after the batch is learned: the sooner the others know, the fewer of their events of the
+        item come before the notice (they could not rank those)."""
+        unknown = np.flatnonzero(self.learner.item_cols(batch.item) < 0)
+        for row in unknown.tolist():
+            item = str(batch.item[row])
+            if item not in self._early:
+                self._early[item] = record_ts[row]
+                self._first_seen.append((item, record_ts[row]))
 
     def stage_validated(self, items: Sequence[Any], records: list[Any], record_ts: list[float | None],
                         validated: Any) -> int:
@@ -615,6 +630,7 @@ class LiveLoop:
         notices say who saw it first)."""
         take_first_seen = get_hook(self.learner, "take_first_seen")
         ids = take_first_seen() if take_first_seen is not None else []
+        ids, self._early = [i for i in ids if i not in self._early], {}  # told when staged already
         if ids:
             where = np.flatnonzero(np.isin(batch.item, np.asarray(ids, dtype=object)))
             items, first = np.unique(batch.item[where].astype(str), return_index=True)
