@@ -35,7 +35,10 @@ Definitions (per run):
   broker and this process excluded), per 1,000 valid events.
 * `hr@10`, `evaluated`: from the audit `events` lines of all workers: hits / evaluated, evaluated =
   events with hit >= 0. An event (partition, offset) learned twice (a crash replays it) counts once,
-  the later learning kept (pre-kill lines before post-kill ones).
+  the later learning kept (pre-kill lines before post-kill ones). Evaluability follows the global seen
+  set: an event whose item its worker had not heard of, seen first on another worker (earlier record
+  time), comes back in a `late_evaluated` line and counts as evaluated and missed
+  (`detail.audit.late_evaluated`).
 * `delta_bytes_per_event`: the sum of the `delta_sent` lines' `bytes` / valid events.
 * `sync_lag_p50_s` / `sync_lag_p99_s` ("Kafka record time of an event -> the last other worker applied
   its delta"): a delta is (sender, partition, first); it is done when N - 1 workers other than its
@@ -340,6 +343,7 @@ class Audit:
     applied: list[dict[str, Any]]
     kinds: Counter
     bad_lines: int
+    late_evaluated: int = 0  # events counted evaluated after the fact: ranked last (`late_evaluated`)
 
 
 def split_lines(data: bytes, size: int) -> tuple[bytes, bytes]:
@@ -392,7 +396,9 @@ def parse_audit(chunks: Sequence[tuple[int, bytes]]) -> Audit:
         ev = audit.events
         keys = (ev["worker"] << 56) + (ev["partition"] << 40) + ev["offset"]
         late_keys = np.asarray([(w << 56) + (p << 40) + o for w, p, o in late], np.int64)
-        ev["hit"][np.isin(keys, late_keys) & (ev["hit"] < 0)] = 0
+        late_mask = np.isin(keys, late_keys) & (ev["hit"] < 0)
+        ev["hit"][late_mask] = 0
+        audit.late_evaluated = int(late_mask.sum())
     return audit
 
 
@@ -745,7 +751,8 @@ def summarize(lr: LogRun, n: int, d: Drive, healths: Sequence[dict[str, Any] | N
             "valid_events": lr.n_valid, "applied": once["applied"],
             "counts_digest_equal": once["counts_digest_equal"], "lists": repeats,
             "audit": None if audit is None else {"lines": dict(audit.kinds), "bad_lines": audit.bad_lines,
-                                                 "workers": audit.workers},
+                                                 "workers": audit.workers,
+                                                 "late_evaluated": audit.late_evaluated},
             **lag["detail"],
         },
     }
