@@ -8,8 +8,8 @@ touches every item: the cost is context x row width per event.
 
 Feature order of the blend (`FEATURES`): co-occurrence (asymmetric cosine: context count ** -alpha,
 candidate count ** (alpha - 1)), trending, popularity, content, co-occurrence share (each context item's
-pair weights over its count: no candidate normalisation). The blend learns how much of each of the two
-co-occurrence normalisations a log wants.
+pair weights over its count: no candidate normalisation). How their summed weight splits between the two
+is chosen online among a few mixes, by the metric (see `MIX_EVENTS`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,28 @@ N_FEATURES = len(FEATURES)
 
 # params (float64 array) layout
 (P_CONTEXT, P_WINDOW, P_ALPHA, P_BOOST, P_LR, P_MOMENTUM, P_NEGATIVES, P_HALF_LIFE, P_REF, P_CLOCK,
- P_ERR, P_SCALE_WARMUP) = range(12)
-N_PARAMS = 12
+ P_ERR, P_SCALE_WARMUP, P_MIX) = range(13)
+N_PARAMS = 13
+# The split of the two co-occurrence features' weight is chosen online among `mixes` by the metric
+# itself: per mix, a moving average (over MIX_EVENTS scored events) of whether the event's item would
+# have ranked in the top MIX_K of its candidates; the serving mix moves to another one only when that
+# one leads by MIX_MARGIN. (The pairwise step does not learn the split: its negatives are mostly not
+# candidates, where both features are 0; negatives drawn from the candidates made it worse.)
+MIX_EVENTS = 2000.0
+MIX_K = 10
+MIX_MARGIN = 0.002
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def effective_weights(weights, scales, mix, eff):
+    """The blend's weights on raw features: weights / scales, with the two co-occurrence features'
+    summed weight split by `mix` (its share on the asymmetric cosine; mix < 0: as learned)."""
+    for f in range(N_FEATURES):
+        eff[f] = weights[f] / scales[f]
+    if mix >= 0.0:
+        total = weights[0] + weights[4]
+        eff[0] = mix * total / scales[0]
+        eff[4] = (1.0 - mix) * total / scales[4]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -144,9 +164,10 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                      nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
                      counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_n,
                      rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
-                     out_in_cand, item_side, log_e, log_p, log_k, log_n):
+                     out_in_cand, item_side, log_e, log_p, log_k, log_n, mixes, mix_ema):
     """For each event in order: (score) candidates and the target's score with the state before the
-    event, one blend step; (learn) the event. `counters`: [stamp counter, n_seen, event ring head,
+    event, one blend step, the co-occurrence mixes' tally (`mixes`, `mix_ema`, params[P_MIX]: the
+    serving mix's index, -1: none); (learn) the event. `counters`: [stamp counter, n_seen, event ring head,
     events]. Writes out_* rows only where `score` is set.
 
     Events whose `item_side` is False change the user's state only (their item-side effect came in a
@@ -172,6 +193,9 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
     grad = np.empty(N_FEATURES)
     eff = np.empty(N_FEATURES)
     mean_abs = np.empty(N_FEATURES)
+    n_mix = mixes.shape[0]
+    mix_target = np.empty(n_mix)
+    mix_above = np.zeros(n_mix, np.int64)
     for e in range(users.shape[0]):
         u = users[e]
         i = items[e]
@@ -182,17 +206,29 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols,
                               cn_w, top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc,
                               s_cont, touched, params[P_ERR])
-        for f in range(N_FEATURES):
-            eff[f] = weights[f] / scales[f]
+        serving = int(params[P_MIX])
+        effective_weights(weights, scales, mixes[serving] if serving >= 0 else -1.0, eff)
         if score[e]:
             out_n[e] = n
             in_cand = False
             e0, e1, e2, e3, e4 = eff[0], eff[1], eff[2], eff[3], eff[4]
+            # the mixes' tally needs the target among the candidates (else no mix can list it)
+            tally = n_mix > 0 and stamp[i] == cur
+            if tally:
+                total = weights[0] + weights[4]
+                t0 = s_cooc[i, 0] * cand_norm[i] * (total / scales[0])
+                t4 = s_cooc[i, 1] * (total / scales[4])
+                rest = e1 * max(log_trend[i] + trend_shift, 0.0) + e2 * max(log_w[i] - boost_shift, 0.0)
+                rest += e3 * (s_cont[i] * cont_fade[i])
+                for q in range(n_mix):
+                    mix_target[q] = rest + mixes[q] * t0 + (1.0 - mixes[q]) * t4
+                    mix_above[q] = 0
             for m in range(n):
                 # every j in touched is a candidate of this event (stamp == cur): `_features`, inlined,
                 # summed in the same order (the same float result)
                 j = touched[m]
-                value = e0 * (s_cooc[j, 0] * cand_norm[j])
+                f0 = s_cooc[j, 0] * cand_norm[j]
+                value = e0 * f0
                 value += e1 * max(log_trend[j] + trend_shift, 0.0)
                 value += e2 * max(log_w[j] - boost_shift, 0.0)
                 value += e3 * (s_cont[j] * cont_fade[j])
@@ -202,7 +238,21 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                 if j == i:
                     in_cand = True
                     out_target[e] = value
+                elif tally:
+                    rest = value - e0 * f0 - e4 * s_cooc[j, 1]
+                    a = f0 * (total / scales[0])
+                    b = s_cooc[j, 1] * (total / scales[4])
+                    for q in range(n_mix):
+                        mix_above[q] += rest + mixes[q] * a + (1.0 - mixes[q]) * b > mix_target[q]
             out_in_cand[e] = in_cand
+            if tally:
+                best = serving
+                for q in range(n_mix):
+                    mix_ema[q] += ((1.0 if mix_above[q] < MIX_K else 0.0) - mix_ema[q]) / MIX_EVENTS
+                    if best < 0 or mix_ema[q] > mix_ema[best]:
+                        best = q
+                if serving < 0 or mix_ema[best] > mix_ema[serving] + MIX_MARGIN:
+                    params[P_MIX] = best
         # one online step of the blend: the event's item against sampled negatives, pre-event state
         n_seen = counters[1]
         if item_w[i] > 0 and n_seen > 1 and n_neg > 0:
@@ -370,7 +420,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 mark, token, recent, recent_head, recent_len, hist_start, hist_len, hist_pool, ctx_norm,
                 cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh,
                 fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc, s_cont, touched,
-                out_n, out_cols, out_scores, out_src):
+                out_n, out_cols, out_scores, out_src, mixes):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
     and their blend, less the user's recent items and history (`exclude_recent`) and dead columns,
     merged with the background order (ties: the candidate first); then up to `explore_slots` of the
@@ -384,8 +434,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     f_scores = np.empty(width, np.float32)
     feats = np.empty(N_FEATURES)
     eff = np.empty(N_FEATURES)
-    for f in range(N_FEATURES):
-        eff[f] = weights[f] / scales[f]
+    effective_weights(weights, scales, mixes[int(params[P_MIX])] if params[P_MIX] >= 0 else -1.0, eff)
     context = int(params[P_CONTEXT])
     boost_shift = np.log(params[P_BOOST])
     trend_shift = (params[P_REF] - params[P_CLOCK]) / params[P_HALF_LIFE] * np.log(2.0) - boost_shift

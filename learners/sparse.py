@@ -120,6 +120,11 @@ class SparseRecommender:
     drift_gain
         On a detected drift new events weigh this many times the old ones from then on (old counts are
         not wiped: a false alarm costs little; see `on_drift`).
+    mixes
+        Shares of the co-occurrence weight on the asymmetric cosine (the rest on the per-context-item
+        share) that the model chooses among online, by which would have listed the event's item more
+        often lately (`learners.kernels`: logs differ here, and the pairwise step cannot learn it);
+        empty: the split the blend learns.
     """
 
     _SCALE_EVENTS = 256  # the feature scales' moving average keeps 0.99 of itself over this many events
@@ -151,6 +156,7 @@ class SparseRecommender:
         drift_gain: float = 3.0,
         error_share: float = 0.5,
         max_history: int = 1000,
+        mixes: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
         seed: int = 0,
     ) -> None:
         self.context = context
@@ -177,6 +183,7 @@ class SparseRecommender:
         self.drift_gain = drift_gain
         self.error_share = error_share
         self.max_history = max_history
+        self.mixes = tuple(float(m) for m in mixes)
         self.seed = seed
         self._reset()
 
@@ -223,6 +230,13 @@ class SparseRecommender:
         self._params[kernels.P_ERR] = self.error_share
         self._params[kernels.P_SCALE_WARMUP] = self._SCALE_WARMUP
         self._weights = np.array([float(self.init.get(f, 0.0)) for f in kernels.FEATURES])
+        self._mixes = np.asarray(self.mixes, np.float64)
+        if ((self._mixes < 0) | (self._mixes > 1)).any():
+            raise ValueError(f"mixes must lie in [0, 1], got {self.mixes}")
+        self._mix_ema = np.zeros(len(self._mixes))
+        cooc = self._weights[0] + self._weights[4]
+        start = self._weights[0] / cooc if cooc > 0 else 0.5  # the mix nearest the starting weights
+        self._params[kernels.P_MIX] = int(np.abs(self._mixes - start).argmin()) if len(self._mixes) else -1
         self._scales = np.ones(kernels.N_FEATURES)
         self._scale_n = np.zeros(kernels.N_FEATURES)  # samples each feature's scale has averaged
         self._rng = np.array([np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(self.seed + 1)], np.uint64)
@@ -270,7 +284,11 @@ class SparseRecommender:
     @property
     def weights(self) -> dict[str, float]:
         """The blend's effective weight of each feature (applied to raw feature values)."""
-        return dict(zip(kernels.FEATURES, (self._weights / self._scales).tolist(), strict=True))
+        eff = np.empty(kernels.N_FEATURES)
+        serving = int(self._params[kernels.P_MIX])
+        kernels.effective_weights(self._weights, self._scales, self._mixes[serving] if serving >= 0 else -1.0,
+                                  eff)
+        return dict(zip(kernels.FEATURES, eff.tolist(), strict=True))
 
     def knows_user(self, user_id: str) -> bool:
         return user_id in self._users
@@ -500,7 +518,7 @@ class SparseRecommender:
             self._in_top, self._fresh, self._fresh_state, self._seen_list, self._counters, self._event_ring,
             self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_n,
             self._rng, self._stamp, self._s_cooc, self._s_cont, touched, out_n, out_cols, out_scores,
-            out_target, out_in_cand, item_side, log_e, log_p, log_k, log_n)
+            out_target, out_in_cand, item_side, log_e, log_p, log_k, log_n, self._mixes, self._mix_ema)
         self._local_clock = self._params[kernels.P_CLOCK]
         self._add_history(users, items)
         if recording:
@@ -707,7 +725,8 @@ class SparseRecommender:
             self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,
             self._fresh, self._fresh_state,
             self._decay_pow, self._params, self._weights, self._scales, self._stamp, self._counters,
-            self._s_cooc, self._s_cont, np.empty(width, np.int32), out_n, out_cols, out_scores, out_src)
+            self._s_cooc, self._s_cont, np.empty(width, np.int32), out_n, out_cols, out_scores, out_src,
+            self._mixes)
         filled = np.arange(k)[None, :] < out_n[:, None]
         cols, src = out_cols[filled], out_src[filled]
         names = self._items.ids(cols).tolist()
@@ -823,6 +842,7 @@ class SparseRecommender:
                            "content_width": self.content_width},
                 "clock": self._params.tolist(), "counters": self._counters.tolist(),
                 "fresh_state": self._fresh_state.tolist(), "weights": self._weights.tolist(),
+                "mix_ema": self._mix_ema.tolist(),
                 "scales": self._scales.tolist(), "scale_n": self._scale_n.tolist(),
                 "item_clock": self._items.now, "evicted_events": self._evicted_events,
                 "background_age": self._clock() - self._background_at,
@@ -868,6 +888,11 @@ class SparseRecommender:
         self._counters[:] = state.meta["counters"]
         self._fresh_state[:] = state.meta["fresh_state"]
         self._weights[:] = state.meta["weights"]
+        ema = state.meta.get("mix_ema")  # states before the mixes have none: the starting mix serves
+        if ema is not None and len(ema) == len(self._mix_ema):
+            self._mix_ema[:] = ema
+        else:
+            self._params[kernels.P_MIX] = own[kernels.P_MIX]
         self._scales[:] = state.meta["scales"]
         if "scale_n" in state.meta:
             self._scale_n[:] = state.meta["scale_n"]

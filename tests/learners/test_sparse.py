@@ -208,13 +208,14 @@ def _score_user(model: SparseRecommender, u: int, touched: np.ndarray, cols: np.
         int(params[kernels.P_CONTEXT]), params[kernels.P_ALPHA], model._stamp, cur, model._s_cooc,
         model._s_cont, touched, params[kernels.P_ERR])
     feats = np.empty(kernels.N_FEATURES)
+    eff = np.array([model.weights[f] for f in kernels.FEATURES])  # the serving co-occurrence mix's
     for m in range(n):
         j = touched[m]
         kernels._features(j, model._s_cooc, model._s_cont, model._stamp, cur, model._cand_norm,
                           model._log_trend, model._log_w, model._cont_fade, trend_shift, boost_shift, feats)
         value = 0.0
         for f in range(kernels.N_FEATURES):
-            parts[m, f] = model._weights[f] / model._scales[f] * feats[f]
+            parts[m, f] = eff[f] * feats[f]
             value += parts[m, f]
         cols[m], scores[m] = j, value
     return n
@@ -325,3 +326,47 @@ def test_a_loaded_state_keeps_this_models_blend_step() -> None:
     before = frozen._weights.copy()  # the raw weights (the effective ones also move with the scales)
     frozen.learn_many(log[:500])
     assert (frozen._weights == before).all()  # a step of 0: the saved 0.05 did not come back with the state
+
+
+def test_the_cooccurrence_mix_tally_follows_the_listed_rank() -> None:
+    """Each mix's tally is a moving average of whether the event's item ranks in the top 10 of its
+    candidates under that mix: with one mix (it serves), recomputed from the scores the model hands out."""
+    from learners import kernels
+
+    log = generate(n_events=6_000, seed=5).log
+    model = SparseRecommender(mixes=(0.3,), seed=0)
+    ema, tallied = 0.0, 0
+    for start in range(0, len(log), 500):
+        c = model.score_then_learn(log[start:start + 500])
+        for e in range(len(c.n)):
+            cols, scores = c.cols[e, : c.n[e]], c.scores[e, : c.n[e]]
+            if c.target_col[e] in cols:
+                hit = float((scores > c.target_score[e]).sum() < kernels.MIX_K)
+                ema += (hit - ema) / kernels.MIX_EVENTS
+                tallied += 1
+    assert tallied > 3_000
+    assert abs(model._mix_ema[0] - ema) < 2e-3
+
+
+def test_the_serving_mix_leads_the_tally_and_splits_the_cooccurrence_weight() -> None:
+    import pytest
+
+    from learners import kernels
+
+    log = generate(n_events=6_000, seed=5).log
+    model = SparseRecommender(seed=0)
+    model.learn_many(log)
+    serving = int(model._params[kernels.P_MIX])
+    assert model._mix_ema[serving] >= model._mix_ema.max() - kernels.MIX_MARGIN
+    w = model.weights
+    total = model._weights[0] + model._weights[4]
+    assert w["cooccurrence"] * model._scales[0] == pytest.approx(model.mixes[serving] * total)
+    assert w["cooccurrence_share"] * model._scales[4] == pytest.approx((1 - model.mixes[serving]) * total)
+    learned = SparseRecommender(mixes=(), seed=0)  # no mixes: the split the blend learns
+    learned.learn_many(log)
+    assert list(learned.weights.values()) == pytest.approx((learned._weights / learned._scales).tolist())
+    restored = SparseRecommender(seed=0)
+    restored.load_state_dict(model.state_dict())
+    assert restored.weights == w and (restored._mix_ema == model._mix_ema).all()
+    with pytest.raises(ValueError, match="mixes"):
+        SparseRecommender(mixes=(0.5, 1.5))
