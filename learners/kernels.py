@@ -34,6 +34,7 @@ N_PARAMS = 13
 # one leads by MIX_MARGIN. (The pairwise step does not learn the split: its negatives are mostly not
 # candidates, where both features are 0; negatives drawn from the candidates made it worse.)
 MIX_EVENTS = 2000.0
+MIX_EVERY = 4  # the tally runs on every 4th such event (its cost is mixes x candidates)
 MIX_K = 10
 MIX_MARGIN = 0.002
 
@@ -159,6 +160,49 @@ def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w
 
 
 @numba.njit(cache=True, nogil=True)
+def _tally_mixes(e, i, n, touched, out_scores, s_cooc, cand_norm, weights, scales, eff, mixes, mix_ema,
+                 above, params):
+    """One event's tally: under each mix, would its item i (a candidate) rank in the top MIX_K of the
+    candidates? Candidate j outranks i under mix x when d_j + x g_j > 0, d and g relative to i (the
+    candidate's score less its co-occurrence parts, from the served score). Moves each mix's moving
+    average and switches the serving mix (params[P_MIX]) to a leader by MIX_MARGIN."""
+    total = weights[0] + weights[4]
+    ca, cb = total / scales[0], total / scales[4]
+    ra, rb = eff[0], eff[4]
+    target = 0.0
+    ta = tb = 0.0
+    for m in range(n):
+        if touched[m] == i:
+            target = out_scores[e, m]
+            ta = s_cooc[i, 0] * cand_norm[i]
+            tb = s_cooc[i, 1]
+            break
+    base_t = target - ra * ta - rb * tb + cb * tb
+    slope_t = ca * ta - cb * tb
+    for q in range(mixes.shape[0]):
+        above[q] = 0
+    for m in range(n):
+        j = touched[m]
+        if j == i:
+            continue
+        fa = s_cooc[j, 0] * cand_norm[j]
+        fb = s_cooc[j, 1]
+        d = out_scores[e, m] - ra * fa - rb * fb + cb * fb - base_t
+        g = ca * fa - cb * fb - slope_t
+        for q in range(mixes.shape[0]):
+            above[q] += d + mixes[q] * g > 0.0
+    serving = int(params[P_MIX])
+    best = serving
+    rate = MIX_EVERY / MIX_EVENTS
+    for q in range(mixes.shape[0]):
+        mix_ema[q] += ((1.0 if above[q] < MIX_K else 0.0) - mix_ema[q]) * rate
+        if best < 0 or mix_ema[q] > mix_ema[best]:
+            best = q
+    if serving < 0 or mix_ema[best] > mix_ema[serving] + MIX_MARGIN:
+        params[P_MIX] = best
+
+
+@numba.njit(cache=True, nogil=True)
 def score_then_learn(users, items, score, recent, recent_head, recent_len, user_events, item_w,
                      item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w,
                      nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
@@ -194,7 +238,6 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
     eff = np.empty(N_FEATURES)
     mean_abs = np.empty(N_FEATURES)
     n_mix = mixes.shape[0]
-    mix_target = np.empty(n_mix)
     mix_above = np.zeros(n_mix, np.int64)
     for e in range(users.shape[0]):
         u = users[e]
@@ -212,23 +255,11 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
             out_n[e] = n
             in_cand = False
             e0, e1, e2, e3, e4 = eff[0], eff[1], eff[2], eff[3], eff[4]
-            # the mixes' tally needs the target among the candidates (else no mix can list it)
-            tally = n_mix > 0 and stamp[i] == cur
-            if tally:
-                total = weights[0] + weights[4]
-                t0 = s_cooc[i, 0] * cand_norm[i] * (total / scales[0])
-                t4 = s_cooc[i, 1] * (total / scales[4])
-                rest = e1 * max(log_trend[i] + trend_shift, 0.0) + e2 * max(log_w[i] - boost_shift, 0.0)
-                rest += e3 * (s_cont[i] * cont_fade[i])
-                for q in range(n_mix):
-                    mix_target[q] = rest + mixes[q] * t0 + (1.0 - mixes[q]) * t4
-                    mix_above[q] = 0
             for m in range(n):
                 # every j in touched is a candidate of this event (stamp == cur): `_features`, inlined,
                 # summed in the same order (the same float result)
                 j = touched[m]
-                f0 = s_cooc[j, 0] * cand_norm[j]
-                value = e0 * f0
+                value = e0 * (s_cooc[j, 0] * cand_norm[j])
                 value += e1 * max(log_trend[j] + trend_shift, 0.0)
                 value += e2 * max(log_w[j] - boost_shift, 0.0)
                 value += e3 * (s_cont[j] * cont_fade[j])
@@ -238,21 +269,12 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                 if j == i:
                     in_cand = True
                     out_target[e] = value
-                elif tally:
-                    rest = value - e0 * f0 - e4 * s_cooc[j, 1]
-                    a = f0 * (total / scales[0])
-                    b = s_cooc[j, 1] * (total / scales[4])
-                    for q in range(n_mix):
-                        mix_above[q] += rest + mixes[q] * a + (1.0 - mixes[q]) * b > mix_target[q]
             out_in_cand[e] = in_cand
-            if tally:
-                best = serving
-                for q in range(n_mix):
-                    mix_ema[q] += ((1.0 if mix_above[q] < MIX_K else 0.0) - mix_ema[q]) / MIX_EVENTS
-                    if best < 0 or mix_ema[q] > mix_ema[best]:
-                        best = q
-                if serving < 0 or mix_ema[best] > mix_ema[serving] + MIX_MARGIN:
-                    params[P_MIX] = best
+            # the mixes' tally, on every MIX_EVERY-th event whose item is a candidate (else no mix
+            # could list it)
+            if n_mix > 0 and in_cand and counters[3] % MIX_EVERY == 0:
+                _tally_mixes(e, i, n, touched, out_scores, s_cooc, cand_norm, weights, scales, eff, mixes,
+                             mix_ema, mix_above, params)
         # one online step of the blend: the event's item against sampled negatives, pre-event state
         n_seen = counters[1]
         if item_w[i] > 0 and n_seen > 1 and n_neg > 0:

@@ -421,7 +421,7 @@ class EventConsumer(Service):
     async def send_seen(self) -> None:
         """Tell the other workers at once of the items first seen here in this batch (keyed by this
         worker, which skips its own notices)."""
-        if self.live.deltas_topic is None:
+        if self.live.deltas_topic is None or not self.live.has_seen_notice:
             return
         notice = await self._in_learner(self.live.take_seen_notice)
         if notice is not None:
@@ -495,8 +495,10 @@ class EventConsumer(Service):
                 good = await self._stage(more)
             await self.send_seen()  # items new here, before learning them: the others wait for it
             letters, recs = await self._in_learner(self.live.flush)  # the next fetch validates meanwhile
-        else:
+        elif self.live.has_pending_lists:  # nothing fetched: only debounced lists may be due
             letters, recs = [], await self._in_learner(self.live.due_records)
+        else:
+            letters, recs = [], []
         t1 = time.perf_counter()
         await self.send_seen()  # first: the other workers' evaluators wait for it, the lists' users do not
         await self._publish(letters, recs)

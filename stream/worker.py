@@ -224,6 +224,17 @@ class LiveLoop:
                 ids = np.asarray(items["item_id"]).astype(object)[cols]
                 self.evaluator.mark_seen(self.learner.item_cols(ids), ids, self.learner)
 
+    @property
+    def has_seen_notice(self) -> bool:
+        """Whether items wait to be told to the other workers (read without the lock: the consumer's
+        loop skips a hop to the learner's thread when nothing waits; a miss waits for the next batch)."""
+        return bool(self._first_seen)
+
+    @property
+    def has_pending_lists(self) -> bool:
+        """Whether lists wait for their debounce (read without the lock, like `has_seen_notice`)."""
+        return bool(self._pending)
+
     def take_seen_notice(self) -> bytes | None:
         """The items first seen here since the last call, as an `item-deltas` notice (None: none)."""
         from learners.item_deltas import seen_to_bytes
