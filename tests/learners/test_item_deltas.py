@@ -172,3 +172,15 @@ def test_pairs_out_of_range_and_bad_counts_are_refused() -> None:
 def test_a_seen_notice_with_bad_times_is_refused(body: bytes) -> None:
     with pytest.raises(ValueError):
         seen_from_bytes(SEEN_MAGIC + body)
+
+
+def test_first_sightings_stay_bounded_and_settle_once() -> None:
+    from learners.item_deltas import FirstSightings
+
+    sightings = FirstSightings("w2", capacity=3)
+    sightings.add(["a", "b", "c", "d"], [1.0, 2.0, None, 4.0], ["ea", "eb", "ec", "ed"])
+    assert len(sightings) == 3  # "c" had no record time: not comparable, not kept
+    sightings.add(["e"], [5.0], ["ee"])
+    assert len(sightings) == 3  # the oldest ("a") went
+    assert sightings.settle(["a", "b", "e"], [0.5, 1.0, 5.0], "w1") == ["eb", "ee"]  # tie: w1 < w2
+    assert sightings.settle(["b"], [0.0], "w3") == []  # settled already
