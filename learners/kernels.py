@@ -40,12 +40,15 @@ MIX_MARGIN = 0.002
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def effective_weights(weights, scales, mix, eff):
+def effective_weights(weights, scales, mixes, params, eff):
     """The blend's weights on raw features: weights / scales, with the two co-occurrence features'
-    summed weight split by `mix` (its share on the asymmetric cosine; mix < 0: as learned)."""
+    summed weight split by the serving mix, mixes[params[P_MIX]] (its share on the asymmetric cosine;
+    P_MIX < 0: the split as learned)."""
     for f in range(N_FEATURES):
         eff[f] = weights[f] / scales[f]
-    if mix >= 0.0:
+    serving = int(params[P_MIX])
+    if serving >= 0:
+        mix = mixes[serving]
         total = weights[0] + weights[4]
         eff[0] = mix * total / scales[0]
         eff[4] = (1.0 - mix) * total / scales[4]
@@ -160,23 +163,17 @@ def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w
 
 
 @numba.njit(cache=True, nogil=True)
-def _tally_mixes(e, i, n, touched, out_scores, s_cooc, cand_norm, weights, scales, eff, mixes, mix_ema,
-                 above, params):
-    """One event's tally: under each mix, would its item i (a candidate) rank in the top MIX_K of the
-    candidates? Candidate j outranks i under mix x when d_j + x g_j > 0, d and g relative to i (the
-    candidate's score less its co-occurrence parts, from the served score). Moves each mix's moving
-    average and switches the serving mix (params[P_MIX]) to a leader by MIX_MARGIN."""
+def _tally_mixes(e, i, target, n, touched, out_scores, s_cooc, cand_norm, weights, scales, eff, mixes,
+                 mix_ema, above, params):
+    """One event's tally: under each mix, would its item i (a candidate, served score `target`) rank
+    in the top MIX_K of the candidates? Candidate j outranks i under mix x when d_j + x g_j > 0, d and
+    g relative to i (the candidate's score less its co-occurrence parts, from the served score). Moves
+    each mix's moving average and switches the serving mix (params[P_MIX]) to a leader by MIX_MARGIN."""
     total = weights[0] + weights[4]
     ca, cb = total / scales[0], total / scales[4]
     ra, rb = eff[0], eff[4]
-    target = 0.0
-    ta = tb = 0.0
-    for m in range(n):
-        if touched[m] == i:
-            target = out_scores[e, m]
-            ta = s_cooc[i, 0] * cand_norm[i]
-            tb = s_cooc[i, 1]
-            break
+    ta = s_cooc[i, 0] * cand_norm[i]
+    tb = s_cooc[i, 1]
     base_t = target - ra * ta - rb * tb + cb * tb
     slope_t = ca * ta - cb * tb
     for q in range(mixes.shape[0]):
@@ -249,8 +246,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols,
                               cn_w, top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc,
                               s_cont, touched, params[P_ERR])
-        serving = int(params[P_MIX])
-        effective_weights(weights, scales, mixes[serving] if serving >= 0 else -1.0, eff)
+        effective_weights(weights, scales, mixes, params, eff)
         if score[e]:
             out_n[e] = n
             in_cand = False
@@ -273,8 +269,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
             # the mixes' tally, on every MIX_EVERY-th event whose item is a candidate (else no mix
             # could list it)
             if n_mix > 0 and in_cand and counters[3] % MIX_EVERY == 0:
-                _tally_mixes(e, i, n, touched, out_scores, s_cooc, cand_norm, weights, scales, eff, mixes,
-                             mix_ema, mix_above, params)
+                _tally_mixes(e, i, out_target[e], n, touched, out_scores, s_cooc, cand_norm, weights, scales,
+                             eff, mixes, mix_ema, mix_above, params)
         # one online step of the blend: the event's item against sampled negatives, pre-event state
         n_seen = counters[1]
         if item_w[i] > 0 and n_seen > 1 and n_neg > 0:
@@ -456,7 +452,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     f_scores = np.empty(width, np.float32)
     feats = np.empty(N_FEATURES)
     eff = np.empty(N_FEATURES)
-    effective_weights(weights, scales, mixes[int(params[P_MIX])] if params[P_MIX] >= 0 else -1.0, eff)
+    effective_weights(weights, scales, mixes, params, eff)
     context = int(params[P_CONTEXT])
     boost_shift = np.log(params[P_BOOST])
     trend_shift = (params[P_REF] - params[P_CLOCK]) / params[P_HALF_LIFE] * np.log(2.0) - boost_shift

@@ -285,9 +285,7 @@ class SparseRecommender:
     def weights(self) -> dict[str, float]:
         """The blend's effective weight of each feature (applied to raw feature values)."""
         eff = np.empty(kernels.N_FEATURES)
-        serving = int(self._params[kernels.P_MIX])
-        kernels.effective_weights(self._weights, self._scales, self._mixes[serving] if serving >= 0 else -1.0,
-                                  eff)
+        kernels.effective_weights(self._weights, self._scales, self._mixes, self._params, eff)
         return dict(zip(kernels.FEATURES, eff.tolist(), strict=True))
 
     def knows_user(self, user_id: str) -> bool:
