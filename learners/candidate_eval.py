@@ -32,7 +32,7 @@ import numpy as np
 from learners.background import Background
 from learners.base import RATING, Interactions, get_hook
 from learners.evaluate import PrequentialEvaluator
-from learners.ids import grow_rows
+from learners.ids import first_rows, grow_rows
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -378,8 +378,7 @@ class CandidateEvaluator(PrequentialEvaluator):
         unseen_rows = np.zeros(0, np.int64)
         if unseen.any():
             self._owner[targets[unseen]] = batch.item[unseen]
-            rows = np.flatnonzero(unseen)
-            unseen_rows = rows[np.sort(np.unique(targets[rows], return_index=True)[1])]
+            unseen_rows = first_rows(targets, np.flatnonzero(unseen))
         evaluable = np.zeros(n, np.bool_)
         rank = np.zeros(n, np.float64)
         ncand = np.zeros(n, np.int64)

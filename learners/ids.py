@@ -40,6 +40,21 @@ def grow_rows(array: np.ndarray, n_rows: int, fill: Any = 0, minimum: int = 16) 
     return grown
 
 
+def first_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Of `rows` (ascending), the first to hold each distinct value of `values`, in row order (ids as
+    object arrays are compared as str).
+
+    >>> first_rows(np.array(["b", "a", "b", "c", "a"], dtype=object), np.array([0, 1, 2, 3, 4])).tolist()
+    [0, 1, 3]
+    """
+    if not len(rows):
+        return rows
+    picked = values[rows]
+    if picked.dtype == object:
+        picked = picked.astype(str)
+    return rows[np.sort(np.unique(picked, return_index=True)[1])]
+
+
 class IdIndex:
     """External str id <-> dense column, with capacity, idle expiry and column reuse.
 

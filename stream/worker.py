@@ -40,6 +40,7 @@ import numpy as np
 
 from learners.base import Interactions, ItemMeta, Recommender, get_hook
 from learners.drift import monitor_for as drift_monitor
+from learners.ids import first_rows
 from stream.config import Settings, add_worker_arguments
 from stream.deadletter import DeadLetter, dead_letter
 from stream.publisher import RecommendationPublisher
@@ -251,13 +252,13 @@ class LiveLoop:
         now on, as with one worker (their counts follow in a delta). Our own first events of these
         items that came after the sender's could not be ranked here: they count as evaluated, ranked
         last (the global seen set, `FirstSightings`)."""
-        unknown = [i for i, c in zip(ids, self.learner.item_cols(np.asarray(ids, dtype=object)).tolist(),
-                                     strict=True) if c < 0]
-        if unknown:
-            self.learner.add_items([ItemMeta(i) for i in unknown])
+        array = np.asarray(ids, dtype=object)
+        cols = self.learner.item_cols(array)
+        if (cols < 0).any():
+            self.learner.add_items([ItemMeta(i) for i in array[cols < 0].tolist()])
+            cols = self.learner.item_cols(array)
         if self.evaluator is not None and hasattr(self.evaluator, "mark_seen"):
-            array = np.asarray(ids, dtype=object)
-            self.evaluator.mark_seen(self.learner.item_cols(array), array, self.learner)
+            self.evaluator.mark_seen(cols, array, self.learner)
         self.sync["seen_notices_applied"] += 1
         late = self._sightings.settle(ids, first_ts, sender) if self._sightings is not None else []
         if late and self.evaluator is not None and hasattr(self.evaluator, "count_unranked"):
@@ -485,7 +486,7 @@ class LiveLoop:
         after the batch is learned: the sooner the others know, the fewer of their events of the
         item come before the notice (they could not rank those)."""
         unknown = np.flatnonzero(self.learner.item_cols(batch.item) < 0)
-        for row in unknown.tolist():
+        for row in first_rows(batch.item, unknown).tolist():
             item = str(batch.item[row])
             if item not in self._early:
                 self._early[item] = record_ts[row]
@@ -643,9 +644,8 @@ class LiveLoop:
         ids = take_first_seen() if take_first_seen is not None else []
         ids, self._early = [i for i in ids if i not in self._early], {}  # told when staged already
         if ids:
-            where = np.flatnonzero(np.isin(batch.item, np.asarray(ids, dtype=object)))
-            items, first = np.unique(batch.item[where].astype(str), return_index=True)
-            stamp = dict(zip(items.tolist(), [trigger_ts[i] for i in where[first].tolist()], strict=True))
+            rows = first_rows(batch.item, np.flatnonzero(np.isin(batch.item, np.asarray(ids, dtype=object))))
+            stamp = {str(batch.item[r]): trigger_ts[r] for r in rows.tolist()}
             self._first_seen += [(i, stamp.get(i)) for i in ids]
         rows = None if result is None else result.get("unseen_rows")
         if self._sightings is not None and rows is not None and len(rows):
