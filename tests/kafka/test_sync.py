@@ -32,6 +32,13 @@ def _log(n_events: int, n_users: int, seed: int) -> tuple[list, str]:
     return encode_events(log), counts_digest(dict(Counter(log.item.tolist())))
 
 
+def _audited(bootstrap: str, prefix: str, folder: Path, name: str, args: list[str]
+             ) -> tuple[WorkerProcess, Path]:
+    """A worker (not started) whose state lives in folder/name and whose audit log is folder/name.jsonl."""
+    audit = folder / f"{name}.jsonl"
+    return WorkerProcess(bootstrap, prefix, folder / name, args=[*args, "--audit-log", str(audit)]), audit
+
+
 def _final(audit: Path) -> list[dict]:
     return [line for line in map(json.loads, audit.read_text().splitlines()) if line["kind"] == "final"]
 
@@ -48,13 +55,12 @@ def test_workers_share_item_counts_exactly_once_across_a_rebalance_and_a_crash(
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
     records, expected = _log(12_000, n_users=400, seed=5)
     first, middle, last = records[:4000], records[4000:8000], records[8000:]
-    args = WORKER_ARGS
-    audit_a, audit_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a, audit_a = _audited(kafka_bootstrap, topic_prefix, tmp_path, "a", WORKER_ARGS)
+    b, audit_b = _audited(kafka_bootstrap, topic_prefix, tmp_path, "b", WORKER_ARGS)
     producer = make_producer(settings)
     topic = settings.topic("interactions")
     try:
-        with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "a",
-                           args=[*args, "--audit-log", str(audit_a)]) as a:
+        with a:
             a.wait_ready()
             send_records(producer, topic, first)
             a.wait_applied(len(first), timeout=90)
@@ -68,8 +74,6 @@ def test_workers_share_item_counts_exactly_once_across_a_rebalance_and_a_crash(
             flowing = threading.Thread(target=send_records, args=(producer, topic, middle),
                                        kwargs={"rate": 1500.0})
             flowing.start()
-            b = WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "b",
-                              args=[*args, "--audit-log", str(audit_b)])
             with b.start():
                 b.wait_ready(timeout=90)  # the group rebalanced mid-stream
                 flowing.join()
@@ -115,18 +119,17 @@ def test_a_worker_joining_later_starts_from_the_item_state_snapshot(
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
     records, expected = _log(9_000, n_users=300, seed=6)
     args = [*WORKER_ARGS, "--checkpoint-events", "1000", "--snapshot-seconds", "0.01"]
-    audit_a, audit_c = tmp_path / "a.jsonl", tmp_path / "c.jsonl"
+    a, audit_a = _audited(kafka_bootstrap, topic_prefix, tmp_path, "a", args)
+    c, audit_c = _audited(kafka_bootstrap, topic_prefix, tmp_path, "c", args)
     producer = make_producer(settings)
     topic = settings.topic("interactions")
     try:
-        with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "a",
-                           args=[*args, "--audit-log", str(audit_a)]) as a:
+        with a:
             a.wait_ready()
             send_records(producer, topic, records[:6000])
             _wait(lambda: a.health()["sync"].get("snapshots_sent", 0) >= 2 and _held(a) == 6000, 90,
                   "no snapshot written")
-            with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "c",
-                               args=[*args, "--audit-log", str(audit_c)]) as c:
+            with c:
                 c.wait_ready(timeout=90)
                 loaded = c.health()["sync"].get("snapshot_loaded")
                 send_records(producer, topic, records[6000:])
