@@ -58,14 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch intra-op threads (default 1: small batched ops get slower with more)")
 
 
-def deep_source(seed: int = 0) -> Any:
-    """The deep (PyTorch) source for `OnlineRecommender(deep=...)`, or None while `learners.deep`
-    offers no `build_source(seed=...)` factory."""
+def deep_source(seed: int = 0, **options: Any) -> Any:
+    """The deep (PyTorch) stage for `OnlineRecommender(deep=...)` / `SparseRecommender(deep=...)`, or
+    None while `learners.deep` (torch) is not importable."""
     try:
         from learners.deep import build_source
     except ImportError:
         return None
-    return build_source(seed=seed)
+    return build_source(seed=seed, **options)
 
 
 def model_spec(value: str) -> str:
@@ -89,7 +89,8 @@ def build_model(args: argparse.Namespace) -> Recommender:
     if kind == "sparse":
         from learners.sparse import SparseRecommender
 
-        return SparseRecommender(seed=seed)
+        no_deep = getattr(args, "no_deep", False)
+        return SparseRecommender(deep=None if no_deep else deep_source(seed, exclude_seen=False), seed=seed)
     try:
         from learners.recommender import OnlineRecommender
     except ImportError:

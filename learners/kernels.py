@@ -205,11 +205,12 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                      nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
                      counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_n,
                      rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
-                     out_in_cand, item_side, log_e, log_p, log_k, log_n, mixes, mix_ema):
+                     out_in_cand, item_side, log_e, log_p, log_k, log_n, mixes, mix_ema, out_feats):
     """For each event in order: (score) candidates and the target's score with the state before the
     event, one blend step, the co-occurrence mixes' tally (`mixes`, `mix_ema`, params[P_MIX]: the
     serving mix's index, -1: none); (learn) the event. `counters`: [stamp counter, n_seen, event ring head,
-    events]. Writes out_* rows only where `score` is set.
+    events]. Writes out_* rows only where `score` is set; `out_feats` (rows, width, N_FEATURES), when it
+    has rows, gets each candidate's raw features (the deep stage's input).
 
     Events whose `item_side` is False change the user's state only (their item-side effect came in a
     delta from another worker, `apply_item_delta`). With a non-empty pair log, each learned pair
@@ -236,6 +237,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
     mean_abs = np.empty(N_FEATURES)
     n_mix = mixes.shape[0]
     mix_above = np.zeros(n_mix, np.int64)
+    with_feats = out_feats.shape[0] > 0
     for e in range(users.shape[0]):
         u = users[e]
         i = items[e]
@@ -255,13 +257,24 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                 # every j in touched is a candidate of this event (stamp == cur): `_features`, inlined,
                 # summed in the same order (the same float result)
                 j = touched[m]
-                value = e0 * (s_cooc[j, 0] * cand_norm[j])
-                value += e1 * max(log_trend[j] + trend_shift, 0.0)
-                value += e2 * max(log_w[j] - boost_shift, 0.0)
-                value += e3 * (s_cont[j] * cont_fade[j])
-                value += e4 * s_cooc[j, 1]
+                f0 = s_cooc[j, 0] * cand_norm[j]
+                f1 = max(log_trend[j] + trend_shift, 0.0)
+                f2 = max(log_w[j] - boost_shift, 0.0)
+                f3 = s_cont[j] * cont_fade[j]
+                f4 = s_cooc[j, 1]
+                value = e0 * f0
+                value += e1 * f1
+                value += e2 * f2
+                value += e3 * f3
+                value += e4 * f4
                 out_cols[e, m] = j
                 out_scores[e, m] = value
+                if with_feats:
+                    out_feats[e, m, 0] = f0
+                    out_feats[e, m, 1] = f1
+                    out_feats[e, m, 2] = f2
+                    out_feats[e, m, 3] = f3
+                    out_feats[e, m, 4] = f4
                 if j == i:
                     in_cand = True
                     out_target[e] = value
@@ -438,14 +451,15 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 mark, token, recent, recent_head, recent_len, hist_start, hist_len, hist_pool, ctx_norm,
                 cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh,
                 fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc, s_cont, touched,
-                out_n, out_cols, out_scores, out_src, mixes):
+                out_n, out_cols, out_scores, out_src, mixes, out_feats):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
     and their blend, less the user's recent items and history (`exclude_recent`) and dead columns,
     merged with the background order (ties: the candidate first); then up to `explore_slots` of the
     last places go to the best candidates seen fewer than `explore_below` times. `mark` with
     `token + b` marks user b's recent items and history; out_src holds a feature index,
     SOURCE_BACKGROUND or SOURCE_EXPLORE. The source (the feature contributing most) is worked out for
-    listed items only."""
+    listed items only. `out_feats` (users, k, N_FEATURES), when it has rows, gets each listed item's raw
+    features (the deep stage's input; 0 co-occurrence and content for background items)."""
     n_cols = len(live)
     width = len(touched)
     f_cols = np.empty(width, np.int64)
@@ -552,6 +566,12 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                         best = f
                 src = best
             out_src[b, q] = src
+        if out_feats.shape[0] > 0:
+            for q in range(keep + n_new):
+                _features(out_cols[b, q], s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade,
+                          trend_shift, boost_shift, feats)
+                for f in range(N_FEATURES):
+                    out_feats[b, q, f] = feats[f]
         out_n[b] = keep + n_new
 
 
@@ -605,3 +625,29 @@ def add_history(start, users, items, max_history, hist_start, hist_len, hist_cap
             pool[h0 + hist_total[u] % max_history] = i
         hist_total[u] += 1
     return users.shape[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def mask_history(users, items, prev, cand_n, cand_cols, scores, hist_start, hist_len, pool, mark, token):
+    """Set scores[e, m] to -inf where candidate cand_cols[e, m] is one of event e's user's items before
+    e: the user's history in `pool` (learned before the batch) and the items of the user's earlier
+    events in the batch (`prev[e]`: the user's previous event in the batch, -1 none). Also -inf past
+    cand_n[e]. `mark` (one int per item column) with `token + e` marks event e's items."""
+    for e in range(users.shape[0]):
+        u = users[e]
+        cur = token + e
+        if u >= 0:
+            h0 = hist_start[u]
+            for q in range(hist_len[u]):
+                h = pool[h0 + q]
+                if h >= 0:
+                    mark[h] = cur
+        p = prev[e]
+        while p >= 0:
+            mark[items[p]] = cur
+            p = prev[p]
+        for m in range(cand_n[e]):
+            if mark[cand_cols[e, m]] == cur:
+                scores[e, m] = -np.inf
+        for m in range(cand_n[e], scores.shape[1]):
+            scores[e, m] = -np.inf

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from learners import kernels
+from learners import kernels, sparse_deep
 from learners.background import Background
 from learners.base import RATING, Interactions, ItemMeta, Recommendation, State
 from learners.content_index import ContentNeighbours
@@ -71,6 +71,7 @@ class CandidateScores:
     background: Background
 
 
+_SOURCE_DEEP = kernels.SOURCE_EXPLORE + 1  # `recommend`'s source code of an item the deep stage listed
 _HOT_COLUMNS = 8  # stamp, co-occurrence, co-occurrence share, content, cand_norm, log_trend, log_w, cont_fade
 
 
@@ -81,6 +82,26 @@ def _grow(array: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
     grown = np.full((size, *array.shape[1:]), fill, dtype=array.dtype)
     grown[: len(array)] = array
     return grown
+
+
+def _deep_stage(deep: Any, seed: int) -> Any:
+    """The re-ranker `deep=` asks for (None: none)."""
+    if deep is None or deep is False:
+        return None
+    if deep is True:
+        from learners.deep import build_source
+
+        deep = build_source(seed=seed, exclude_seen=False)
+    if not hasattr(deep, "rerank_rows"):
+        raise TypeError(f"deep= needs a re-ranker with rerank_rows (learners.deep.DeepReranker), got {deep!r}")
+    if getattr(deep, "exclude_seen", False):
+        raise ValueError("a deep stage over sparse candidates is built with exclude_seen=False (its users x "
+                         "items bitmap is what this model avoids; the model leaves the user's items out)")
+    return deep
+
+
+_DEEP_PREFIX = "deep."  # state.items arrays of the deep stage's serving weights
+_DEEP_CONTEXT = "deep_context."  # ... and of what its candidate features are computed from
 
 
 class SparseRecommender:
@@ -120,6 +141,10 @@ class SparseRecommender:
     drift_gain
         On a detected drift new events weigh this many times the old ones from then on (old counts are
         not wiped: a false alarm costs little; see `on_drift`).
+    deep
+        True: a `learners.deep.DeepReranker` second stage re-ranking each event's best candidates
+        (`learners.sparse_deep`), or such an object built with ``exclude_seen=False``; None: none.
+        Items it brings into a list that the blend alone would not have listed are named "deep".
     mixes
         Shares of the co-occurrence weight on the asymmetric cosine (the rest on the per-context-item
         share) that the model chooses among online, by which would have listed the event's item more
@@ -157,6 +182,7 @@ class SparseRecommender:
         error_share: float = 0.5,
         max_history: int = 1000,
         mixes: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        deep: Any = None,
         seed: int = 0,
     ) -> None:
         self.context = context
@@ -185,6 +211,7 @@ class SparseRecommender:
         self.max_history = max_history
         self.mixes = tuple(float(m) for m in mixes)
         self.seed = seed
+        self.reranker = _deep_stage(deep, seed)
         self._reset()
 
     # ------------------------------------------------------------------ state
@@ -251,6 +278,7 @@ class SparseRecommender:
         self._n_ratings = 0
         self._item_index_loads = 0
         self.drift_reactions = 0
+        self._latest_ts = 0.0  # the stream's latest event time (the deep stage's "now" when serving)
         # item-side state shared between workers (learners.item_deltas): per source partition, the
         # next offset whose item side this state does not hold yet; what to send, when recording
         self._watermarks: dict[int, int] = {}
@@ -274,8 +302,9 @@ class SparseRecommender:
         return len(self._items)
 
     @property
-    def model_version(self) -> None:
-        return None
+    def model_version(self) -> int | None:
+        """The deep stage's serving model version; None without a deep stage."""
+        return None if self.reranker is None else int(self.reranker.model_version)
 
     @property
     def item_index_version(self) -> tuple[int, int]:
@@ -307,10 +336,16 @@ class SparseRecommender:
         return sum(a.nbytes for a in arrays) + self.neighbours.nbytes() + self.content.table.nbytes()
 
     def close(self) -> None:
-        pass
+        """Wait for the deep stage's running background fine-tune (call before exiting)."""
+        if self.reranker is not None:
+            self.reranker.close()
 
     def finetune_rounds(self, since: int = 0) -> list[tuple[float, int, int | None]]:
-        return []
+        """(seconds, samples, version or None when rejected) of the deep stage's fine-tune rounds from
+        round `since` on (empty without a deep stage)."""
+        tuner = None if self.reranker is None else self.reranker.tuner
+        rounds = [] if tuner is None else list(tuner.rounds[since:])
+        return [(float(r.seconds), int(r.samples), r.version if r.accepted else None) for r in rounds]
 
     # ------------------------------------------------------------------ ids
     def _bind_hot(self, hot: np.ndarray) -> None:
@@ -399,6 +434,8 @@ class SparseRecommender:
         self._cont_fade[freed] = 1.0
         self.neighbours.reset_items(freed, n)
         self.content.reset_items(freed, n)
+        if self.reranker is not None:
+            self.reranker.reset_items(freed)
         dead = np.zeros(len(self._item_w), np.bool_)
         dead[freed] = True
         if self._recorder is not None:
@@ -479,6 +516,8 @@ class SparseRecommender:
             raise ValueError("interactions need finite ts and value")
         users = self._add_ids(self._users, batch.user, is_items=False)
         items = self._add_ids(self._items, batch.item, is_items=True)
+        if len(batch):
+            self._latest_ts = max(self._latest_ts, float(batch.ts.max()))
         background = self.background()
         n = len(batch)
         width = self._candidate_capacity()
@@ -493,6 +532,8 @@ class SparseRecommender:
             out_cols = np.zeros((n, 0), np.int32)
             out_scores = np.zeros((n, 0), np.float32)
             flags[:] = False
+        deep = self.reranker is not None and score
+        out_feats = np.empty((n if deep else 0, width if deep else 0, kernels.N_FEATURES), np.float32)
         item_side = self._item_side(batch)
         recording = self._recorder is not None and batch.partition is not None
         log_size = n * self.window if recording else 0
@@ -516,9 +557,9 @@ class SparseRecommender:
             self._in_top, self._fresh, self._fresh_state, self._seen_list, self._counters, self._event_ring,
             self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_n,
             self._rng, self._stamp, self._s_cooc, self._s_cont, touched, out_n, out_cols, out_scores,
-            out_target, out_in_cand, item_side, log_e, log_p, log_k, log_n, self._mixes, self._mix_ema)
+            out_target, out_in_cand, item_side, log_e, log_p, log_k, log_n, self._mixes, self._mix_ema,
+            out_feats)
         self._local_clock = self._params[kernels.P_CLOCK]
-        self._add_history(users, items)
         if recording:
             self._record(batch, items, item_side, clock0, log_e[: log_n[0]], log_p[: log_n[0]],
                          log_k[: log_n[0]])
@@ -527,6 +568,9 @@ class SparseRecommender:
         self._rating_sum += float(batch.value[rated].sum())
         self._n_ratings += int(rated.sum())
         if not score:
+            self._add_history(users, items)
+            if self.reranker is not None:
+                self.reranker.learn(batch.user, items, batch.ts)
             return None
         # the rows cut to the widest (the capacity is every source full: most of it stays unwritten)
         cols = np.empty((n, int(out_n.max(initial=0))), np.int32)
@@ -538,7 +582,28 @@ class SparseRecommender:
         in_snapshot = outside & (target_cols < len(values))
         out_target[in_snapshot] = values[target_cols[in_snapshot]]
         out_target[outside & ~in_snapshot] = background.default
-        return CandidateScores(out_n, cols, scores, target_cols, out_target, background)
+        result = CandidateScores(out_n, cols, scores, target_cols, out_target, background)
+        if deep:  # before the batch joins the histories: each event's own items as before it
+            self._rerank(batch, users, items, result, out_feats[:, : cols.shape[1]])
+        self._add_history(users, items)
+        if self.reranker is not None:
+            self.reranker.learn(batch.user, items, batch.ts)
+        return result
+
+    def _rerank(self, batch: Interactions, users: np.ndarray, items: np.ndarray, result: CandidateScores,
+                feats: np.ndarray) -> None:
+        """The deep stage over the batch's candidates (`learners.sparse_deep`): the best of each event's
+        candidates that are not its user's items, lifted in the deep order when a model serves."""
+        blend = result.scores.copy()
+        if len(self._mark) < self._items.n_cols:
+            self._mark = _grow(self._mark, self._items.n_cols)
+        kernels.mask_history(users, items, sparse_deep.prev_in_batch(users), result.n, result.cols, blend,
+                             self._hist[0], self._hist[1], self._hist_pool, self._mark, self._mark_token)
+        self._mark_token += len(users)
+        cands, scores = self.reranker.rerank_rows(batch.user, items.astype(np.int64), result.cols, blend,
+                                                  sparse_deep.feature_sources(feats), batch.ts)
+        if scores is not None:
+            sparse_deep.lift(result, cands.slots, scores)
 
     def _add_history(self, users: np.ndarray, items: np.ndarray) -> None:
         pos, n = 0, len(users)
@@ -702,9 +767,31 @@ class SparseRecommender:
         users (`kernels.top_k_users`)."""
         if not len(self._items) or k < 1 or not len(user_ids):
             return [[] for _ in user_ids]
+        users = self._users.lookup(np.asarray([str(x) for x in user_ids], dtype=object))
+        plain = self._top_k(users, k, exclude_recent, self.explore_slots)[:4]
+        listed = None
+        if self.reranker is not None and self.reranker.model_version > 0:
+            listed = self._deep_lists(user_ids, users, k, exclude_recent, plain)
+        out_n, out_cols, out_scores, out_src = plain if listed is None else listed
+        filled = np.arange(k)[None, :] < out_n[:, None]
+        cols, src = out_cols[filled], out_src[filled]
+        names = self._items.ids(cols).tolist()
+        trending, popular = self._item_parts(cols)
+        labels = np.asarray([*kernels.FEATURE_SOURCES, "background", "explore", "deep"], dtype=object)[src]
+        on_background = src == kernels.SOURCE_BACKGROUND
+        labels[on_background] = np.where(trending >= popular, "trending", "popularity")[on_background]
+        values = out_scores[filled].tolist()
+        flat = [Recommendation(str(name), value, label)
+                for name, value, label in zip(names, values, labels.tolist(), strict=True)]
+        bounds = np.concatenate([[0], np.cumsum(out_n)]).tolist()
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def _top_k(self, users: np.ndarray, k: int, exclude_recent: bool, explore_slots: int, feats: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`kernels.top_k_users` of user columns: (n listed, item columns, scores, source codes, raw
+        features of the listed items when `feats`)."""
         background = self.background()
         n_cols = self._items.n_cols
-        users = self._users.lookup(np.asarray([str(x) for x in user_ids], dtype=object))
         width = self._candidate_capacity()
         if len(self._mark) < n_cols:
             self._mark = _grow(self._mark, n_cols)
@@ -714,8 +801,9 @@ class SparseRecommender:
         out_cols = np.zeros((len(users), k), np.int64)
         out_scores = np.zeros((len(users), k), np.float64)
         out_src = np.zeros((len(users), k), np.int64)
+        out_feats = np.zeros((len(users) if feats else 0, k, kernels.N_FEATURES), np.float32)
         kernels.top_k_users(
-            users, k, exclude_recent, self.explore_slots, self.explore_below, self._items.live_mask(),
+            users, k, exclude_recent, explore_slots, self.explore_below, self._items.live_mask(),
             self._item_events, background.order_desc(), background.values, self._mark, token, self._recent,
             self._recent_head, self._recent_len, self._hist[0], self._hist[1], self._hist_pool,
             self._ctx_norm, self._cand_norm, self._log_trend,
@@ -724,19 +812,50 @@ class SparseRecommender:
             self._fresh, self._fresh_state,
             self._decay_pow, self._params, self._weights, self._scales, self._stamp, self._counters,
             self._s_cooc, self._s_cont, np.empty(width, np.int32), out_n, out_cols, out_scores, out_src,
-            self._mixes)
-        filled = np.arange(k)[None, :] < out_n[:, None]
-        cols, src = out_cols[filled], out_src[filled]
-        names = self._items.ids(cols).tolist()
-        trending, popular = self._item_parts(cols)
-        labels = np.asarray([*kernels.FEATURE_SOURCES, "background", "explore"], dtype=object)[src]
-        on_background = src == kernels.SOURCE_BACKGROUND
-        labels[on_background] = np.where(trending >= popular, "trending", "popularity")[on_background]
-        values = out_scores[filled].tolist()
-        flat = [Recommendation(str(name), value, label)
-                for name, value, label in zip(names, values, labels.tolist(), strict=True)]
-        bounds = np.concatenate([[0], np.cumsum(out_n)]).tolist()
-        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            self._mixes, out_feats)
+        return out_n, out_cols, out_scores, out_src, out_feats
+
+    def _deep_lists(self, user_ids: Sequence[str], users: np.ndarray, k: int, exclude_recent: bool,
+                    plain: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Lists in the deep stage's order: it re-ranks each user's best `n_candidates` items (the blend's
+        list that long, without exploration); the `plain` list's exploration picks keep their slots at the
+        end. An item the plain list does not hold gets the source code `_SOURCE_DEEP`."""
+        plain_n, plain_cols, plain_scores, plain_src = plain
+        c = max(self.reranker.n_candidates, k)
+        n, cols, scores, _, feats = self._top_k(users, c, exclude_recent, 0, feats=True)
+        slot = np.arange(k)[None, :]
+        explored = (plain_src == kernels.SOURCE_EXPLORE) & (slot < plain_n[:, None])
+        blend = np.where(np.arange(c)[None, :] < n[:, None], scores, -np.inf).astype(np.float32)
+        # an exploration pick keeps its slot: it is not re-ranked into the rest
+        blend[(cols[:, :, None] == np.where(explored, plain_cols, -2)[:, None, :]).any(2)] = -np.inf
+        cands, deep = self.reranker.rerank_rows(
+            np.asarray([str(u) for u in user_ids], dtype=object), np.full(len(users), -1, np.int64), cols,
+            blend, sparse_deep.feature_sources(feats), np.full(len(users), self._latest_ts), remember=False)
+        if deep is None:
+            return None
+        order, ranked = sparse_deep.deep_order(cands.slots, deep)
+        n_explore = explored.sum(1)
+        keep = np.minimum((order >= 0).sum(1), k - n_explore)
+        top = order[:, :k] if order.shape[1] >= k else np.pad(order, ((0, 0), (0, k - order.shape[1])),
+                                                                constant_values=-1)
+        picked = np.take_along_axis(cols, np.maximum(top, 0), 1)
+        kept = slot < keep[:, None]
+        match = (picked[:, :, None] == plain_cols[:, None, :]) & (slot[:, None, :] < plain_n[:, None, None])
+        from_plain = np.take_along_axis(plain_src, match.argmax(2), 1)
+        out_cols = np.where(kept, picked, 0)
+        out_src = np.where(kept & match.any(2), from_plain, _SOURCE_DEEP)
+        out_scores = np.zeros((len(users), k))
+        out_scores[:, : min(k, ranked.shape[1])] = ranked[:, :k]
+        out_scores[~kept] = 0.0
+        # the exploration picks (the plain list's last slots) follow the kept part
+        j = slot - keep[:, None]
+        at = np.clip(plain_n[:, None] - n_explore[:, None] + j, 0, k - 1)
+        tail = (j >= 0) & (j < n_explore[:, None])
+        out_cols = np.where(tail, np.take_along_axis(plain_cols, at, 1), out_cols)
+        out_scores = np.where(tail, np.take_along_axis(plain_scores, at, 1), out_scores)
+        out_src = np.where(tail, kernels.SOURCE_EXPLORE, out_src)
+        return keep + n_explore, out_cols, out_scores, out_src
 
     def load_item_state(self, items: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Start from the item side of another worker's state (`state_dict().items` and `.meta`), with no
@@ -845,7 +964,13 @@ class SparseRecommender:
                 "item_clock": self._items.now, "evicted_events": self._evicted_events,
                 "background_age": self._clock() - self._background_at,
                 "ratings": {"sum": self._rating_sum, "n": self._n_ratings}, "rng": str(int(self._rng[0])),
-                "item_watermarks": {str(p): o for p, o in self._watermarks.items()}}
+                "item_watermarks": {str(p): o for p, o in self._watermarks.items()},
+                "latest_ts": self._latest_ts}
+        if self.reranker is not None:  # the serving model: weights as item-side arrays, the rest meta
+            deep = self.reranker.state_dict()
+            items.update({_DEEP_PREFIX + key: np.asarray(w) for key, w in deep.get("weights", {}).items()})
+            meta["deep"] = {key: value for key, value in deep.items() if key != "weights"}
+            items.update({_DEEP_CONTEXT + key: value for key, value in self.reranker.context_state().items()})
         return State(users=users, items=items, meta=meta)
 
     def load_state_dict(self, state: State) -> None:
@@ -925,3 +1050,11 @@ class SparseRecommender:
             self._background = Background.build(np.asarray(items["background"], np.float32),
                                                 self._background_version)
             self._background_at = self._clock() - int(state.meta["background_age"])
+        self._latest_ts = float(state.meta.get("latest_ts", 0.0))
+        if self.reranker is not None and state.meta.get("deep"):
+            weights = {key[len(_DEEP_PREFIX):]: array for key, array in items.items()
+                       if key.startswith(_DEEP_PREFIX)}
+            self.reranker.load_state_dict({**state.meta["deep"], "weights": weights})
+        if self.reranker is not None and any(key.startswith(_DEEP_CONTEXT) for key in items):
+            self.reranker.load_context_state({key[len(_DEEP_CONTEXT):]: array for key, array in items.items()
+                                              if key.startswith(_DEEP_CONTEXT)})

@@ -73,9 +73,9 @@ INLINE_VALIDATION_ENV = "STREAMREC_INLINE_VALIDATION"
 
 
 def make_learner(spec: str, deep: bool = False) -> Recommender:
-    """`online` | `popularity` | `module:Class` -> a fresh learner with default hyper-parameters; with
-    `deep`, `online` gets the deep second stage, fine-tuned in the background (a child process on CPU,
-    a thread on CUDA)."""
+    """`online` | `sparse` | `popularity` | `module:Class` -> a fresh learner with default
+    hyper-parameters; with `deep`, `online` and `sparse` get the deep second stage, fine-tuned in the
+    background (a child process on CPU, a thread on CUDA)."""
     target = LEARNERS.get(spec, spec)
     module_name, _, class_name = target.partition(":")
     try:
@@ -85,13 +85,15 @@ def make_learner(spec: str, deep: bool = False) -> Recommender:
             log.warning("learner %s unavailable (%s): using DecayedPopularity", target, exc)
             return make_learner("popularity")
         raise SystemExit(f"cannot load learner {spec!r}: {exc}") from None
-    if spec == "online" and deep:
+    if spec in ("online", "sparse") and deep:
         try:
             from learners.deep import build_source
         except ImportError as exc:  # the deep stage is optional: serve the blend alone
-            log.warning("deep stage unavailable (%s): online learner without it", exc)
+            log.warning("deep stage unavailable (%s): %s learner without it", exc, spec)
         else:
-            return cls(deep=build_source(seed=0, background=True))
+            # over sparse candidates the model leaves each user's items out itself (no bitmap)
+            options = {"exclude_seen": False} if spec == "sparse" else {}
+            return cls(deep=build_source(seed=0, background=True, **options))
     return cls()
 
 

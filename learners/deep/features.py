@@ -45,12 +45,14 @@ PER_SOURCE: tuple[str, ...] = ("z", "signed_log", "share")
 @dataclass(frozen=True)
 class Candidates:
     """The candidates of a batch: item columns [n, C] (-1 padding), features [n, C, F] float32,
-    n_valid [n] (valid candidates come first) and each event's recent items [n, L]."""
+    n_valid [n] (valid candidates come first), each event's recent items [n, L], and where each
+    candidate came from in the scored rows [n, C] (score-matrix or row position; -1 padding)."""
 
     items: np.ndarray
     features: np.ndarray
     n_valid: np.ndarray
     history: np.ndarray
+    slots: np.ndarray | None = None
 
     def label(self, item_cols: np.ndarray) -> np.ndarray:
         """Position of each event's taken item among its candidates, -1 when it is not one."""
@@ -144,10 +146,76 @@ class CandidateFeatures:
         top = np.take_along_axis(top, order, 1)  # [n, c'] columns of the score matrix, best first
         top_blend = np.take_along_axis(key, order, 1)
         valid = np.isfinite(top_blend)
-        n_valid = valid.sum(1)
         cand = np.where(valid, item_cols[top], -1)
-        width = top.shape[1]
+        raw = [_at_columns(sources[name], top) for name in names]
+        return self._describe(cand, top, top_blend, valid, raw, recent, recent_ts, ts)
 
+    def build_rows(
+        self,
+        recent: np.ndarray,
+        recent_ts: np.ndarray,
+        ts: np.ndarray,
+        cand_items: np.ndarray,
+        blend: np.ndarray,
+        sources: Mapping[str, np.ndarray],
+    ) -> Candidates:
+        """Candidates of each event from per-event candidate rows (a model that scores candidates only,
+        `learners.sparse.SparseRecommender`): `cand_items` [n, M] item columns, `blend` [n, M] their
+        scores (-inf: not a candidate: padding, the user's own items), `sources[name]` [n, M] each
+        source's raw value there. The best `n_candidates` finite entries of each row are kept; a source's
+        positive mass is its sum over the row's finite entries. `Candidates.slots` are row positions.
+
+        >>> feats = CandidateFeatures(n_candidates=2, exclude_seen=False)
+        >>> blend = np.array([[0.1, 0.9, -np.inf, 0.5]], dtype=np.float32)
+        >>> c = feats.build_rows(np.full((1, 2), -1), np.zeros((1, 2)), np.zeros(1),
+        ...                      np.array([[7, 8, 9, 10]]), blend, {"pop": blend})
+        >>> c.items.tolist(), c.slots.tolist(), c.n_valid.tolist()
+        ([[8, 10]], [[1, 3]], [2])
+        """
+        names = tuple(sorted(sources))
+        if self.source_names is None:
+            self.source_names = names
+        elif names != self.source_names:
+            raise ValueError(f"sources changed from {self.source_names} to {names}")
+        finite = np.array(blend, dtype=np.float32)
+        if finite.size and not finite.max() < np.inf:
+            finite[np.isnan(finite) | (finite == np.inf)] = -np.inf
+        n, m = finite.shape
+        c = min(self.n_candidates, m)
+        if m > c:
+            top = np.argpartition(-finite, c - 1, axis=1)[:, :c]
+        else:
+            top = np.broadcast_to(np.arange(m), (n, m)).copy()
+        key = np.take_along_axis(finite, top, 1)
+        order = np.argsort(-key, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, 1)
+        top_blend = np.take_along_axis(key, order, 1)
+        valid = np.isfinite(top_blend)
+        cand = np.where(valid, np.take_along_axis(np.asarray(cand_items, np.int64), top, 1), -1)
+        inside = np.isfinite(finite)
+        raw = []
+        for name in names:
+            row = np.where(inside, np.asarray(sources[name], np.float32), 0.0)
+            row[~np.isfinite(row)] = 0.0
+            raw.append((np.take_along_axis(row, top, 1), np.maximum(row, 0.0).sum(1, keepdims=True)))
+        return self._describe(cand, top, top_blend, valid, raw, np.asarray(recent, np.int64), recent_ts, ts)
+
+    def _describe(
+        self,
+        cand: np.ndarray,
+        slots: np.ndarray,
+        top_blend: np.ndarray,
+        valid: np.ndarray,
+        raw: list[tuple[np.ndarray, np.ndarray]],
+        recent: np.ndarray,
+        recent_ts: np.ndarray,
+        ts: np.ndarray,
+    ) -> Candidates:
+        """Features of the chosen candidates `cand` [n, c'] (item columns, best first, -1 where not
+        `valid`), from their blend scores and each source's (raw scores, row's positive mass)."""
+        n, width = cand.shape
+        c = self.n_candidates
+        n_valid = valid.sum(1)
         f = np.zeros((self.n_features, n, width), dtype=np.float32)  # feature-major: contiguous writes
         f[0] = _row_z(top_blend, valid)
         f[1] = np.log1p(np.arange(width, dtype=np.float32))
@@ -167,19 +235,21 @@ class CandidateFeatures:
             f[7] = np.where(has_prev, np.log1p(last_count), 0.0)[:, None]
         f[8] = np.log1p((recent >= 0).sum(1, keepdims=True))
         base = len(OWN_FEATURES)
-        for s, name in enumerate(names):
-            raw, mass = _at_columns(sources[name], top)
+        for s, (values, mass) in enumerate(raw):
             j = base + len(PER_SOURCE) * s
-            f[j] = _row_z(raw, valid)
-            f[j + 1] = np.sign(raw) * np.log1p(np.abs(raw))
-            f[j + 2] = np.where(mass > 0, raw / np.where(mass > 0, mass, 1.0), 0.0)
+            f[j] = _row_z(values, valid)
+            f[j + 1] = np.sign(values) * np.log1p(np.abs(values))
+            f[j + 2] = np.where(mass > 0, values / np.where(mass > 0, mass, 1.0), 0.0)
         if not valid.all():
             f[:, ~valid] = 0.0
         feats = np.zeros((n, c, self.n_features), dtype=np.float32)
         feats[:, :width] = f.transpose(1, 2, 0)
         items = np.full((n, c), -1, dtype=np.int64)
         items[:, :width] = cand
-        return Candidates(items=items, features=feats, n_valid=n_valid.astype(np.int64), history=recent)
+        positions = np.full((n, c), -1, dtype=np.int64)
+        positions[:, :width] = np.where(valid, slots, -1)
+        return Candidates(items=items, features=feats, n_valid=n_valid.astype(np.int64), history=recent,
+                          slots=positions)
 
     def _generate(
         self, finite: np.ndarray, sources: Mapping[str, np.ndarray], names: tuple[str, ...], c: int
@@ -273,6 +343,21 @@ class CandidateFeatures:
         """Forget the items of recycled user columns."""
         cols = np.asarray(user_cols, dtype=np.int64)
         self._seen[cols[cols < len(self._seen)]] = 0
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The per-item statistics (by item column) and the clock: what `load_state_arrays` restores."""
+        return {"count": self._count.copy(), "recent": self._recent.copy(), "last": self._last.copy(),
+                "first": self._first.copy(), "clock": np.array([self._ref, self.events], np.float64)}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore `state_arrays` (item columns keep their positions); the users x items bitmap, when
+        kept, refills from the stream."""
+        self._count = np.array(arrays["count"], np.float64)
+        self._recent = np.array(arrays["recent"], np.float64)
+        self._last = np.array(arrays["last"], np.float64)
+        self._first = np.array(arrays["first"], np.float64)
+        self._ref, events = (float(x) for x in arrays["clock"])
+        self.events = int(events)
 
     def _grow(self, n_cols: int) -> None:
         self._count = grow_rows(self._count, n_cols)

@@ -102,3 +102,24 @@ class RecentItems:
         recent[order] = np.where(from_batch, items[order][back], s_stored[rows, slot])
         recent_ts[order] = np.where(from_batch, ts[order][back], s_stored_ts[rows, slot])
         return recent, recent_ts, order[ends]
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The users (ids, "" for free columns) with their recent items and times, by column."""
+        ids, last_seen = self._users.state_arrays()
+        n = len(ids)
+        return {"user_id": ids, "last_seen": last_seen, "items": self._items[:n].copy(),
+                "ts": self._ts[:n].copy()}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore `state_arrays` (columns keep their positions)."""
+        items = np.asarray(arrays["items"], np.int64)
+        if items.ndim != 2 or items.shape[1] != self.length:
+            raise ValueError(f"recent items saved {items.shape[1:]} wide; this context keeps {self.length}")
+        self._users.load_arrays(arrays["user_id"], arrays["last_seen"])
+        n = len(items)
+        self._items = np.full((max(n, 16), self.length), -1, dtype=np.int64)
+        self._ts = np.zeros((max(n, 16), self.length))
+        self._items[:n] = items
+        self._ts[:n] = arrays["ts"]
+        self._looked_up = None
+

@@ -84,6 +84,10 @@ class DeepReranker:
         replays) instead of the measured one.
     device
         "auto" (CUDA when present), "cpu" or "cuda[:n]".
+    exclude_seen
+        Keep a users x items bitmap of every user's items to leave out of the candidates (`rerank`
+        over dense score matrices). False for `rerank_rows`: the model leaves the user's items out of
+        its rows itself, and nothing grows with users x items.
     """
 
     name = "deep"
@@ -110,6 +114,7 @@ class DeepReranker:
         threads: int = 1,
         device: str | torch.device | None = "auto",
         seed: int = 0,
+        exclude_seen: bool = True,
     ) -> None:
         self.n_candidates = n_candidates
         self.per_source = per_source
@@ -129,7 +134,8 @@ class DeepReranker:
         self.threads = threads
         self.device = resolve_device(device)
         self.seed = seed
-        self.features = CandidateFeatures(n_candidates, per_source=per_source)
+        self.exclude_seen = exclude_seen
+        self.features = CandidateFeatures(n_candidates, exclude_seen=exclude_seen, per_source=per_source)
         self.recent = RecentItems(recent, max_users)
         self.window: SlidingWindow | None = None
         self.tuner: WindowedFineTuner | None = None
@@ -205,6 +211,44 @@ class DeepReranker:
         deep = self._score(served.model, cands)
         return _place_on_top(out, blend, cands, deep, np.asarray(item_cols))
 
+    def rerank_rows(
+        self,
+        users: np.ndarray,
+        batch_items: np.ndarray,
+        cand_items: np.ndarray,
+        blend: np.ndarray,
+        sources: Mapping[str, np.ndarray],
+        ts: np.ndarray,
+        remember: bool = True,
+    ) -> tuple[Candidates | None, np.ndarray | None]:
+        """The deep stage over per-event candidate rows (a model that scores candidates only): the
+        rows' best `n_candidates` (`CandidateFeatures.build_rows`; `blend` -inf where an entry is no
+        candidate) and their deep scores [n, C], or None while no model serves (keep the blend's
+        order). The caller places the candidates, in deep order, above every other item.
+
+        >>> rr = DeepReranker(n_candidates=2, every_events=100, device="cpu", exclude_seen=False)
+        >>> users = np.array(["u1"], dtype=object)
+        >>> blend = np.array([[0.3, -np.inf, 0.5]], dtype=np.float32)
+        >>> cands, deep = rr.rerank_rows(users, np.array([4]), np.array([[4, 5, 6]]), blend,
+        ...                              {"pop": blend}, np.array([0.0]))
+        >>> cands.items.tolist(), deep is None  # no fine-tuned model yet
+        ([[6, 4]], True)
+        >>> rr.learn(users, np.array([4]), np.array([0.0]))
+        >>> len(rr.window)  # item 4 was a candidate: one training sample
+        1
+        >>> rr.close()
+        """
+        if not remember and (self.tuner is None or self.tuner.serving.model is None):
+            return None, None
+        _, recent, recent_ts = self.recent.context(users, batch_items, ts)
+        cands = self.features.build_rows(recent, recent_ts, ts, cand_items, blend, sources)
+        if remember:
+            self._scored = (ts, cands)
+        served = self._ensure_tuner(cands.history.shape[1]).serving  # one read: one model per batch
+        if served.model is None or len(cands.items) == 0:
+            return cands, None
+        return cands, self._score(served.model, cands)
+
     @torch.no_grad()
     def _score(self, model: CandidateRanker, cands: Candidates) -> np.ndarray:
         x = torch.from_numpy(cands.features).to(self.device)
@@ -267,6 +311,22 @@ class DeepReranker:
         self.features.source_names = tuple(state["source_names"])
         tuner = self._ensure_tuner()
         tuner.restore(model, int(state["version"]))
+
+    def context_state(self) -> dict[str, np.ndarray]:
+        """What the candidates' features are computed from, as arrays: per-item statistics
+        ("features.*", by item column) and each user's recent items ("recent.*"). A checkpoint keeps
+        them so a restored stage describes candidates as the saved one did."""
+        return {**{f"features.{k}": v for k, v in self.features.state_arrays().items()},
+                **{f"recent.{k}": v for k, v in self.recent.state_arrays().items()}}
+
+    def load_context_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore `context_state` (item columns as they were saved)."""
+        parts: dict[str, dict[str, np.ndarray]] = {"features": {}, "recent": {}}
+        for key, value in arrays.items():
+            part, _, name = key.partition(".")
+            parts[part][name] = value
+        self.features.load_state_arrays(parts["features"])
+        self.recent.load_state_arrays(parts["recent"])
 
     def close(self) -> None:
         """Wait for a running background fine-tune, then stop the fine-tune process (if any)."""

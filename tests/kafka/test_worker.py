@@ -349,9 +349,11 @@ def test_settings_flags_override_environment_override_defaults() -> None:
         Settings.from_env({"STREAMREC_K": "ten"})
 
 
-def test_the_deep_stage_fine_tunes_live_and_reaches_the_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["online", "sparse"])
+def test_the_deep_stage_fine_tunes_live_and_reaches_the_metrics(tmp_path: Path, kind: str) -> None:
     from learners.deep.reranker import DeepReranker
     from learners.recommender import OnlineRecommender
+    from learners.sparse import SparseRecommender
     from stream.metrics import SeriesRecorder, StreamMetrics
     from stream.worker import _no_deep, add_arguments, make_learner
 
@@ -360,11 +362,13 @@ def test_the_deep_stage_fine_tunes_live_and_reaches_the_metrics(tmp_path: Path) 
     assert _no_deep(parser.parse_args(["--no-deep"]), env={})
     assert _no_deep(parser.parse_args([]), env={"STREAMREC_NO_DEEP": "1"})
     assert not _no_deep(parser.parse_args([]), env={})
-    assert make_learner("online", deep=True).reranker.background is True
-    assert make_learner("online").reranker is None
+    assert make_learner(kind, deep=True).reranker.background is True
+    assert make_learner(kind).reranker is None
 
-    learner = OnlineRecommender(deep=DeepReranker(every_events=300, background=True, device="cpu",
-                                                  batch_size=64), seed=0)
+    model = {"online": OnlineRecommender, "sparse": SparseRecommender}[kind]
+    sparse = {"exclude_seen": False} if kind == "sparse" else {}
+    learner = model(deep=DeepReranker(every_events=300, background=True, device="cpu", batch_size=64,
+                                      **sparse), seed=0)
     metrics, recorder = StreamMetrics(), SeriesRecorder()
     live = LiveLoop(learner, k=5, state_dir=tmp_path, metrics=metrics, recorder=recorder)
     recs = records_of(generate(n_events=1500, seed=2).log)
@@ -380,7 +384,7 @@ def test_the_deep_stage_fine_tunes_live_and_reaches_the_metrics(tmp_path: Path) 
     assert metrics.current_model_version == learner.model_version >= 1
     assert 1 <= live.publisher.model_version <= learner.model_version  # lists name the deep model
     live.checkpoint()
-    fresh = LiveLoop(OnlineRecommender(deep=DeepReranker(device="cpu"), seed=0), state_dir=tmp_path)
+    fresh = LiveLoop(model(deep=DeepReranker(device="cpu", **sparse), seed=0), state_dir=tmp_path)
     fresh.restore()
     assert fresh.learner.model_version == learner.model_version  # the served deep model came back
 

@@ -83,6 +83,19 @@ def test_ranks_equal_the_dense_reference_with_catalog_evictions_and_drift() -> N
     assert evaluator.evaluated > 1000
 
 
+def test_ranks_with_the_deep_stage_equal_the_dense_reference() -> None:
+    pytest.importorskip("torch")
+    from learners.deep import DeepReranker
+
+    stream = generate(n_events=7000, n_users=300, n_items=400, seed=5)
+    deep = DeepReranker(n_candidates=20, every_events=1500, window_events=4000, background=False,
+                        fixed_cost_s=0.0, device="cpu", exclude_seen=False)
+    model = SparseRecommender(deep=deep, seed=1)
+    evaluator = _check(stream.log, model, sorted(stream.items, key=lambda m: m.ts), drift_at=3000)
+    assert model.model_version >= 2 and evaluator.evaluated > 1000  # the later batches were re-ranked
+    model.close()
+
+
 def test_ranks_equal_the_dense_reference_over_many_distinct_items() -> None:
     rng = np.random.default_rng(0)
     n = 20_000
