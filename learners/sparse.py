@@ -93,7 +93,7 @@ def _deep_stage(deep: Any, seed: int) -> Any:
 
         deep = build_source(seed=seed, exclude_seen=False)
     if not hasattr(deep, "rerank_rows"):
-        raise TypeError(f"deep= needs a re-ranker with rerank_rows (learners.deep.DeepReranker), got {deep!r}")
+        raise TypeError(f"deep= needs a re-ranker with rerank_rows (learners.deep.DeepReranker): {deep!r}")
     if getattr(deep, "exclude_seen", False):
         raise ValueError("a deep stage over sparse candidates is built with exclude_seen=False (its users x "
                          "items bitmap is what this model avoids; the model leaves the user's items out)")

@@ -32,12 +32,10 @@ def _trained(n_events: int = 8000, seed: int = 5) -> tuple[SparseRecommender, In
 def test_build_rows_describes_candidates_as_build_does_for_the_same_scores() -> None:
     rng = np.random.default_rng(0)
     n, m = 6, 40
-    history = Interactions.from_records([{"user_id": "u", "item_id": "i", "ts": 0.0}])
-    assert len(history) == 1
     dense, rows = CandidateFeatures(5, exclude_seen=False), CandidateFeatures(5, exclude_seen=False)
-    learned = rng.integers(0, m, 200)
+    learned = rng.integers(0, m, 200)  # item statistics to describe candidates by
     for feats in (dense, rows):
-        feats.learn(rng.integers(0, 3, 200) * 0 + np.arange(200) % 3, learned)
+        feats.learn(np.arange(200) % 3, learned)
     blend = rng.random((n, m)).astype(np.float32)
     sources = {"a": rng.random((n, m)).astype(np.float32), "b": rng.normal(size=(n, m)).astype(np.float32)}
     recent = np.where(rng.random((n, 4)) < 0.5, rng.integers(0, m, (n, 4)), -1)
@@ -80,8 +78,8 @@ def test_mask_history_leaves_out_each_users_items_before_the_event() -> None:
     cols = rng.integers(0, n_items, (n, width)).astype(np.int32)
     scores = rng.random((n, width)).astype(np.float32)
     out = scores.copy()
-    kernels.mask_history(users, items, prev_in_batch(users), cand_n, cols, out, np.array(starts, np.int64),
-                         np.array(lengths, np.int64), np.array(pool, np.int32), np.zeros(n_items, np.int64), 1)
+    kernels.mask_history(users, items, prev_in_batch(users), cand_n, cols, out, np.array(starts),
+                         np.array(lengths), np.array(pool, np.int32), np.zeros(n_items, np.int64), 1)
     seen = {u: set(h) for u, h in history.items()}
     for e in range(n):
         u = int(users[e])
