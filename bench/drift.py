@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import build_model, model_spec, replay, write_report
+from bench.replay import DEFAULT_MODEL, build_model, model_spec, replay, write_report
 from learners.base import Interactions, ItemMeta, Recommender, has_hook
 from learners.drift import DriftMonitor
 from learners.evaluate import PrequentialEvaluator, evaluator_for
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forget", type=float, help="on_drift(forget=...) (default: the model's)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     parser.add_argument("--no-deep", action="store_true")
-    parser.add_argument("--model", type=model_spec, default="online",
+    parser.add_argument("--model", type=model_spec, default=DEFAULT_MODEL,
                         help="learner, as `streamrec replay --model` (online, sparse, ...)")
     parser.add_argument("--report", type=Path)
     parser.add_argument("--plot", type=Path, help="curves of the first seed")

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-state", help="start each worker from this saved state (replay --save-state)")
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s of the latency run")
     parser.add_argument("--bootstrap", help="use this broker instead of starting a private one")
-    parser.add_argument("--learner", default="online", help="worker learner (online|popularity)")
+    parser.add_argument("--learner", default="sparse", help="worker learner (sparse|online|popularity)")
     parser.add_argument("--parts", default="abc", help="which runs: a (throughput), b (latency), c (flood)")
     parser.add_argument("--clean-rate", type=float,
                         help="events/s of (a) when --parts skips it (for c's ratio)")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay import build_model, model_spec, write_report
+from bench.replay import DEFAULT_MODEL, build_model, model_spec, write_report
 from learners.base import Interactions, ItemMeta
 from learners.datasets import FORMATS, add_log_arguments, log_options, read_log, sniff_format
 from learners.evaluate import PrequentialEvaluator, evaluator_for, prequential_step
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-river", action="store_true")
     parser.add_argument("--models", type=_models_arg,
                         help=f"comma-separated subset of {', '.join(MODEL_KEYS.values())} (default: all)")
-    parser.add_argument("--model", type=model_spec, default="online",
+    parser.add_argument("--model", type=model_spec, default=DEFAULT_MODEL,
                         help="the learner behind 'ours' (as `streamrec replay --model`: online, sparse, ...)")
     parser.add_argument("--no-deep", action="store_true")
     parser.add_argument("--seed", type=int, default=0)

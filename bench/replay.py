@@ -29,6 +29,7 @@ from learners.evaluate import PrequentialEvaluator, add_due_items, evaluator_for
 
 CATALOG_NAMES = ("u.item", "movies.csv", "items.jsonl")
 MODELS = ("online", "sparse", "popularity", "trending")
+DEFAULT_MODEL = "sparse"
 SERIES_POINTS = 500
 
 
@@ -40,11 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="item catalog (u.item, movies.csv or items JSONL; default: one next to the log)")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the rolling metrics here")
-    parser.add_argument("--model", type=model_spec, default="online",
-                        help="learner: online (OnlineRecommender, default), sparse (SparseRecommender: "
-                             "candidates and a sublinear evaluator, for large catalogs), popularity or "
-                             "trending baselines, or module:Class (any importable learner, built without "
-                             "arguments)")
+    parser.add_argument("--model", type=model_spec, default=DEFAULT_MODEL,
+                        help="learner: sparse (SparseRecommender, default: candidates, state linear in "
+                             "items and users, a sublinear evaluator), online (OnlineRecommender: dense "
+                             "scores of every item, for catalogs up to ~10k items), popularity or trending "
+                             "baselines, or module:Class (any importable learner, built without arguments)")
     parser.add_argument("--no-deep", action="store_true", help="disable the deep (PyTorch) source")
     parser.add_argument("--save-state", type=Path, metavar="DIR",
                         help="write the final learner state as a worker checkpoint into DIR")
@@ -78,7 +79,7 @@ def build_model(args: argparse.Namespace) -> Recommender:
     """The learner a replay runs: `OnlineRecommender` with the deep source unless `--no-deep` (the
     `DecayedPopularity` baseline while the blended recommender is not available)."""
     seed = getattr(args, "seed", 0)
-    kind = getattr(args, "model", "online")
+    kind = getattr(args, "model", DEFAULT_MODEL)
     if ":" in kind:
         module, _, name = kind.partition(":")
         return getattr(importlib.import_module(module), name)()
@@ -87,10 +88,10 @@ def build_model(args: argparse.Namespace) -> Recommender:
 
         return Popularity()
     if kind == "sparse":
-        from learners.sparse import SparseRecommender
+        from learners.sparse import DEEP_OPTIONS, SparseRecommender
 
         no_deep = getattr(args, "no_deep", False)
-        return SparseRecommender(deep=None if no_deep else deep_source(seed, exclude_seen=False), seed=seed)
+        return SparseRecommender(deep=None if no_deep else deep_source(seed, **DEEP_OPTIONS), seed=seed)
     try:
         from learners.recommender import OnlineRecommender
     except ImportError:

@@ -84,6 +84,11 @@ def _grow(array: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
     return grown
 
 
+# the deep stage's settings over sparse candidates: the model leaves each user's items out itself (no
+# users x items bitmap); twice the dense learner's candidates and three epochs a round (bench/RESULTS.md)
+DEEP_OPTIONS: dict[str, Any] = {"exclude_seen": False, "n_candidates": 100, "epochs": 3}
+
+
 def _deep_stage(deep: Any, seed: int) -> Any:
     """The re-ranker `deep=` asks for (None: none)."""
     if deep is None or deep is False:
@@ -91,7 +96,7 @@ def _deep_stage(deep: Any, seed: int) -> Any:
     if deep is True:
         from learners.deep import build_source
 
-        deep = build_source(seed=seed, exclude_seen=False)
+        deep = build_source(seed=seed, **DEEP_OPTIONS)
     if not hasattr(deep, "rerank_rows"):
         raise TypeError(f"deep= needs a re-ranker with rerank_rows (learners.deep.DeepReranker): {deep!r}")
     if getattr(deep, "exclude_seen", False):

@@ -48,7 +48,7 @@ class Settings:
     snapshot_seconds: float = 600.0  # item-side state to the item-state topic, after a checkpoint (0: never)
     deltas_retention_ms: int = 24 * 3600 * 1000  # of the item-deltas topic
     audit_log: str = ""  # JSON lines of what the worker learned, sent and applied (benches)
-    learner: str = "online"  # online | popularity | module:Class
+    learner: str = "sparse"  # sparse | online | popularity | module:Class
     torch_threads: int = 1  # intra-op threads: more only fight the event loop and each other on small CPUs
     log_level: str = "warning"
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
@@ -178,7 +178,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                    help="partitions of topics created at start [STREAMREC_PARTITIONS, 4]")
     g.add_argument("--app-id",
                    help="Faust app id; consumer group = prefix + app id [STREAMREC_APP_ID, streamrec]")
-    g.add_argument("--learner", help="online | popularity | module:Class [STREAMREC_LEARNER, online]")
+    g.add_argument("--learner",
+                   help="sparse | online | popularity | module:Class [STREAMREC_LEARNER, sparse]")
     g.add_argument("--torch-threads", type=int, help="torch intra-op threads [STREAMREC_TORCH_THREADS, 1]")
     g.add_argument("--web-host",
                    help="bind address of /metrics, /health, ... [STREAMREC_WEB_HOST, 127.0.0.1]")

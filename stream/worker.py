@@ -91,9 +91,11 @@ def make_learner(spec: str, deep: bool = False) -> Recommender:
         except ImportError as exc:  # the deep stage is optional: serve the blend alone
             log.warning("deep stage unavailable (%s): %s learner without it", exc, spec)
         else:
-            # over sparse candidates the model leaves each user's items out itself (no bitmap)
-            options = {"exclude_seen": False} if spec == "sparse" else {}
-            return cls(deep=build_source(seed=0, background=True, **options))
+            if spec == "sparse":
+                from learners.sparse import DEEP_OPTIONS
+
+                return cls(deep=build_source(seed=0, background=True, **DEEP_OPTIONS))
+            return cls(deep=build_source(seed=0, background=True))
     return cls()
 
 

@@ -16,7 +16,7 @@ from learners.synthetic import generate
 def test_timed_replay_ranks_exactly_like_the_plain_one() -> None:
     stream = generate(n_events=4000, seed=3)
     phases, model, events_per_s = profile_replay(stream.log, list(stream.items), 200, seed=0)
-    plain = build_model(type("Args", (), {"no_deep": True, "seed": 0})())
+    plain = build_model(type("Args", (), {"no_deep": True, "seed": 0, "model": "online"})())
     evaluator = PrequentialEvaluator(seed=0, series_every=10)
     replay(stream.log, plain, list(stream.items), 200, evaluator, monitor_for(plain))
     assert phases["hr@10"] == evaluator.report()["hr@10"]
