@@ -451,7 +451,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 mark, token, recent, recent_head, recent_len, hist_start, hist_len, hist_pool, ctx_norm,
                 cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh,
                 fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc, s_cont, touched,
-                out_n, out_cols, out_scores, out_src, mixes, out_feats):
+                out_n, out_cols, out_scores, out_src, mixes, out_feats, out_mass):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
     and their blend, less the user's recent items and history (`exclude_recent`) and dead columns,
     merged with the background order (ties: the candidate first); then up to `explore_slots` of the
@@ -459,7 +459,8 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     `token + b` marks user b's recent items and history; out_src holds a feature index,
     SOURCE_BACKGROUND or SOURCE_EXPLORE. The source (the feature contributing most) is worked out for
     listed items only. `out_feats` (users, k, N_FEATURES), when it has rows, gets each listed item's raw
-    features (the deep stage's input; 0 co-occurrence and content for background items)."""
+    features (the deep stage's input; 0 co-occurrence and content for background items), and
+    `out_mass` (users, N_FEATURES) each feature's positive sum over the user's candidates."""
     n_cols = len(live)
     width = len(touched)
     f_cols = np.empty(width, np.int64)
@@ -494,6 +495,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 if hist_pool[h0 + q] >= 0:
                     mark[hist_pool[h0 + q]] = mine
         m = 0
+        with_mass = out_mass.shape[0] > 0
         for i in range(n):
             j = touched[i]
             if live[j] and mark[j] != mine:
@@ -502,6 +504,9 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 value = 0.0
                 for f in range(N_FEATURES):  # summed in feature order, as score_then_learn sums
                     value += eff[f] * feats[f]
+                if with_mass:
+                    for f in range(N_FEATURES):
+                        out_mass[b, f] += max(feats[f], 0.0)
                 f_cols[m] = j
                 f_scores[m] = value
                 m += 1
@@ -628,11 +633,20 @@ def add_history(start, users, items, max_history, hist_start, hist_len, hist_cap
 
 
 @numba.njit(cache=True, nogil=True)
-def mask_history(users, items, prev, cand_n, cand_cols, scores, hist_start, hist_len, pool, mark, token):
-    """Set scores[e, m] to -inf where candidate cand_cols[e, m] is one of event e's user's items before
-    e: the user's history in `pool` (learned before the batch) and the items of the user's earlier
-    events in the batch (`prev[e]`: the user's previous event in the batch, -1 none). Also -inf past
-    cand_n[e]. `mark` (one int per item column) with `token + e` marks event e's items."""
+def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_start, hist_len, pool, mark,
+                    token, out_cols, out_slots, out_blend, out_raw, out_mass):
+    """The deep stage's candidates of each event: its best c (= out_cols.shape[1]) candidates by score that
+    are none of its user's items before it (the history in `pool`, learned before the batch, and the items
+    of the user's earlier events in the batch: `prev[e]`, the user's previous event there, -1 none), best
+    first (ties: earlier row position first). Writes their item columns, row positions, scores and raw
+    features (`feats` [n, width, F]), and each feature's positive sum over all the event's kept
+    candidates (out_mass [n, F]); padding: column and position -1, score -inf, features 0. `mark` (one
+    int per item column) with `token + e` marks event e's items."""
+    c = out_cols.shape[1]
+    n_feat = feats.shape[2]
+    keep_m = np.empty(cand_cols.shape[1], np.int64)
+    keep_v = np.empty(cand_cols.shape[1], np.float64)
+    chosen = np.empty(c, np.int64)
     for e in range(users.shape[0]):
         u = users[e]
         cur = token + e
@@ -646,8 +660,47 @@ def mask_history(users, items, prev, cand_n, cand_cols, scores, hist_start, hist
         while p >= 0:
             mark[items[p]] = cur
             p = prev[p]
+        for f in range(n_feat):
+            out_mass[e, f] = 0.0
+        k = 0
         for m in range(cand_n[e]):
-            if mark[cand_cols[e, m]] == cur:
-                scores[e, m] = -np.inf
-        for m in range(cand_n[e], scores.shape[1]):
-            scores[e, m] = -np.inf
+            if mark[cand_cols[e, m]] == cur or not np.isfinite(scores[e, m]):
+                continue
+            keep_m[k] = m
+            keep_v[k] = scores[e, m]
+            k += 1
+            for f in range(n_feat):
+                out_mass[e, f] += max(feats[e, m, f], 0.0)
+        n_chosen = 0
+        if k <= c:
+            for q in range(k):
+                chosen[q] = q
+            n_chosen = k
+        else:  # the c-th largest score, then what is above it and, in row order, what ties with it
+            threshold = np.partition(keep_v[:k], k - c)[k - c]
+            for q in range(k):
+                if keep_v[q] > threshold:
+                    chosen[n_chosen] = q
+                    n_chosen += 1
+            for q in range(k):
+                if n_chosen == c:
+                    break
+                if keep_v[q] == threshold:
+                    chosen[n_chosen] = q
+                    n_chosen += 1
+        order = np.argsort(-keep_v[chosen[:n_chosen]], kind="mergesort")
+        for r in range(c):
+            if r < n_chosen:
+                q = chosen[order[r]]
+                m = keep_m[q]
+                out_cols[e, r] = cand_cols[e, m]
+                out_slots[e, r] = m
+                out_blend[e, r] = keep_v[q]
+                for f in range(n_feat):
+                    out_raw[e, r, f] = feats[e, m, f]
+            else:
+                out_cols[e, r] = -1
+                out_slots[e, r] = -1
+                out_blend[e, r] = -np.inf
+                for f in range(n_feat):
+                    out_raw[e, r, f] = 0.0

@@ -274,6 +274,7 @@ class SparseRecommender:
         self._rng = np.array([np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(self.seed + 1)], np.uint64)
         self._background = Background.empty()
         self._out_buffers = np.empty((0, 0), np.int32), np.empty((0, 0), np.float32)
+        self._feat_buffer = np.empty((0, 0, kernels.N_FEATURES), np.float32)
         self._background_at = -(1 << 62)
         self._background_version = 0
         self._evicted_events = 0
@@ -538,7 +539,7 @@ class SparseRecommender:
             out_scores = np.zeros((n, 0), np.float32)
             flags[:] = False
         deep = self.reranker is not None and score
-        out_feats = np.empty((n if deep else 0, width if deep else 0, kernels.N_FEATURES), np.float32)
+        out_feats = self._feature_scratch(n if deep else 0, width if deep else 0)
         item_side = self._item_side(batch)
         recording = self._recorder is not None and batch.partition is not None
         log_size = n * self.window if recording else 0
@@ -589,7 +590,7 @@ class SparseRecommender:
         out_target[outside & ~in_snapshot] = background.default
         result = CandidateScores(out_n, cols, scores, target_cols, out_target, background)
         if deep:  # before the batch joins the histories: each event's own items as before it
-            self._rerank(batch, users, items, result, out_feats[:, : cols.shape[1]])
+            self._rerank(batch, users, items, result, out_feats)
         self._add_history(users, items)
         if self.reranker is not None:
             self.reranker.learn(batch.user, items, batch.ts)
@@ -598,17 +599,24 @@ class SparseRecommender:
     def _rerank(self, batch: Interactions, users: np.ndarray, items: np.ndarray, result: CandidateScores,
                 feats: np.ndarray) -> None:
         """The deep stage over the batch's candidates (`learners.sparse_deep`): the best of each event's
-        candidates that are not its user's items, lifted in the deep order when a model serves."""
-        blend = result.scores.copy()
+        candidates that are not its user's items (`kernels.deep_candidates`), lifted in the deep order
+        when a model serves."""
+        n, c = len(users), self.reranker.n_candidates
+        cols, slots = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
+        blend, raw = np.empty((n, c), np.float32), np.empty((n, c, kernels.N_FEATURES), np.float32)
+        mass = np.empty((n, kernels.N_FEATURES), np.float32)
         if len(self._mark) < self._items.n_cols:
             self._mark = _grow(self._mark, self._items.n_cols)
-        kernels.mask_history(users, items, sparse_deep.prev_in_batch(users), result.n, result.cols, blend,
-                             self._hist[0], self._hist[1], self._hist_pool, self._mark, self._mark_token)
-        self._mark_token += len(users)
-        cands, scores = self.reranker.rerank_rows(batch.user, items.astype(np.int64), result.cols, blend,
-                                                  sparse_deep.feature_sources(feats), batch.ts)
-        if scores is not None:
-            sparse_deep.lift(result, cands.slots, scores)
+        kernels.deep_candidates(users, items, sparse_deep.prev_in_batch(users), result.n, result.cols,
+                                result.scores, feats, self._hist[0], self._hist[1], self._hist_pool,
+                                self._mark, self._mark_token, cols, slots, blend, raw, mass)
+        self._mark_token += n
+        cands, scores = self.reranker.rerank_rows(
+            batch.user, items.astype(np.int64), cols, blend, sparse_deep.feature_sources(raw), batch.ts,
+            masses=sparse_deep.feature_sources(mass))
+        if scores is not None:  # the stage's positions are into the chosen rows: back to the batch's rows
+            chosen = np.where(cands.slots >= 0, np.take_along_axis(slots, np.maximum(cands.slots, 0), 1), -1)
+            sparse_deep.lift(result, chosen, scores)
 
     def _add_history(self, users: np.ndarray, items: np.ndarray) -> None:
         pos, n = 0, len(users)
@@ -640,6 +648,17 @@ class SparseRecommender:
             scores = np.empty(cols.shape, np.float32)
             self._out_buffers = cols, scores
         return cols[:rows], scores[:rows]
+
+    def _feature_scratch(self, rows: int, width: int) -> np.ndarray:
+        """Per-candidate raw features for the kernel to write (the deep stage's input), kept between
+        batches."""
+        if rows == 0:
+            return np.empty((0, 0, kernels.N_FEATURES), np.float32)
+        buf = self._feat_buffer
+        if buf.shape[0] < rows or buf.shape[1] != width:
+            buf = np.empty((max(rows, buf.shape[0]), width, kernels.N_FEATURES), np.float32)
+            self._feat_buffer = buf
+        return buf[:rows]
 
     def _candidate_capacity(self) -> int:
         """The most candidates one event can have (every source full, nothing shared)."""
@@ -792,9 +811,9 @@ class SparseRecommender:
         return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _top_k(self, users: np.ndarray, k: int, exclude_recent: bool, explore_slots: int, feats: bool = False
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """`kernels.top_k_users` of user columns: (n listed, item columns, scores, source codes, raw
-        features of the listed items when `feats`)."""
+               ) -> tuple[np.ndarray, ...]:
+        """`kernels.top_k_users` of user columns: (n listed, item columns, scores, source codes, and when
+        `feats` the listed items' raw features and each feature's sum over the user's candidates)."""
         background = self.background()
         n_cols = self._items.n_cols
         width = self._candidate_capacity()
@@ -807,6 +826,7 @@ class SparseRecommender:
         out_scores = np.zeros((len(users), k), np.float64)
         out_src = np.zeros((len(users), k), np.int64)
         out_feats = np.zeros((len(users) if feats else 0, k, kernels.N_FEATURES), np.float32)
+        out_mass = np.zeros((len(users) if feats else 0, kernels.N_FEATURES), np.float32)
         kernels.top_k_users(
             users, k, exclude_recent, explore_slots, self.explore_below, self._items.live_mask(),
             self._item_events, background.order_desc(), background.values, self._mark, token, self._recent,
@@ -817,8 +837,8 @@ class SparseRecommender:
             self._fresh, self._fresh_state,
             self._decay_pow, self._params, self._weights, self._scales, self._stamp, self._counters,
             self._s_cooc, self._s_cont, np.empty(width, np.int32), out_n, out_cols, out_scores, out_src,
-            self._mixes, out_feats)
-        return out_n, out_cols, out_scores, out_src, out_feats
+            self._mixes, out_feats, out_mass)
+        return out_n, out_cols, out_scores, out_src, out_feats, out_mass
 
     def _deep_lists(self, user_ids: Sequence[str], users: np.ndarray, k: int, exclude_recent: bool,
                     plain: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -828,7 +848,7 @@ class SparseRecommender:
         end. An item the plain list does not hold gets the source code `_SOURCE_DEEP`."""
         plain_n, plain_cols, plain_scores, plain_src = plain
         c = max(self.reranker.n_candidates, k)
-        n, cols, scores, _, feats = self._top_k(users, c, exclude_recent, 0, feats=True)
+        n, cols, scores, _, feats, mass = self._top_k(users, c, exclude_recent, 0, feats=True)
         slot = np.arange(k)[None, :]
         explored = (plain_src == kernels.SOURCE_EXPLORE) & (slot < plain_n[:, None])
         blend = np.where(np.arange(c)[None, :] < n[:, None], scores, -np.inf).astype(np.float32)
@@ -836,7 +856,8 @@ class SparseRecommender:
         blend[(cols[:, :, None] == np.where(explored, plain_cols, -2)[:, None, :]).any(2)] = -np.inf
         cands, deep = self.reranker.rerank_rows(
             np.asarray([str(u) for u in user_ids], dtype=object), np.full(len(users), -1, np.int64), cols,
-            blend, sparse_deep.feature_sources(feats), np.full(len(users), self._latest_ts), remember=False)
+            blend, sparse_deep.feature_sources(feats), np.full(len(users), self._latest_ts), remember=False,
+            masses=sparse_deep.feature_sources(mass))
         if deep is None:
             return None
         order, ranked = sparse_deep.deep_order(cands.slots, deep)

@@ -38,7 +38,10 @@ def prev_in_batch(users: np.ndarray) -> np.ndarray:
 
 
 def feature_sources(feats: np.ndarray) -> dict[str, np.ndarray]:
-    """The kernel's raw features [n, M, F] as the deep stage's named sources [n, M] each."""
+    """The kernel's raw features [n, M, F] as the deep stage's named sources [n, M] each (or its
+    per-event sums [n, F] as [n, 1] each)."""
+    if feats.ndim == 2:
+        return {name: feats[:, f: f + 1] for f, name in enumerate(kernels.FEATURES)}
     return {name: feats[:, :, f] for f, name in enumerate(kernels.FEATURES)}
 
 

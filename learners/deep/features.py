@@ -158,12 +158,14 @@ class CandidateFeatures:
         cand_items: np.ndarray,
         blend: np.ndarray,
         sources: Mapping[str, np.ndarray],
+        masses: Mapping[str, np.ndarray] | None = None,
     ) -> Candidates:
         """Candidates of each event from per-event candidate rows (a model that scores candidates only,
         `learners.sparse.SparseRecommender`): `cand_items` [n, M] item columns, `blend` [n, M] their
         scores (-inf: not a candidate: padding, the user's own items), `sources[name]` [n, M] each
         source's raw value there. The best `n_candidates` finite entries of each row are kept; a source's
-        positive mass is its sum over the row's finite entries. `Candidates.slots` are row positions.
+        positive mass is `masses[name]` [n, 1] when given (rows that hold only the chosen few of more
+        candidates), else its sum over the row's finite entries. `Candidates.slots` are row positions.
 
         >>> feats = CandidateFeatures(n_candidates=2, exclude_seen=False)
         >>> blend = np.array([[0.1, 0.9, -np.inf, 0.5]], dtype=np.float32)
@@ -197,7 +199,9 @@ class CandidateFeatures:
         for name in names:
             row = np.where(inside, np.asarray(sources[name], np.float32), 0.0)
             row[~np.isfinite(row)] = 0.0
-            raw.append((np.take_along_axis(row, top, 1), np.maximum(row, 0.0).sum(1, keepdims=True)))
+            mass = (np.maximum(row, 0.0).sum(1, keepdims=True) if masses is None
+                    else np.asarray(masses[name], np.float32).reshape(n, 1))
+            raw.append((np.take_along_axis(row, top, 1), mass))
         return self._describe(cand, top, top_blend, valid, raw, np.asarray(recent, np.int64), recent_ts, ts)
 
     def _describe(

@@ -220,11 +220,13 @@ class DeepReranker:
         sources: Mapping[str, np.ndarray],
         ts: np.ndarray,
         remember: bool = True,
+        masses: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[Candidates | None, np.ndarray | None]:
         """The deep stage over per-event candidate rows (a model that scores candidates only): the
         rows' best `n_candidates` (`CandidateFeatures.build_rows`; `blend` -inf where an entry is no
         candidate) and their deep scores [n, C], or None while no model serves (keep the blend's
-        order). The caller places the candidates, in deep order, above every other item.
+        order). The caller places the candidates, in deep order, above every other item. `masses`: see
+        `CandidateFeatures.build_rows`.
 
         >>> rr = DeepReranker(n_candidates=2, every_events=100, device="cpu", exclude_seen=False)
         >>> users = np.array(["u1"], dtype=object)
@@ -241,7 +243,7 @@ class DeepReranker:
         if not remember and (self.tuner is None or self.tuner.serving.model is None):
             return None, None
         _, recent, recent_ts = self.recent.context(users, batch_items, ts)
-        cands = self.features.build_rows(recent, recent_ts, ts, cand_items, blend, sources)
+        cands = self.features.build_rows(recent, recent_ts, ts, cand_items, blend, sources, masses)
         if remember:
             self._scored = (ts, cands)
         served = self._ensure_tuner(cands.history.shape[1]).serving  # one read: one model per batch

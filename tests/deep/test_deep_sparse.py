@@ -62,9 +62,9 @@ def test_build_rows_skips_entries_that_are_no_candidate() -> None:
     assert not c.features[1].any()
 
 
-def test_mask_history_leaves_out_each_users_items_before_the_event() -> None:
+def test_deep_candidates_are_the_best_of_each_events_candidates_that_are_not_its_users_items() -> None:
     rng = np.random.default_rng(1)
-    n_users, n_items, n, width = 7, 50, 60, 12
+    n_users, n_items, n, width, c, n_feat = 7, 50, 60, 12, 5, 3
     pool, starts, lengths, history = [], [], [], {}
     for u in range(n_users):
         items = sorted(set(rng.integers(0, n_items, rng.integers(0, 8)).tolist()))
@@ -76,19 +76,27 @@ def test_mask_history_leaves_out_each_users_items_before_the_event() -> None:
     items = rng.integers(0, n_items, n)
     cand_n = rng.integers(0, width + 1, n).astype(np.int32)
     cols = rng.integers(0, n_items, (n, width)).astype(np.int32)
-    scores = rng.random((n, width)).astype(np.float32)
-    out = scores.copy()
-    kernels.mask_history(users, items, prev_in_batch(users), cand_n, cols, out, np.array(starts),
-                         np.array(lengths), np.array(pool, np.int32), np.zeros(n_items, np.int64), 1)
+    scores = rng.integers(0, 6, (n, width)).astype(np.float32)  # ties, broken by row position
+    scores[rng.random((n, width)) < 0.05] = np.nan
+    feats = rng.normal(size=(n, width, n_feat)).astype(np.float32)
+    out = [np.empty((n, c), np.int64), np.empty((n, c), np.int64), np.empty((n, c), np.float32),
+           np.empty((n, c, n_feat), np.float32), np.empty((n, n_feat), np.float32)]
+    kernels.deep_candidates(users, items, prev_in_batch(users), cand_n, cols, scores, feats, np.array(starts),
+                            np.array(lengths), np.array(pool, np.int32), np.zeros(n_items, np.int64), 1, *out)
+    out_cols, out_slots, out_blend, out_raw, out_mass = out
     seen = {u: set(h) for u, h in history.items()}
     for e in range(n):
         u = int(users[e])
         mine = seen[u] if u >= 0 else set()
-        for m in range(width):
-            masked = m >= cand_n[e] or int(cols[e, m]) in mine
-            assert (out[e, m] == -np.inf) == masked, (e, m)
-            if not masked:
-                assert out[e, m] == scores[e, m]
+        kept = [m for m in range(cand_n[e]) if int(cols[e, m]) not in mine and np.isfinite(scores[e, m])]
+        best = sorted(kept, key=lambda m: (-scores[e, m], m))[:c]
+        pad = c - len(best)
+        assert out_slots[e].tolist() == best + [-1] * pad
+        assert out_cols[e].tolist() == [int(cols[e, m]) for m in best] + [-1] * pad
+        np.testing.assert_array_equal(out_blend[e], [scores[e, m] for m in best] + [-np.inf] * pad)
+        np.testing.assert_array_equal(out_raw[e, : len(best)], feats[e, best])
+        assert not out_raw[e, len(best):].any()
+        np.testing.assert_allclose(out_mass[e], np.maximum(feats[e, kept], 0).sum(0), rtol=1e-5)
         if u >= 0:
             seen[u].add(int(items[e]))
 

@@ -46,6 +46,18 @@ def test_sparse_recommender(name):
     check_recommender(SparseRecommender, checks=[name])
 
 
+@pytest.mark.parametrize("name", CHECKS)
+def test_sparse_recommender_with_its_deep_stage(name):
+    pytest.importorskip("torch")
+    from learners.deep import DeepReranker
+
+    def build():  # rounds every 500 events, served at once: the later lists are the deep stage's
+        return SparseRecommender(deep=DeepReranker(n_candidates=20, every_events=500, background=False,
+                                                   fixed_cost_s=0.0, device="cpu", exclude_seen=False))
+
+    check_recommender(build, checks=[name])
+
+
 POPULARITY_FAILS = {"excludes_recent": "the popularity baselines keep no per-user state"}
 
 
