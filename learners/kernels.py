@@ -632,21 +632,48 @@ def add_history(start, users, items, max_history, hist_start, hist_len, hist_cap
     return users.shape[0]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _kth_largest(a, k, t):
+    """The (t + 1)-th largest of a[:k], by quickselect in place (a is reordered)."""
+    lo, hi = 0, k - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i, j = lo, hi
+        while i <= j:
+            while a[i] > pivot:
+                i += 1
+            while a[j] < pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if t <= j:
+            hi = j
+        elif t >= i:
+            lo = i
+        else:
+            return a[t]
+    return a[t]
+
+
 @numba.njit(cache=True, nogil=True)
 def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_start, hist_len, pool, mark,
                     token, out_cols, out_slots, out_blend, out_raw, out_mass):
     """The deep stage's candidates of each event: its best c (= out_cols.shape[1]) candidates by score that
     are none of its user's items before it (the history in `pool`, learned before the batch, and the items
-    of the user's earlier events in the batch: `prev[e]`, the user's previous event there, -1 none), best
-    first (ties: earlier row position first). Writes their item columns, row positions, scores and raw
-    features (`feats` [n, width, F]), and each feature's positive sum over all the event's kept
-    candidates (out_mass [n, F]); padding: column and position -1, score -inf, features 0. `mark` (one
-    int per item column) with `token + e` marks event e's items."""
+    of the user's earlier events in the batch: `prev[e]`, the user's previous event there, -1 none; ties
+    at the c-th score: the earlier row positions), in row order. Writes their item columns, row positions,
+    scores and raw features (`feats` [n, width, F]), and each feature's positive sum over all the event's
+    kept candidates (out_mass [n, F]); padding: column and position -1, score -inf, features 0. `mark`
+    (one int per item column) with `token + e` marks event e's items."""
     c = out_cols.shape[1]
     n_feat = feats.shape[2]
     keep_m = np.empty(cand_cols.shape[1], np.int64)
-    keep_v = np.empty(cand_cols.shape[1], np.float64)
-    chosen = np.empty(c, np.int64)
+    keep_v = np.empty(cand_cols.shape[1], np.float32)
+    work = np.empty(cand_cols.shape[1], np.float32)
     for e in range(users.shape[0]):
         u = users[e]
         cur = token + e
@@ -671,36 +698,32 @@ def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_s
             k += 1
             for f in range(n_feat):
                 out_mass[e, f] += max(feats[e, m, f], 0.0)
-        n_chosen = 0
-        if k <= c:
+        threshold = -np.inf
+        ties = k  # how many entries scoring the threshold are taken
+        if k > c:  # the c-th largest score: what is above it, and in row order what ties with it
             for q in range(k):
-                chosen[q] = q
-            n_chosen = k
-        else:  # the c-th largest score, then what is above it and, in row order, what ties with it
-            threshold = np.partition(keep_v[:k], k - c)[k - c]
+                work[q] = keep_v[q]
+            threshold = _kth_largest(work, k, c - 1)
+            above = 0
             for q in range(k):
-                if keep_v[q] > threshold:
-                    chosen[n_chosen] = q
-                    n_chosen += 1
-            for q in range(k):
-                if n_chosen == c:
-                    break
-                if keep_v[q] == threshold:
-                    chosen[n_chosen] = q
-                    n_chosen += 1
-        order = np.argsort(-keep_v[chosen[:n_chosen]], kind="mergesort")
-        for r in range(c):
-            if r < n_chosen:
-                q = chosen[order[r]]
+                above += keep_v[q] > threshold
+            ties = c - above
+        r = 0
+        for q in range(k):
+            v = keep_v[q]
+            if v > threshold or (v == threshold and ties > 0):
+                if v == threshold:
+                    ties -= 1
                 m = keep_m[q]
                 out_cols[e, r] = cand_cols[e, m]
                 out_slots[e, r] = m
-                out_blend[e, r] = keep_v[q]
+                out_blend[e, r] = v
                 for f in range(n_feat):
                     out_raw[e, r, f] = feats[e, m, f]
-            else:
-                out_cols[e, r] = -1
-                out_slots[e, r] = -1
-                out_blend[e, r] = -np.inf
-                for f in range(n_feat):
-                    out_raw[e, r, f] = 0.0
+                r += 1
+        for q in range(r, c):
+            out_cols[e, q] = -1
+            out_slots[e, q] = -1
+            out_blend[e, q] = -np.inf
+            for f in range(n_feat):
+                out_raw[e, q, f] = 0.0

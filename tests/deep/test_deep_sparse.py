@@ -89,7 +89,7 @@ def test_deep_candidates_are_the_best_of_each_events_candidates_that_are_not_its
         u = int(users[e])
         mine = seen[u] if u >= 0 else set()
         kept = [m for m in range(cand_n[e]) if int(cols[e, m]) not in mine and np.isfinite(scores[e, m])]
-        best = sorted(kept, key=lambda m: (-scores[e, m], m))[:c]
+        best = sorted(sorted(kept, key=lambda m: (-scores[e, m], m))[:c])  # the best c, in row order
         pad = c - len(best)
         assert out_slots[e].tolist() == best + [-1] * pad
         assert out_cols[e].tolist() == [int(cols[e, m]) for m in best] + [-1] * pad
