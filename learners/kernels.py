@@ -661,14 +661,15 @@ def _kth_largest(a, k, t):
 
 @numba.njit(cache=True, nogil=True)
 def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_start, hist_len, pool, mark,
-                    token, out_cols, out_slots, out_blend, out_raw, out_mass):
+                    token, out_cols, out_slots, out_blend, out_raw, out_mass, out_top):
     """The deep stage's candidates of each event: its best c (= out_cols.shape[1]) candidates by score that
     are none of its user's items before it (the history in `pool`, learned before the batch, and the items
     of the user's earlier events in the batch: `prev[e]`, the user's previous event there, -1 none; ties
     at the c-th score: the earlier row positions), in row order. Writes their item columns, row positions,
     scores and raw features (`feats` [n, width, F]), and each feature's positive sum over all the event's
     kept candidates (out_mass [n, F]); padding: column and position -1, score -inf, features 0. `mark`
-    (one int per item column) with `token + e` marks event e's items."""
+    (one int per item column) with `token + e` marks event e's items. out_top[e]: the event's highest
+    candidate score, its user's items included (-inf: none)."""
     c = out_cols.shape[1]
     n_feat = feats.shape[2]
     keep_m = np.empty(cand_cols.shape[1], np.int64)
@@ -690,7 +691,9 @@ def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_s
         for f in range(n_feat):
             out_mass[e, f] = 0.0
         k = 0
+        top = -np.inf
         for m in range(cand_n[e]):
+            top = max(top, scores[e, m])
             if mark[cand_cols[e, m]] == cur or not np.isfinite(scores[e, m]):
                 continue
             keep_m[k] = m
@@ -698,6 +701,7 @@ def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_s
             k += 1
             for f in range(n_feat):
                 out_mass[e, f] += max(feats[e, m, f], 0.0)
+        out_top[e] = top
         threshold = -np.inf
         ties = k  # how many entries scoring the threshold are taken
         if k > c:  # the c-th largest score: what is above it, and in row order what ties with it

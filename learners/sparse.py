@@ -604,19 +604,19 @@ class SparseRecommender:
         n, c = len(users), self.reranker.n_candidates
         cols, slots = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
         blend, raw = np.empty((n, c), np.float32), np.empty((n, c, kernels.N_FEATURES), np.float32)
-        mass = np.empty((n, kernels.N_FEATURES), np.float32)
+        mass, top = np.empty((n, kernels.N_FEATURES), np.float32), np.empty(n, np.float32)
         if len(self._mark) < self._items.n_cols:
             self._mark = _grow(self._mark, self._items.n_cols)
         kernels.deep_candidates(users, items, sparse_deep.prev_in_batch(users), result.n, result.cols,
                                 result.scores, feats, self._hist[0], self._hist[1], self._hist_pool,
-                                self._mark, self._mark_token, cols, slots, blend, raw, mass)
+                                self._mark, self._mark_token, cols, slots, blend, raw, mass, top)
         self._mark_token += n
         cands, scores = self.reranker.rerank_rows(
             batch.user, items.astype(np.int64), cols, blend, sparse_deep.feature_sources(raw), batch.ts,
             masses=sparse_deep.feature_sources(mass))
         if scores is not None:  # the stage's positions are into the chosen rows: back to the batch's rows
             chosen = np.where(cands.slots >= 0, np.take_along_axis(slots, np.maximum(cands.slots, 0), 1), -1)
-            sparse_deep.lift(result, chosen, scores)
+            sparse_deep.lift(result, chosen, scores, top)
 
     def _add_history(self, users: np.ndarray, items: np.ndarray) -> None:
         pos, n = 0, len(users)

@@ -80,10 +80,10 @@ def test_deep_candidates_are_the_best_of_each_events_candidates_that_are_not_its
     scores[rng.random((n, width)) < 0.05] = np.nan
     feats = rng.normal(size=(n, width, n_feat)).astype(np.float32)
     out = [np.empty((n, c), np.int64), np.empty((n, c), np.int64), np.empty((n, c), np.float32),
-           np.empty((n, c, n_feat), np.float32), np.empty((n, n_feat), np.float32)]
+           np.empty((n, c, n_feat), np.float32), np.empty((n, n_feat), np.float32), np.empty(n, np.float32)]
     kernels.deep_candidates(users, items, prev_in_batch(users), cand_n, cols, scores, feats, np.array(starts),
                             np.array(lengths), np.array(pool, np.int32), np.zeros(n_items, np.int64), 1, *out)
-    out_cols, out_slots, out_blend, out_raw, out_mass = out
+    out_cols, out_slots, out_blend, out_raw, out_mass, out_top = out
     seen = {u: set(h) for u, h in history.items()}
     for e in range(n):
         u = int(users[e])
@@ -97,6 +97,8 @@ def test_deep_candidates_are_the_best_of_each_events_candidates_that_are_not_its
         np.testing.assert_array_equal(out_raw[e, : len(best)], feats[e, best])
         assert not out_raw[e, len(best):].any()
         np.testing.assert_allclose(out_mass[e], np.maximum(feats[e, kept], 0).sum(0), rtol=1e-5)
+        row = scores[e, : cand_n[e]]
+        assert out_top[e] == (np.nanmax(row) if np.isfinite(row).any() else -np.inf)
         if u >= 0:
             seen[u].add(int(items[e]))
 
