@@ -192,8 +192,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-seconds", type=float,
                    help="...or every T seconds [STREAMREC_CHECKPOINT_SECONDS, 30]")
     g.add_argument("--checkpoint-mode", choices=["auto", "fork", "copy"],
-                   help="fork: a forked child writes the state while the learner goes on (POSIX, no "
-                        "torch); copy: the learner copies it first; auto: fork where safe "
+                   help="fork: a forked child writes the state while the learner goes on (POSIX, CUDA "
+                        "not initialised); copy: the learner copies it first; auto: fork where safe "
                         "[STREAMREC_CHECKPOINT_MODE, auto]")
     g.add_argument("--sync-seconds", type=float,
                    help="share item-side state with the other workers of the group (deltas on the "

@@ -6,9 +6,10 @@ goes on learning: the parent pauses only while the kernel copies page tables, an
 page copy the first time it writes to a page the child still shares. The parent waits for the child
 (`ForkedCheckpoint.wait`) on another thread. This is how Redis' BGSAVE snapshots a live dataset.
 
-Only for processes where a forked child is safe: POSIX, and no torch loaded (its OpenMP pools and CUDA
-do not survive a fork); `fork_is_safe()` says so, and callers fall back to copying the state on the
-learner's thread.
+Only for processes where a forked child is safe: POSIX, and CUDA not initialised (it does not survive a
+fork). torch on CPU is fine: the child only reads tensors into numpy arrays (a deep stage's weights in
+`state_dict()`), which runs no parallel op, so the OpenMP pool the fork leaves behind is never used.
+`fork_is_safe()` says so, and callers fall back to copying the state on the learner's thread.
 
 >>> import tempfile
 >>> import numpy as np
@@ -49,8 +50,11 @@ class HasStateDict(Protocol):
 
 
 def fork_is_safe() -> bool:
-    """Whether this process can checkpoint from a forked child: POSIX fork, and torch not loaded."""
-    return hasattr(os, "fork") and "torch" not in sys.modules
+    """Whether this process can checkpoint from a forked child: POSIX fork, and CUDA not initialised."""
+    if not hasattr(os, "fork"):
+        return False
+    torch = sys.modules.get("torch")
+    return torch is None or not torch.cuda.is_initialized()
 
 
 @dataclass
