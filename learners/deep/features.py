@@ -317,9 +317,10 @@ class CandidateFeatures:
         np.add.at(self._recent, item_cols, 2.0 ** ((clock - self._ref) / self.recent_half_life))
         self._last[item_cols] = clock  # later events of the same item win (fancy assignment order)
         new = self._first[item_cols] < 0
-        first = np.full(len(self._first), np.inf)
-        np.minimum.at(first, item_cols[new], clock[new])
-        self._first = np.where(np.isfinite(first), first, self._first)
+        # each new item's first event in the batch (clocks grow: np.unique's first index is the earliest);
+        # touches the batch's items only, never every item
+        cols, first = np.unique(item_cols[new], return_index=True)
+        self._first[cols] = clock[new][first]
         if self.exclude_seen:
             width = max(self._seen.shape[1], (int(item_cols.max()) + 8) // 8)
             if width > self._seen.shape[1]:
