@@ -158,6 +158,7 @@ class WindowedFineTuner:
         self._thread: threading.Thread | None = None
         self._worker: TrainerProcess | None = None  # background="process": started on the first round
         self._submit_s = 0.0  # the stream's share of the round in flight (snapshot + send)
+        self._shared: dict[str, torch.Tensor] | None = None  # the process rounds' snapshot buffers
         self._replay_busy_until = 0  # replay: the event the last round's cost runs until
         self._last_trigger_event = 0
         self._last_trigger_time = time.monotonic()
@@ -253,7 +254,9 @@ class WindowedFineTuner:
         start = time.perf_counter()
         if self.device.type != "cpu":
             raise ValueError(f"background='process' needs device='cpu', got {self.device}")
-        data = self.window.snapshot(before_event=trigger_event)  # copies: safe to move to shared memory
+        if self._shared is None:  # rounds never overlap: one set of shared buffers serves them all
+            self._shared = self.window.shared_buffers()
+        data = self.window.snapshot(before_event=trigger_event, out=self._shared)
         if len(data["label"]) < self.min_samples:
             return
         serving = self._served.model

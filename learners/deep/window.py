@@ -109,9 +109,18 @@ class SlidingWindow:
             self._size = min(self.capacity, self._size + n)
             self._newest_event = max(self._newest_event, int(np.max(event_index)))
 
-    def snapshot(self, before_event: int | None = None) -> dict[str, torch.Tensor]:
+    def shared_buffers(self) -> dict[str, torch.Tensor]:
+        """One capacity-sized tensor per field in shared memory (CPU), for `snapshot(out=...)`: a
+        snapshot gathered into them goes to another process as a handle, not a copy."""
+        return {name: torch.empty_like(tensor, device="cpu").share_memory_()
+                for name, tensor in self._data.items()}
+
+    def snapshot(self, before_event: int | None = None, out: Mapping[str, torch.Tensor] | None = None
+                 ) -> dict[str, torch.Tensor]:
         """Copies of the windowed samples in arrival order (plus "event" and "ts"), only those of
-        events before `before_event` when given."""
+        events before `before_event` when given. With `out` (`shared_buffers()`), the fields are
+        gathered into its tensors and returned as views of them (valid until the next such snapshot);
+        fresh tensors cost a page fault per 4 KiB, ten times the gather at a 200 MB window."""
         with self._lock:
             order = (self._next - self._size + torch.arange(self._size, device=self.device)) % self.capacity
             event = self._event[order]
@@ -126,7 +135,11 @@ class SlidingWindow:
                 newest_ts = ts[keep].max() if bool(keep.any()) else ts.max()
                 keep &= ts >= newest_ts - self.max_age_s
             rows = order[keep]
-            out = {name: tensor[rows] for name, tensor in self._data.items()}
-            out["event"] = event[keep]
-            out["ts"] = ts[keep]
-        return out
+            if out is None:
+                taken = {name: tensor[rows] for name, tensor in self._data.items()}
+            else:
+                taken = {name: torch.index_select(tensor, 0, rows, out=out[name][: len(rows)])
+                         for name, tensor in self._data.items()}
+            taken["event"] = event[keep]
+            taken["ts"] = ts[keep]
+        return taken

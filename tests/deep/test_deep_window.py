@@ -24,6 +24,20 @@ def test_capacity_keeps_the_newest_in_arrival_order():
     assert snap["x"][:, 0].tolist() == [7.0, 8.0, 9.0, 10.0, 11.0]
 
 
+def test_a_snapshot_into_shared_buffers_equals_a_fresh_one():
+    window = _window(capacity=5, span_events=3)
+    shared = window.shared_buffers()
+    assert all(t.is_shared() and len(t) == 5 for t in shared.values())
+    for lo in range(0, 12, 4):
+        _append(window, np.arange(lo, lo + 4), np.zeros(4))
+        fresh, into = window.snapshot(before_event=lo + 3), window.snapshot(before_event=lo + 3, out=shared)
+        assert fresh.keys() == into.keys()
+        for name in fresh:
+            assert torch.equal(fresh[name], into[name])
+        # views of the shared buffers: another process gets a handle, not a copy
+        assert into["y"].untyped_storage().data_ptr() == shared["y"].untyped_storage().data_ptr()
+
+
 def test_span_in_events_and_age_in_seconds_bound_the_snapshot():
     window = _window(span_events=10)
     _append(window, np.arange(0, 30, 3), np.arange(10, dtype=np.float64))
