@@ -442,6 +442,16 @@ def _insert_best(scores, m, best, size, cols, item_events, below):
     return n
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mark_history(u, hist_start, hist_len, pool, mark, token):
+    """mark[item] = token for each item of user u's history in `pool` (-1: an evicted item's hole)."""
+    h0 = hist_start[u]
+    for q in range(hist_len[u]):
+        h = pool[h0 + q]
+        if h >= 0:
+            mark[h] = token
+
+
 SOURCE_BACKGROUND = N_FEATURES  # `top_k_users` source codes past the features' own
 SOURCE_EXPLORE = N_FEATURES + 1
 
@@ -490,10 +500,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
             for t in range(recent.shape[1]):
                 if recent[u, t] >= 0:
                     mark[recent[u, t]] = mine
-            h0 = hist_start[u]
-            for q in range(hist_len[u]):  # and everything else the user had
-                if hist_pool[h0 + q] >= 0:
-                    mark[hist_pool[h0 + q]] = mine
+            _mark_history(u, hist_start, hist_len, hist_pool, mark, mine)  # and everything else the user had
         m = 0
         with_mass = out_mass.shape[0] > 0
         for i in range(n):
@@ -679,11 +686,7 @@ def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_s
         u = users[e]
         cur = token + e
         if u >= 0:
-            h0 = hist_start[u]
-            for q in range(hist_len[u]):
-                h = pool[h0 + q]
-                if h >= 0:
-                    mark[h] = cur
+            _mark_history(u, hist_start, hist_len, pool, mark, cur)
         p = prev[e]
         while p >= 0:
             mark[items[p]] = cur

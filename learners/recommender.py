@@ -57,9 +57,9 @@ from learners.cooccurrence import CoOccurrence, group_layout, recent_context
 from learners.ids import IdIndex, grow_rows
 from learners.mf import MatrixFactorization
 from learners.popularity import DecayedCounts, StagePopularity, stage_of
+from learners.stage_state import load_stage, save_stage
 
 _NO_ITEM = -1
-_DEEP_PREFIX = "deep."  # state.items arrays of the deep stage's weights
 
 
 def best_columns(row: np.ndarray, mask: np.ndarray, m: int) -> np.ndarray:
@@ -762,11 +762,8 @@ class OnlineRecommender:
             "mf": {"mean": self.mf.mean, "n_ratings": self.mf.n_ratings} if self.mf else None,
             "params": {"recent": self.recent, "dim": self.dim, "transitions": self.transitions},
         }
-        if self.reranker is not None:
-            # the deep stage's serving model: weights as item-side arrays, the rest JSON meta
-            deep = self.reranker.state_dict()
-            items.update({_DEEP_PREFIX + key: np.asarray(w) for key, w in deep.get("weights", {}).items()})
-            meta["deep"] = {key: value for key, value in deep.items() if key != "weights"}
+        if self.reranker is not None:  # the deep stage's serving model (its features refill)
+            save_stage(self.reranker, items, meta)
         return State(users=users, items=items, meta=meta)
 
     def load_state_dict(self, state: State) -> None:
@@ -826,7 +823,5 @@ class OnlineRecommender:
             self.mf.n_ratings = int(state.meta["mf"]["n_ratings"])
         self._item_table = None
         self._lookup_cache = None
-        if self.reranker is not None and state.meta.get("deep"):
-            weights = {key[len(_DEEP_PREFIX):]: array for key, array in items.items()
-                       if key.startswith(_DEEP_PREFIX)}
-            self.reranker.load_state_dict({**state.meta["deep"], "weights": weights})
+        if self.reranker is not None:
+            load_stage(self.reranker, items, state.meta)

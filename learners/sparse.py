@@ -53,6 +53,7 @@ from learners.content_index import ContentNeighbours
 from learners.ids import IdIndex
 from learners.item_deltas import DeltaRecorder, ItemDelta
 from learners.neighbours import NeighbourTable
+from learners.stage_state import load_stage, save_stage
 
 _MAX_EXPONENT = 200.0  # forward-decay exponent at which the trending counts are rebased
 
@@ -103,10 +104,6 @@ def _deep_stage(deep: Any, seed: int) -> Any:
         raise ValueError("a deep stage over sparse candidates is built with exclude_seen=False (its users x "
                          "items bitmap is what this model avoids; the model leaves the user's items out)")
     return deep
-
-
-_DEEP_PREFIX = "deep."  # state.items arrays of the deep stage's serving weights
-_DEEP_CONTEXT = "deep_context."  # ... and of what its candidate features are computed from
 
 
 class SparseRecommender:
@@ -605,18 +602,25 @@ class SparseRecommender:
         cols, slots = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
         blend, raw = np.empty((n, c), np.float32), np.empty((n, c, kernels.N_FEATURES), np.float32)
         mass, top = np.empty((n, kernels.N_FEATURES), np.float32), np.empty(n, np.float32)
-        if len(self._mark) < self._items.n_cols:
-            self._mark = _grow(self._mark, self._items.n_cols)
+        mark, token = self._marks(n)
         kernels.deep_candidates(users, items, sparse_deep.prev_in_batch(users), result.n, result.cols,
                                 result.scores, feats, self._hist[0], self._hist[1], self._hist_pool,
-                                self._mark, self._mark_token, cols, slots, blend, raw, mass, top)
-        self._mark_token += n
+                                mark, token, cols, slots, blend, raw, mass, top)
         cands, scores = self.reranker.rerank_rows(
             batch.user, items.astype(np.int64), cols, blend, sparse_deep.feature_sources(raw), batch.ts,
             masses=sparse_deep.feature_sources(mass))
         if scores is not None:  # the stage's positions are into the chosen rows: back to the batch's rows
             chosen = np.where(cands.slots >= 0, np.take_along_axis(slots, np.maximum(cands.slots, 0), 1), -1)
             sparse_deep.lift(result, chosen, scores, top)
+
+    def _marks(self, n: int) -> tuple[np.ndarray, int]:
+        """The per-item marks (one int per item column, grown to the columns) and the first of `n`
+        fresh tokens: token + r marks row r's items in a kernel."""
+        if len(self._mark) < self._items.n_cols:
+            self._mark = _grow(self._mark, self._items.n_cols)
+        token = self._mark_token
+        self._mark_token += n
+        return self._mark, token
 
     def _add_history(self, users: np.ndarray, items: np.ndarray) -> None:
         pos, n = 0, len(users)
@@ -791,11 +795,12 @@ class SparseRecommender:
         users (`kernels.top_k_users`)."""
         if not len(self._items) or k < 1 or not len(user_ids):
             return [[] for _ in user_ids]
-        users = self._users.lookup(np.asarray([str(x) for x in user_ids], dtype=object))
+        ids = np.asarray([str(x) for x in user_ids], dtype=object)
+        users = self._users.lookup(ids)
         plain = self._top_k(users, k, exclude_recent, self.explore_slots)[:4]
         listed = None
         if self.reranker is not None and self.reranker.model_version > 0:
-            listed = self._deep_lists(user_ids, users, k, exclude_recent, plain)
+            listed = self._deep_lists(ids, users, k, exclude_recent, plain)
         out_n, out_cols, out_scores, out_src = plain if listed is None else listed
         filled = np.arange(k)[None, :] < out_n[:, None]
         cols, src = out_cols[filled], out_src[filled]
@@ -815,12 +820,8 @@ class SparseRecommender:
         """`kernels.top_k_users` of user columns: (n listed, item columns, scores, source codes, and when
         `feats` the listed items' raw features and each feature's sum over the user's candidates)."""
         background = self.background()
-        n_cols = self._items.n_cols
         width = self._candidate_capacity()
-        if len(self._mark) < n_cols:
-            self._mark = _grow(self._mark, n_cols)
-        token = self._mark_token
-        self._mark_token += len(users)
+        mark, token = self._marks(len(users))
         out_n = np.zeros(len(users), np.int64)
         out_cols = np.zeros((len(users), k), np.int64)
         out_scores = np.zeros((len(users), k), np.float64)
@@ -829,7 +830,7 @@ class SparseRecommender:
         out_mass = np.zeros((len(users) if feats else 0, kernels.N_FEATURES), np.float32)
         kernels.top_k_users(
             users, k, exclude_recent, explore_slots, self.explore_below, self._items.live_mask(),
-            self._item_events, background.order_desc(), background.values, self._mark, token, self._recent,
+            self._item_events, background.order_desc(), background.values, mark, token, self._recent,
             self._recent_head, self._recent_len, self._hist[0], self._hist[1], self._hist_pool,
             self._ctx_norm, self._cand_norm, self._log_trend,
             self._log_w, self._cont_fade, self.neighbours.cols, self.neighbours.weights,
@@ -840,7 +841,7 @@ class SparseRecommender:
             self._mixes, out_feats, out_mass)
         return out_n, out_cols, out_scores, out_src, out_feats, out_mass
 
-    def _deep_lists(self, user_ids: Sequence[str], users: np.ndarray, k: int, exclude_recent: bool,
+    def _deep_lists(self, ids: np.ndarray, users: np.ndarray, k: int, exclude_recent: bool,
                     plain: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """Lists in the deep stage's order: it re-ranks each user's best `n_candidates` items (the blend's
@@ -855,9 +856,8 @@ class SparseRecommender:
         # an exploration pick keeps its slot: it is not re-ranked into the rest
         blend[(cols[:, :, None] == np.where(explored, plain_cols, -2)[:, None, :]).any(2)] = -np.inf
         cands, deep = self.reranker.rerank_rows(
-            np.asarray([str(u) for u in user_ids], dtype=object), np.full(len(users), -1, np.int64), cols,
-            blend, sparse_deep.feature_sources(feats), np.full(len(users), self._latest_ts), remember=False,
-            masses=sparse_deep.feature_sources(mass))
+            ids, np.full(len(users), -1, np.int64), cols, blend, sparse_deep.feature_sources(feats),
+            np.full(len(users), self._latest_ts), remember=False, masses=sparse_deep.feature_sources(mass))
         if deep is None:
             return None
         order, ranked = sparse_deep.deep_order(cands.slots, deep)
@@ -992,11 +992,8 @@ class SparseRecommender:
                 "ratings": {"sum": self._rating_sum, "n": self._n_ratings}, "rng": str(int(self._rng[0])),
                 "item_watermarks": {str(p): o for p, o in self._watermarks.items()},
                 "latest_ts": self._latest_ts}
-        if self.reranker is not None:  # the serving model: weights as item-side arrays, the rest meta
-            deep = self.reranker.state_dict()
-            items.update({_DEEP_PREFIX + key: np.asarray(w) for key, w in deep.get("weights", {}).items()})
-            meta["deep"] = {key: value for key, value in deep.items() if key != "weights"}
-            items.update({_DEEP_CONTEXT + key: value for key, value in self.reranker.context_state().items()})
+        if self.reranker is not None:  # the serving model and what its features read
+            save_stage(self.reranker, items, meta, context=True)
         return State(users=users, items=items, meta=meta)
 
     def load_state_dict(self, state: State) -> None:
@@ -1077,10 +1074,5 @@ class SparseRecommender:
                                                 self._background_version)
             self._background_at = self._clock() - int(state.meta["background_age"])
         self._latest_ts = float(state.meta.get("latest_ts", 0.0))
-        if self.reranker is not None and state.meta.get("deep"):
-            weights = {key[len(_DEEP_PREFIX):]: array for key, array in items.items()
-                       if key.startswith(_DEEP_PREFIX)}
-            self.reranker.load_state_dict({**state.meta["deep"], "weights": weights})
-        if self.reranker is not None and any(key.startswith(_DEEP_CONTEXT) for key in items):
-            self.reranker.load_context_state({key[len(_DEEP_CONTEXT):]: array for key, array in items.items()
-                                              if key.startswith(_DEEP_CONTEXT)})
+        if self.reranker is not None:
+            load_stage(self.reranker, items, state.meta)

@@ -45,18 +45,14 @@ def feature_sources(feats: np.ndarray) -> dict[str, np.ndarray]:
     return {name: feats[:, :, f] for f, name in enumerate(kernels.FEATURES)}
 
 
-def lift(result: CandidateScores, slots: np.ndarray, deep: np.ndarray, top: np.ndarray | None = None
-         ) -> None:
+def lift(result: CandidateScores, slots: np.ndarray, deep: np.ndarray, top: np.ndarray) -> None:
     """Give the re-ranked candidates (row positions `slots` [n, C], -1 padding) scores in the deep order
     (`deep` [n, C]) above every other score of their event: its other candidates' (`top`: each event's
-    highest, when known) and the background's. In place: `result.scores` and, where the target is one of
-    them, `result.target_score`."""
+    highest, `kernels.deep_candidates`) and the background's. In place: `result.scores` and, where the
+    target is one of them, `result.target_score`."""
     valid = slots >= 0
     if not valid.any():
         return
-    if top is None:
-        inside = np.arange(result.cols.shape[1])[None, :] < result.n[:, None]
-        top = np.where(inside, result.scores, -np.inf).max(1, initial=-np.inf)
     bg = result.background
     bg_top = max(bg.default, float(bg.sorted_values[-1])) if len(bg.sorted_values) else bg.default
     floor = np.maximum(top, bg_top)

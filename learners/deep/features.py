@@ -122,17 +122,11 @@ class CandidateFeatures:
         rows [n, m] or one row [m] shared by all events, whose column j is item column `item_cols[j]`.
         Only the candidates' entries of the sources are read, plus each source row's positive mass."""
         n, m = blend.shape
-        names = tuple(sorted(sources))
-        if self.source_names is None:
-            self.source_names = names
-        elif names != self.source_names:
-            raise ValueError(f"sources changed from {self.source_names} to {names}")
+        names = self._source_names(sources)
         c = self.n_candidates
         item_cols = np.asarray(item_cols, dtype=np.int64)
         recent = np.asarray(recent, dtype=np.int64)
-        finite = np.array(blend, dtype=np.float32)  # a copy: the user's own items become -inf
-        if finite.size and not finite.max() < np.inf:  # one reduction spots nan (it propagates) and +inf
-            finite[np.isnan(finite) | (finite == np.inf)] = -np.inf
+        finite = _finite(blend)  # a copy: the user's own items become -inf
         if self.exclude_seen:  # the user's own items are no recommendation (nor evaluated as one)
             self._mask_seen(finite, np.asarray(users, dtype=np.int64), recent, item_cols)
         if m > c:
@@ -174,14 +168,8 @@ class CandidateFeatures:
         >>> c.items.tolist(), c.slots.tolist(), c.n_valid.tolist()
         ([[8, 10]], [[1, 3]], [2])
         """
-        names = tuple(sorted(sources))
-        if self.source_names is None:
-            self.source_names = names
-        elif names != self.source_names:
-            raise ValueError(f"sources changed from {self.source_names} to {names}")
-        finite = np.array(blend, dtype=np.float32)
-        if finite.size and not finite.max() < np.inf:
-            finite[np.isnan(finite) | (finite == np.inf)] = -np.inf
+        names = self._source_names(sources)
+        finite = _finite(blend)
         n, m = finite.shape
         c = min(self.n_candidates, m)
         if m > c:
@@ -203,6 +191,15 @@ class CandidateFeatures:
                     else np.asarray(masses[name], np.float32).reshape(n, 1))
             raw.append((np.take_along_axis(row, top, 1), mass))
         return self._describe(cand, top, top_blend, valid, raw, np.asarray(recent, np.int64), recent_ts, ts)
+
+    def _source_names(self, sources: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+        """The sources' names, sorted; the first call fixes them (the feature layout depends on them)."""
+        names = tuple(sorted(sources))
+        if self.source_names is None:
+            self.source_names = names
+        elif names != self.source_names:
+            raise ValueError(f"sources changed from {self.source_names} to {names}")
+        return names
 
     def _describe(
         self,
@@ -369,6 +366,14 @@ class CandidateFeatures:
         self._recent = grow_rows(self._recent, n_cols)
         self._last = grow_rows(self._last, n_cols, fill=-1.0)
         self._first = grow_rows(self._first, n_cols, fill=-1.0)
+
+
+def _finite(blend: np.ndarray) -> np.ndarray:
+    """A float32 copy of the scores with nan and +inf as -inf (no candidate)."""
+    finite = np.array(blend, dtype=np.float32)
+    if finite.size and not finite.max() < np.inf:  # one reduction spots nan (it propagates) and +inf
+        finite[np.isnan(finite) | (finite == np.inf)] = -np.inf
+    return finite
 
 
 def _duplicates(cols: np.ndarray) -> np.ndarray:

@@ -111,7 +111,7 @@ def test_lift_puts_the_reranked_candidates_above_every_other_score_in_deep_order
                              np.array([0.7, 2.0], np.float32), bg)
     slots = np.array([[2, 0], [1, -1]])
     deep = np.array([[0.1, 0.3], [5.0, 0.0]], np.float32)
-    lift(result, slots, deep)
+    lift(result, slots, deep, np.array([0.9, 2.0], np.float32))  # each event's highest candidate score
     assert result.scores[0, 0] > result.scores[0, 2] > 3.0  # above the background's best (3.0)
     assert result.scores[0, 1] == np.float32(0.9)  # not re-ranked: as it was
     assert result.scores[1, 1] > 3.0 and result.scores[1, 0] == np.float32(2.0)
