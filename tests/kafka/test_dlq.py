@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +33,17 @@ MALFORMED: list[tuple[bytes, str]] = [
 ]
 
 
+def _health_once_counted(worker: WorkerProcess, dead_letters: int, timeout: float = 10.0) -> dict:
+    """`/health` once its `dlq_total` reached `dead_letters` (or after `timeout`): the good events of
+    one partition can all be applied before the other partition's bad records are dead-lettered."""
+    deadline = time.monotonic() + timeout
+    health = worker.health()
+    while health["dlq_total"] < dead_letters and time.monotonic() < deadline:
+        time.sleep(0.1)
+        health = worker.health()
+    return health
+
+
 def _interleave(settings: Settings, topic: str, good: list[dict], user_field: str, bad: list[bytes],
                 bad_key: bytes) -> None:
     """Produce the good events keyed by their user, a bad payload after each of the first ones."""
@@ -56,9 +68,10 @@ def test_malformed_payloads_are_dead_lettered_and_good_ones_applied(
         worker.wait_ready()
         bad = [payload for payload, _ in MALFORMED]  # a bad record between good ones
         _interleave(settings, settings.topic("interactions"), good, "user_id", bad, b"user0")
-        health = worker.wait_applied(len(good), timeout=30)
+        worker.wait_applied(len(good), timeout=30)
         letters = read_topic(kafka_bootstrap, settings.topic("interactions.dlq"), timeout=20,
                              until=lambda rs: len(rs) >= len(MALFORMED))
+        health = _health_once_counted(worker, len(MALFORMED))
         recs = read_topic(kafka_bootstrap, settings.topic("recommendations"), timeout=20,
                           until=lambda rs: {r.key for r in rs} >= {f"user{n}".encode() for n in range(7)})
 
@@ -102,9 +115,10 @@ def test_a_worker_reads_an_existing_topic_with_other_field_names(
     with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "state", args=args) as worker:
         worker.wait_ready()
         _interleave(settings, theirs, good, "visitorid", [b[0] for b in bad], b"1")
-        health = worker.wait_applied(len(good), timeout=30)
+        worker.wait_applied(len(good), timeout=30)
         letters = read_topic(kafka_bootstrap, settings.topic("interactions.dlq"), timeout=20,
                              until=lambda rs: len(rs) >= len(bad))
+        health = _health_once_counted(worker, len(bad))
         with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/recommendations/1000?k=3") as r:
             served = json.loads(r.read())
     assert health["events_applied"] == len(good) and health["dlq_total"] == len(bad)
