@@ -94,7 +94,7 @@ def test_worker_keeps_every_event_when_the_validator_dies(
     good = encode_events(generate(n_events=3000, seed=5).log)
     bad = flood_payloads(1000, seed=5)
     mixed = interleave(good, bad, seed=5)
-    half = len(mixed) // 2
+    quarter, half = len(mixed) // 4, len(mixed) // 2
     with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "state",
                        args=["--learner", "popularity"]) as worker:
         worker.wait_ready()
@@ -104,9 +104,13 @@ def test_worker_keeps_every_event_when_the_validator_dies(
         assert child is not None, "the worker runs no validator process"
         producer = make_producer(settings)
         try:
-            send_records(producer, settings.topic("interactions"), mixed[:half])
-            before = worker.wait_applied(sum(1 for key, _ in mixed[:half] if key != b"flood"), timeout=60)
-            assert before["validation"]["in_child"] > 0  # a quarter refused: the child validates
+            # the first fetches are validated in place; a quarter of them refused, the next go to the
+            # child (sent after the first are counted, so that they cannot share their fetch)
+            send_records(producer, settings.topic("interactions"), mixed[:quarter])
+            _wait_validated(worker, quarter)
+            send_records(producer, settings.topic("interactions"), mixed[quarter:half])
+            before = _wait_validated(worker, half)
+            assert before["in_child"] >= half - quarter
             os.kill(child, signal.SIGKILL)
             send_records(producer, settings.topic("interactions"), mixed[half:])
         finally:
@@ -132,11 +136,29 @@ def test_good_records_are_validated_in_place_and_a_flood_in_the_child(
         try:
             send_records(producer, settings.topic("interactions"), good[:2000])
             clean = worker.wait_applied(2000, timeout=60)["validation"]
-            send_records(producer, settings.topic("interactions"), interleave(good[2000:], bad, seed=8))
-            flood = worker.wait_applied(len(good), timeout=60)["validation"]
+            flood = interleave(good[2000:], bad, seed=8)
+            send_records(producer, settings.topic("interactions"), flood[:1000])
+            first = _wait_validated(worker, 3000)
+            send_records(producer, settings.topic("interactions"), flood[1000:])
+            worker.wait_applied(len(good), timeout=60)
+            after = _wait_validated(worker, len(good) + len(bad))
         finally:
             producer.close()
     assert clean == {"in_place": 2000, "in_child": 0, "refused": 0}
-    assert flood["in_child"] >= 2000  # most of the flood went to the child
-    assert flood["in_place"] + flood["in_child"] == len(good) + len(bad)
-    assert flood["refused"] == len(bad)
+    # half of the first flood fetch refused: every later fetch goes to the child
+    assert after["in_child"] - first["in_child"] == len(flood) - 1000
+    assert after["in_place"] == first["in_place"]
+    assert after["refused"] == len(bad)
+
+
+def _wait_validated(worker: WorkerProcess, n: int, timeout: float = 60.0) -> dict[str, int]:
+    """The worker's validation counts once `n` interaction records are validated (`wait_applied` can
+    return before the fetches that hold only refused records are validated)."""
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = worker.health()["validation"]
+        if counts["in_place"] + counts["in_child"] >= n:
+            return counts
+        time.sleep(0.1)
+    raise TimeoutError(f"validated {counts} < {n} after {timeout}s:\n{worker.log_tail()}")
