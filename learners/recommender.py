@@ -763,7 +763,7 @@ class OnlineRecommender:
             "params": {"recent": self.recent, "dim": self.dim, "transitions": self.transitions},
         }
         if self.reranker is not None:  # the deep stage's serving model (its features refill)
-            save_stage(self.reranker, items, meta)
+            save_stage(self.reranker, items, meta, context=True)
         return State(users=users, items=items, meta=meta)
 
     def load_state_dict(self, state: State) -> None:
