@@ -341,7 +341,7 @@ SOURCES: dict[str, str] = {
     "trending": "popular lately (decayed counts)",
     "popularity": "popular overall; the popularity baselines' whole list",
     "stage": "popular among users at the same stage (how many events they had before)",
-    "now": "popular in the last few hundred events (OnlineRecommender(now_half_life=...))",
+    "now": "popular in the last few hundred events (OnlineRecommender(now=DecayedCounts(...)))",
     "content": "title and tags like those of the user's recent items (ranks announced items before any "
                "interaction)",
     "mf": "matrix factorisation (OnlineRecommender(blend_mf=True))",

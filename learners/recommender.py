@@ -56,6 +56,7 @@ from learners.content import HashedContent
 from learners.cooccurrence import CoOccurrence, group_layout, recent_context
 from learners.ids import IdIndex, grow_rows
 from learners.mf import MatrixFactorization
+from learners.params import fresh
 from learners.popularity import DecayedCounts, StagePopularity, stage_of
 from learners.stage_state import load_stage, save_stage
 
@@ -79,21 +80,34 @@ class OnlineRecommender:
 
     Parameters
     ----------
+    cooccurrence
+        The session signal (`learners.cooccurrence.CoOccurrence`); None: `CoOccurrence(window=60,
+        context=10, decay=0.8, alpha=0.62, pair_power=0.6)`, its window and context cut to `recent`.
+    trending, stages
+        Decayed item counts (`learners.popularity.DecayedCounts`; None: a half-life of 1,000 events)
+        and per-user-stage popularity (`learners.popularity.StagePopularity`; None: 5,000 events).
+    content
+        The cold-start signal (`learners.content.HashedContent`; None: 256 dimensions, decay 0.8).
+    mf
+        Incremental BPR matrix factorisation (`learners.mf.MatrixFactorization`) behind
+        `predict_many`; True: 32 factors, step 0.05, seeded with `seed`; None or False: none
+        (`predict_many` then predicts the mean rating). It scores lists only with `blend_mf`.
+    now, transitions
+        Optional sources, off when None: a very short-lived trending count (a `DecayedCounts`, e.g. a
+        half-life of 300 events) and directed next-item counts (a `CoOccurrence` with `directed=True`,
+        `name="transitions"`).
     recent
-        How many recent items per user are kept (context of co-occurrence and content).
-    window, context, decay, alpha
-        Co-occurrence hyper-parameters (`learners.cooccurrence.CoOccurrence`).
-    dim, mf_lr
-        MF factors (0: no MF source; `predict_many` then predicts the mean rating) and step size.
-    trend_half_life, stage_half_life
-        Half-lives, in events, of the trending and the per-user-stage popularity features.
-    negatives
-        Negatives sampled per event for MF and the blend.
+        How many recent items per user are kept (the context of co-occurrence and content).
+    negatives, hard_negatives
+        Negatives sampled per event for MF and the blend; of them, taken from the blend's best-ranked.
     blend_lr
         Step size of the online blend weights.
     explore_slots, explore_below
-        Slots of each recommended list kept for items with fewer than `explore_below` interactions;
-        the content source scores only such items (it is the cold-start signal).
+        Slots of each recommended list kept for items with fewer than `explore_below` interactions.
+    content_below, content_weight, content_context
+        Content scores only items with fewer than `content_below` interactions (None: every item
+        with metadata), starts at blend weight `content_weight` and reads the last `content_context`
+        recent items.
     max_users, max_items, user_idle
         Bounds of the id indexes (least recently seen evicted; users idle for `user_idle` events drop).
         The co-occurrence matrix is dense: at most max_items**2 * 4 bytes (8192 items: 256 MiB).
@@ -101,34 +115,36 @@ class OnlineRecommender:
         Extra sources (see the interface above).
     deep
         True: a `learners.deep.DeepReranker` second stage; or a reranker / source object; None/False: none.
+
+    Signals given here are the model's own from then on (it learns into them); `load_state_dict`
+    starts fresh copies of them (`learners.params.fresh`).
+
+    >>> from learners.popularity import DecayedCounts
+    >>> model = OnlineRecommender(cooccurrence=CoOccurrence(window=20, context=5, decay=0.8, alpha=0.62),
+    ...                           now=DecayedCounts(half_life=300.0), mf=None)
+    >>> model.blend.names
+    ['cooccurrence', 'trending', 'popularity', 'stage', 'now', 'content']
     """
 
     def __init__(
         self,
+        cooccurrence: CoOccurrence | None = None,
+        trending: DecayedCounts | None = None,
+        stages: StagePopularity | None = None,
+        content: HashedContent | None = None,
+        mf: MatrixFactorization | bool | None = True,
+        now: DecayedCounts | None = None,
+        transitions: CoOccurrence | None = None,
         recent: int = 60,
-        window: int = 60,
-        context: int = 10,
-        decay: float = 0.8,
-        alpha: float = 0.62,
-        pair_decay: float = 1.0,
-        pair_power: float = 0.6,
-        dim: int = 32,
-        mf_lr: float = 0.05,
-        blend_mf: bool = False,
-        trend_half_life: float = 1000.0,
-        now_half_life: float | None = None,
-        stage_half_life: float = 5000.0,
-        transitions: int = 0,
         negatives: int = 4,
         hard_negatives: int = 0,
         blend_lr: float = 0.005,
+        blend_mf: bool = False,
         explore_slots: int = 1,
         explore_below: int = 5,
         content_below: int | None = None,
         content_weight: float = 0.3,
         content_context: int = 10,
-        content_decay: float = 0.8,
-        content_dim: int = 256,
         max_users: int = 200_000,
         max_items: int = 8192,
         user_idle: float | None = None,
@@ -136,30 +152,32 @@ class OnlineRecommender:
         deep: Any = None,
         seed: int = 0,
     ) -> None:
+        if cooccurrence is None:
+            cooccurrence = CoOccurrence(window=min(60, recent), context=min(10, recent), decay=0.8,
+                                        alpha=0.62, pair_power=0.6)
+        for signal in (cooccurrence, transitions):
+            if signal is not None and max(signal.window, signal.context) > recent:
+                raise ValueError(f"{signal.name}: window {signal.window} / context {signal.context} reach "
+                                 f"beyond the {recent} recent items kept (raise `recent`)")
+        self.cooc = cooccurrence
+        self.trans = transitions
+        self.trending = trending if trending is not None else DecayedCounts(1000.0, "events")
+        self.now = now if now is not None else DecayedCounts(100.0, "events")  # kept (checkpoints), unused
+        self.blend_now = now is not None
+        self.stages = stages if stages is not None else StagePopularity(half_life=5000.0)
+        self.content = content if content is not None else HashedContent(dim=256, decay=0.8)
+        self.mf = MatrixFactorization(seed=seed) if mf is True else (mf or None)
+        self.all_time = DecayedCounts()
         self.recent = recent
-        self.window = window
-        self.context = context
-        self.decay = decay
-        self.alpha = alpha
-        self.pair_decay = pair_decay
-        self.pair_power = pair_power
-        self.dim = dim
-        self.mf_lr = mf_lr
-        self.blend_mf = blend_mf
-        self.trend_half_life = trend_half_life
-        self.now_half_life = now_half_life
-        self.stage_half_life = stage_half_life
-        self.transitions = transitions
         self.negatives = negatives
         self.hard_negatives = hard_negatives
         self.blend_lr = blend_lr
+        self.blend_mf = blend_mf
         self.explore_slots = explore_slots
         self.explore_below = explore_below
         self.content_below = content_below
         self.content_weight = content_weight
         self.content_context = content_context
-        self.content_decay = content_decay
-        self.content_dim = content_dim
         self.max_users = max_users
         self.max_items = max_items
         self.user_idle = user_idle
@@ -184,19 +202,7 @@ class OnlineRecommender:
         self._user_events = np.zeros(0, dtype=np.int64)
         self._item_events = np.zeros(0, dtype=np.int64)
         self._evicted_events = 0  # interactions of items evicted since: still applied, no longer counted
-        self.cooc = CoOccurrence(window=min(window, recent), context=min(context, recent), decay=decay,
-                                 alpha=alpha, pair_decay=pair_decay, pair_power=pair_power)
-        self.trans = None
-        if transitions:  # directed "what comes next" counts over the last `transitions` items
-            self.trans = CoOccurrence(window=min(transitions, recent), context=min(transitions, recent),
-                                      decay=0.5, alpha=alpha, directed=True, name="transitions")
-        self.mf = MatrixFactorization(dim=dim, lr=mf_lr, seed=seed) if dim else None
-        self.content = HashedContent(dim=content_dim, decay=content_decay)
-        self.trending = DecayedCounts(trend_half_life, "events")
-        self.now = DecayedCounts(now_half_life or 100.0, "events")
-        self.all_time = DecayedCounts()
-        self.stages = StagePopularity(half_life=stage_half_life)
-        names = ["cooccurrence", "trending", "popularity", "stage"] + (["now"] if now_half_life else [])
+        names = ["cooccurrence", "trending", "popularity", "stage"] + (["now"] if self.blend_now else [])
         names += ["mf"] if self.mf and blend_mf else []
         names += (["transitions"] if self.trans else []) + ["content"] + [s.name for s in self.extra_sources]
         self.blend = Blend(names, lr=blend_lr, init={"cooccurrence": 1.0, "trending": 0.1, "popularity": 0.1,
@@ -379,7 +385,7 @@ class OnlineRecommender:
             feats = np.zeros((n, 4), dtype=np.float32)
             feats[:, 0] = np.log1p(self.trending.values(n))
             feats[:, 1] = np.log1p(self.all_time.values(n))
-            if self.now_half_life:
+            if self.blend_now:
                 feats[:, 3] = np.log1p(self.now.values(n))
             self._item_table = (feats, self.stages.log_table(n))
         return self._item_table
@@ -760,20 +766,24 @@ class OnlineRecommender:
             "blend": self.blend.state(),
             "ratings": {"sum": self._rating_sum, "n": self._n_ratings},
             "mf": {"mean": self.mf.mean, "n_ratings": self.mf.n_ratings} if self.mf else None,
-            "params": {"recent": self.recent, "dim": self.dim, "transitions": self.transitions},
+            "params": self._shape_params(),
         }
         if self.reranker is not None:  # the deep stage's serving model (its features refill)
             save_stage(self.reranker, items, meta, context=True)
         return State(users=users, items=items, meta=meta)
+
+    def _shape_params(self) -> dict[str, int]:
+        """What a checkpoint's arrays are shaped by: loading one needs the same."""
+        return {"recent": self.recent, "dim": self.mf.dim if self.mf else 0,
+                "transitions": self.trans.window if self.trans else 0}
 
     def load_state_dict(self, state: State) -> None:
         """Replace the model state (item columns keep their positions; users get fresh columns)."""
         if state.meta.get("kind") != "OnlineRecommender":
             raise ValueError(f"not an OnlineRecommender state: {state.meta.get('kind')!r}")
         params = state.meta.get("params", {})
-        if (params.get("recent"), params.get("dim"), params.get("transitions")) != (
-                self.recent, self.dim, self.transitions):
-            raise ValueError(f"state saved with {params}; this model has recent={self.recent} dim={self.dim}")
+        if {key: params.get(key) for key in ("recent", "dim", "transitions")} != self._shape_params():
+            raise ValueError(f"state saved with {params}; this model has {self._shape_params()}")
         items, users = state.items, state.users
         self._items = IdIndex(capacity=self.max_items)
         self._items.load_arrays(items["item_id"], items["last_seen"], now=state.meta.get("item_clock", 0.0))
@@ -781,19 +791,19 @@ class OnlineRecommender:
         n = self._items.n_cols
         self._item_events = np.asarray(items["n_events"], dtype=np.int64).copy()
         self._evicted_events = int(state.meta.get("evicted_events", 0))
-        self.trending = DecayedCounts(self.trend_half_life, "events")
+        self.trending = fresh(self.trending)
         self.trending.load(items["trending"], state.meta["trending_clock"])
-        self.now = DecayedCounts(self.now_half_life or 100.0, "events")
+        self.now = fresh(self.now)
         self.now.load(items["now"], state.meta["now_clock"])
         self.all_time = DecayedCounts()
         self.all_time.load(items["popularity"], state.meta["popularity_clock"])
-        self.stages = StagePopularity(half_life=self.stage_half_life)
+        self.stages = fresh(self.stages)
         self.stages.counts = np.zeros((self.stages.n_stages, max(n, 16)))
         self.stages.counts[:, :n] = items["stage_counts"]
         self.cooc.load(items)
         if self.trans:
             self.trans.load(items)
-        self.content = HashedContent(dim=self.content_dim, decay=self.content_decay)
+        self.content = fresh(self.content)
         self.content.set_vectors(np.asarray(items["content"], dtype=np.float32))
         self.blend.load(state.meta["blend"])
         self._rating_sum = float(state.meta["ratings"]["sum"])
@@ -813,7 +823,7 @@ class OnlineRecommender:
         self._user_events = np.zeros(u, dtype=np.int64)
         self._user_events[user_cols] = users["n_events"]
         if self.mf:
-            self.mf = MatrixFactorization(dim=self.dim, lr=self.mf_lr, seed=self.seed)
+            self.mf = fresh(self.mf)
             self.mf.resize(u, n)
             self.mf.user_factors[user_cols] = users["mf_factors"]
             self.mf.user_bias[user_cols] = users["mf_bias"]

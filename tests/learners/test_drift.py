@@ -102,7 +102,7 @@ def test_online_recommender_recovers_at_least_twice_as_fast_with_adaptation() ->
     pre-switch HR@10 in at most half the events of the same learner without it, which still learns."""
     stream = generate(n_events=16_000, n_users=400, n_items=200, n_clusters=8, cluster_skew=1.0, seed=1)
     switch = stream.truth["switch_at"]
-    result = experiment(lambda: OnlineRecommender(seed=0, dim=0), stream.log, list(stream.items), switch,
+    result = experiment(lambda: OnlineRecommender(seed=0, mf=None), stream.log, list(stream.items), switch,
                         batch_size=128, window=500, monitor_args={"adapt_args": {"keep_recent": 0}})
     on, off = result["adapt"], result["no_adapt"]
     # same learner until the first detection, which comes soon after the switch in both runs

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from learners.base import Interactions, ItemMeta, Recommender, State
+from learners.mf import MatrixFactorization
 from learners.recommender import OnlineRecommender
 
 
@@ -118,8 +119,31 @@ def test_state_dict_round_trip():
     np.testing.assert_array_equal(model.item_ids(c1), clone.item_ids(c2))
     np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-6)
     assert clone.recommend(["u0", "u1"], k=3) == model.recommend(["u0", "u1"], k=3)
-    with pytest.raises(ValueError):
-        OnlineRecommender(dim=8).load_state_dict(state)
+    with pytest.raises(ValueError, match="dim"):
+        OnlineRecommender(mf=MatrixFactorization(dim=8)).load_state_dict(state)
+
+
+def test_signals_come_configured_and_a_loaded_state_restarts_them_fresh():
+    from learners.cooccurrence import CoOccurrence
+    from learners.popularity import DecayedCounts
+
+    trans = CoOccurrence(window=5, context=5, decay=0.5, alpha=0.62, directed=True, name="transitions")
+    now = DecayedCounts(half_life=300.0)
+    model = OnlineRecommender(transitions=trans, now=now, mf=None, blend_mf=True, seed=0)
+    assert model.trans is trans and model.now is now and model.mf is None
+    assert model.blend.names == ["cooccurrence", "trending", "popularity", "stage", "now", "transitions",
+                                 "content"]
+    model.learn_many(events([("u0", "a"), ("u0", "b"), ("u1", "a"), ("u1", "b"), ("u2", "a")]))
+    assert now.n_events == 5  # the model learns into the signal it was given
+    same = CoOccurrence(window=5, context=5, decay=0.5, alpha=0.62, directed=True, name="transitions")
+    clone = OnlineRecommender(transitions=same, now=DecayedCounts(half_life=300.0), mf=None, seed=0)
+    clone.load_state_dict(model.state_dict())
+    assert clone.now.half_life == 300.0 and clone.now.n_events == 5
+    assert clone.recommend(["u2"], k=2) == model.recommend(["u2"], k=2)
+    with pytest.raises(ValueError, match="transitions"):  # the saved state has transition counts
+        OnlineRecommender(now=DecayedCounts(half_life=300.0), mf=None).load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="recent"):
+        OnlineRecommender(cooccurrence=CoOccurrence(window=80, context=10), recent=60)
 
 
 def test_predict_many_and_ratings():
@@ -129,7 +153,7 @@ def test_predict_many_and_ratings():
         model.learn_many(events(pairs, kind="rating", value=4.0))
     pred = model.predict_many(events([("u1", "i2"), ("unknown", "i1")], kind="rating"))
     assert pred.shape == (2,) and np.all(np.abs(pred - 4.0) < 0.5)
-    no_mf = OnlineRecommender(dim=0)
+    no_mf = OnlineRecommender(mf=None)
     no_mf.learn_many(events(pairs, kind="rating", value=3.0))
     assert no_mf.predict_many(events([("u1", "i2")])).tolist() == [3.0]
 
