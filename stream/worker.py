@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -1089,18 +1089,26 @@ class WorkerProcess:
 
     def wait_applied(self, n: int, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until `events_applied` reaches `n`; return that health."""
+        return self.wait_health(lambda health: health["events_applied"] >= n, timeout,
+                                f"events_applied >= {n}")
+
+    def wait_health(self, until: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
+                    what: str = "the condition") -> dict[str, Any]:
+        """Poll `/health` until `until(health)` holds; return that health (TimeoutError, with the
+        worker's log, after `timeout` seconds). Counters that follow the applied events (dead letters of
+        another partition, validation counts) are waited for so, not read right after `wait_applied`."""
         deadline = time.monotonic() + timeout
         health: dict[str, Any] = {}
         while time.monotonic() < deadline:
             try:
                 health = self.health()
-                if health["events_applied"] >= n:
+                if until(health):
                     return health
             except OSError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"events_applied {health.get('events_applied')} < {n} after {timeout}s:\n"
-                           f"{self.log_tail()}")
+        raise TimeoutError(f"{what}: not reached after {timeout}s (events_applied "
+                           f"{health.get('events_applied')}):\n{self.log_tail()}")
 
     def log_tail(self, n: int = 40) -> str:
         try:

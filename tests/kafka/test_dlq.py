@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -33,15 +32,10 @@ MALFORMED: list[tuple[bytes, str]] = [
 ]
 
 
-def _health_once_counted(worker: WorkerProcess, dead_letters: int, timeout: float = 10.0) -> dict:
-    """`/health` once its `dlq_total` reached `dead_letters` (or after `timeout`): the good events of
-    one partition can all be applied before the other partition's bad records are dead-lettered."""
-    deadline = time.monotonic() + timeout
-    health = worker.health()
-    while health["dlq_total"] < dead_letters and time.monotonic() < deadline:
-        time.sleep(0.1)
-        health = worker.health()
-    return health
+def _counted(worker: WorkerProcess, dead_letters: int) -> dict:
+    """`/health` once its `dlq_total` reached `dead_letters`: the good events of one partition can all
+    be applied before the other partition's bad records are dead-lettered."""
+    return worker.wait_health(lambda h: h["dlq_total"] >= dead_letters, 10, "every bad record counted")
 
 
 def _interleave(settings: Settings, topic: str, good: list[dict], user_field: str, bad: list[bytes],
@@ -71,7 +65,7 @@ def test_malformed_payloads_are_dead_lettered_and_good_ones_applied(
         worker.wait_applied(len(good), timeout=30)
         letters = read_topic(kafka_bootstrap, settings.topic("interactions.dlq"), timeout=20,
                              until=lambda rs: len(rs) >= len(MALFORMED))
-        health = _health_once_counted(worker, len(MALFORMED))
+        health = _counted(worker, len(MALFORMED))
         recs = read_topic(kafka_bootstrap, settings.topic("recommendations"), timeout=20,
                           until=lambda rs: {r.key for r in rs} >= {f"user{n}".encode() for n in range(7)})
 
@@ -118,7 +112,7 @@ def test_a_worker_reads_an_existing_topic_with_other_field_names(
         worker.wait_applied(len(good), timeout=30)
         letters = read_topic(kafka_bootstrap, settings.topic("interactions.dlq"), timeout=20,
                              until=lambda rs: len(rs) >= len(bad))
-        health = _health_once_counted(worker, len(bad))
+        health = _counted(worker, len(bad))
         with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/recommendations/1000?k=3") as r:
             served = json.loads(r.read())
     assert health["events_applied"] == len(good) and health["dlq_total"] == len(bad)

@@ -125,8 +125,7 @@ def test_flood_of_malformed_payloads_all_dead_lettered_every_good_event_applied(
         health = worker.wait_applied(len(good), timeout=60)
         letters = read_topic(kafka_bootstrap, settings.topic("interactions.dlq"), timeout=60,
                              until=lambda rs: len(rs) >= len(bad))
-        time.sleep(0.5)
-        health = worker.health()
+        health = worker.wait_health(lambda h: h["dlq_total"] >= len(bad), 30, "every bad record counted")
     assert health["events_applied"] == len(good)
     expected: dict[str, int] = {}
     for _, reason in bad:

@@ -88,6 +88,14 @@ def _validator_pid(worker_pid: int) -> int | None:
     return None
 
 
+def _validated(worker: WorkerProcess, n: int) -> dict[str, int]:
+    """The worker's validation counts once `n` interaction records are validated (`wait_applied` can
+    return before the fetches that hold only refused records are validated)."""
+    health = worker.wait_health(lambda h: h["validation"]["in_place"] + h["validation"]["in_child"] >= n,
+                                60, f"{n} records validated")
+    return health["validation"]
+
+
 def test_worker_keeps_every_event_when_the_validator_dies(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
@@ -107,9 +115,9 @@ def test_worker_keeps_every_event_when_the_validator_dies(
             # the first fetches are validated in place; a quarter of them refused, the next go to the
             # child (sent after the first are counted, so that they cannot share their fetch)
             send_records(producer, settings.topic("interactions"), mixed[:quarter])
-            _wait_validated(worker, quarter)
+            _validated(worker, quarter)
             send_records(producer, settings.topic("interactions"), mixed[quarter:half])
-            before = _wait_validated(worker, half)
+            before = _validated(worker, half)
             assert before["in_child"] >= half - quarter
             os.kill(child, signal.SIGKILL)
             send_records(producer, settings.topic("interactions"), mixed[half:])
@@ -138,10 +146,10 @@ def test_good_records_are_validated_in_place_and_a_flood_in_the_child(
             clean = worker.wait_applied(2000, timeout=60)["validation"]
             flood = interleave(good[2000:], bad, seed=8)
             send_records(producer, settings.topic("interactions"), flood[:1000])
-            first = _wait_validated(worker, 3000)
+            first = _validated(worker, 3000)
             send_records(producer, settings.topic("interactions"), flood[1000:])
             worker.wait_applied(len(good), timeout=60)
-            after = _wait_validated(worker, len(good) + len(bad))
+            after = _validated(worker, len(good) + len(bad))
         finally:
             producer.close()
     assert clean == {"in_place": 2000, "in_child": 0, "refused": 0}
@@ -150,15 +158,3 @@ def test_good_records_are_validated_in_place_and_a_flood_in_the_child(
     assert after["in_place"] == first["in_place"]
     assert after["refused"] == len(bad)
 
-
-def _wait_validated(worker: WorkerProcess, n: int, timeout: float = 60.0) -> dict[str, int]:
-    """The worker's validation counts once `n` interaction records are validated (`wait_applied` can
-    return before the fetches that hold only refused records are validated)."""
-    deadline = time.monotonic() + timeout
-    counts: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        counts = worker.health()["validation"]
-        if counts["in_place"] + counts["in_child"] >= n:
-            return counts
-        time.sleep(0.1)
-    raise TimeoutError(f"validated {counts} < {n} after {timeout}s:\n{worker.log_tail()}")
