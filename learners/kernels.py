@@ -486,6 +486,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     m_scores = np.empty(k, np.float64)
     m_src = np.empty(k, np.int64)
     slots = min(explore_slots, k - 1) if k > 1 else 0
+    with_feats, with_mass = out_feats.shape[0] > 0, out_mass.shape[0] > 0
     chosen = np.empty(k, np.int64)
     fresh_best = np.empty(k + slots, np.int64)
     for b in range(len(users)):
@@ -502,7 +503,6 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                     mark[recent[u, t]] = mine
             _mark_history(u, hist_start, hist_len, hist_pool, mark, mine)  # and everything else the user had
         m = 0
-        with_mass = out_mass.shape[0] > 0
         for i in range(n):
             j = touched[i]
             if live[j] and mark[j] != mine:
@@ -569,17 +569,21 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
             out_cols[b, q] = m_cols[q]
             out_scores[b, q] = m_scores[q]
             src = m_src[q]
-            if src < 0:  # sums are still valid: its stamp is this user's
+            if src < 0 or with_feats:  # a candidate's sums are still valid: its stamp is this user's
                 _features(m_cols[q], s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade,
                           trend_shift, boost_shift, feats)
+            if src < 0:
                 best = 0
                 for f in range(1, N_FEATURES):
                     if eff[f] * feats[f] > eff[best] * feats[best]:
                         best = f
                 src = best
             out_src[b, q] = src
-        if out_feats.shape[0] > 0:
-            for q in range(keep + n_new):
+            if with_feats:
+                for f in range(N_FEATURES):
+                    out_feats[b, q, f] = feats[f]
+        if with_feats:
+            for q in range(keep, keep + n_new):  # the exploration picks
                 _features(out_cols[b, q], s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade,
                           trend_shift, boost_shift, feats)
                 for f in range(N_FEATURES):

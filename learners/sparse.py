@@ -570,11 +570,24 @@ class SparseRecommender:
         rated = batch.kind == RATING
         self._rating_sum += float(batch.value[rated].sum())
         self._n_ratings += int(rated.sum())
-        if not score:
-            self._add_history(users, items)
-            if self.reranker is not None:
-                self.reranker.learn(batch.user, items, batch.ts)
-            return None
+        result = None
+        if score:
+            result = self._candidate_scores(out_n, out_cols, out_scores, items, out_target, out_in_cand,
+                                            background)
+        if deep:  # before the batch joins the histories: each event's own items as before it
+            self._rerank(batch, users, items, result, out_feats)
+        self._add_history(users, items)
+        if self.reranker is not None:
+            self.reranker.learn(batch.user, items, batch.ts)
+        return result
+
+    @staticmethod
+    def _candidate_scores(out_n: np.ndarray, out_cols: np.ndarray, out_scores: np.ndarray, items: np.ndarray,
+                          out_target: np.ndarray, out_in_cand: np.ndarray, background: Background
+                          ) -> CandidateScores:
+        """The kernel's candidate rows as `CandidateScores`; a target that is no candidate scores its
+        background value."""
+        n = len(out_n)
         # the rows cut to the widest (the capacity is every source full: most of it stays unwritten)
         cols = np.empty((n, int(out_n.max(initial=0))), np.int32)
         scores = np.empty(cols.shape, np.float32)
@@ -585,13 +598,7 @@ class SparseRecommender:
         in_snapshot = outside & (target_cols < len(values))
         out_target[in_snapshot] = values[target_cols[in_snapshot]]
         out_target[outside & ~in_snapshot] = background.default
-        result = CandidateScores(out_n, cols, scores, target_cols, out_target, background)
-        if deep:  # before the batch joins the histories: each event's own items as before it
-            self._rerank(batch, users, items, result, out_feats)
-        self._add_history(users, items)
-        if self.reranker is not None:
-            self.reranker.learn(batch.user, items, batch.ts)
-        return result
+        return CandidateScores(out_n, cols, scores, target_cols, out_target, background)
 
     def _rerank(self, batch: Interactions, users: np.ndarray, items: np.ndarray, result: CandidateScores,
                 feats: np.ndarray) -> None:
