@@ -388,9 +388,9 @@ def test_the_deep_stage_fine_tunes_live_and_reaches_the_metrics(tmp_path: Path, 
     fresh = LiveLoop(model(deep=DeepReranker(device="cpu", **sparse), seed=0), state_dir=tmp_path)
     fresh.restore()
     assert fresh.learner.model_version == learner.model_version  # the served deep model came back
-    if kind == "sparse":  # its checkpoint also holds what the stage's features read: the same lists
-        users = sorted({r.key.decode() for r in recs[-300:]})[:20]
-        assert fresh.learner.recommend(users, k=5) == learner.recommend(users, k=5)
+    # the checkpoint also holds what the stage's features read: the same lists
+    users = sorted({r.key.decode() for r in recs[-300:]})[:20]
+    assert fresh.learner.recommend(users, k=5) == learner.recommend(users, k=5)
 
 
 def test_live_loop_detects_the_interest_switch_and_the_learner_adapts() -> None:
