@@ -73,8 +73,24 @@ def _link(cols, weights, a, held, w, norm, norms, slot, width):
     for q in range(m):
         slot[others[q]] = -1
         sims[q] = sums[q] / (norm * norms[others[q]])
-    best = np.argsort(-sims, kind="mergesort")[:width]
-    for q in best:
+    # the best `width` in descending order, ties by first appearance (a stable sort's first `width`),
+    # by insertion into a short sorted list: most holders fall below its last entry at one compare
+    best = np.empty(min(width, m), np.int64)
+    n_best = 0
+    for q in range(m):
+        v = sims[q]
+        if n_best == best.shape[0] and v <= sims[best[n_best - 1]]:
+            continue
+        p = n_best if n_best < best.shape[0] else n_best - 1
+        while p > 0 and sims[best[p - 1]] < v:
+            if p < best.shape[0]:
+                best[p] = best[p - 1]
+            p -= 1
+        best[p] = q
+        if n_best < best.shape[0]:
+            n_best += 1
+    for r in range(n_best):
+        q = best[r]
         insert_best(cols, weights, a, others[q], sims[q])
         insert_best(cols, weights, others[q], a, sims[q])
 
@@ -94,7 +110,7 @@ class ContentNeighbours:
         self.width = width
         self.postings = postings
         self.table = NeighbourTable(width)
-        self._index: dict[str, list[int]] = {}
+        self._index: dict[str, list] = {}  # token -> [int64 buffer of holder cols, length]
         self._item_tokens: dict[int, tuple[list[str], float]] = {}  # col -> (tokens, idf norm)
         self._norm = np.zeros(0)  # idf norm per announced col (the same as in _item_tokens)
         self._slot = np.zeros(0, np.int64)  # scratch of `_link`
@@ -107,7 +123,24 @@ class ContentNeighbours:
             self.table.resize(n_items)
 
     def _idf(self, token: str) -> float:
-        return math.log1p((self.n_items + 1) / (len(self._index.get(token, ())) + 1))
+        holders = self._index.get(token)
+        return math.log1p((self.n_items + 1) / ((holders[1] if holders else 0) + 1))
+
+    def _append(self, token: str, col: int) -> None:
+        """col joins the token's holders (an int64 buffer and its length: reading the newest `postings`
+        is a slice, not a list converted per announcement)."""
+        holders = self._index.get(token)
+        if holders is None:
+            holders = self._index[token] = [np.empty(8, np.int64), 0]
+        buf, n = holders
+        if n == len(buf):
+            buf = holders[0] = np.concatenate([buf, np.empty(len(buf), np.int64)])
+        buf[n] = col
+        n += 1
+        if n > 4 * self.postings:  # only the newest holders are read
+            buf[: self.postings] = buf[n - self.postings: n]
+            n = self.postings
+        holders[1] = n
 
     def add(self, cols: np.ndarray, metas: Sequence[ItemMeta]) -> None:
         """Announce items at `cols` (re-announcing replaces an item's tokens for later items)."""
@@ -117,21 +150,27 @@ class ContentNeighbours:
             return
         self.table.resize(int(np.max(cols)) + 1)
         cols_table, weights = self.table.cols, self.table.weights
+        postings = self.postings
         for col, meta in zip(np.asarray(cols).tolist(), metas, strict=True):
             toks = list(dict.fromkeys(tokens(meta)))
             if not toks:
                 continue
             if col not in self._item_tokens:
                 self.n_items += 1
-            idf = {t: self._idf(t) for t in toks}
-            norm = math.sqrt(sum(v * v for v in idf.values()))
-            parts = [(holders[-self.postings:], idf[t] * idf[t]) for t in toks
-                     if (holders := self._index.get(t))]
+            idf = [self._idf(t) for t in toks]
+            norm = math.sqrt(sum(v * v for v in idf))
+            parts, w2 = [], []
+            for t, v in zip(toks, idf, strict=True):
+                holders = self._index.get(t)
+                if holders is not None and holders[1]:
+                    buf, n = holders
+                    parts.append(buf[max(n - postings, 0): n])
+                    w2.append(v * v)
             if parts:
                 if len(self._slot) < len(self._norm):
                     self._slot = np.full(len(self._norm), -1, np.int64)
-                held = np.concatenate([np.asarray(h, np.int64) for h, _ in parts])
-                w = np.concatenate([np.full(len(h), v) for h, v in parts])
+                held = np.concatenate(parts)
+                w = np.repeat(np.asarray(w2), [len(h) for h in parts])
                 _link(cols_table, weights, col, held, w, norm, self._norm, self._slot, self.width)
             self._item_tokens[col] = (toks, norm)
             if col >= len(self._norm):
@@ -140,16 +179,17 @@ class ContentNeighbours:
                 self._norm = grown
             self._norm[col] = norm
             for t in toks:
-                self._index.setdefault(t, []).append(col)
-                if len(self._index[t]) > 4 * self.postings:  # only the newest holders are read
-                    del self._index[t][: -self.postings]
+                self._append(t, col)
 
     def reset_items(self, freed: np.ndarray, n_items: int) -> None:
         for col in freed.tolist():
             if self._item_tokens.pop(col, None) is not None:
                 self.n_items -= 1
         self.table.reset_items(freed, n_items)
-        dead = set(freed.tolist())
-        for t, holders in self._index.items():
-            if any(h in dead for h in holders):
-                self._index[t] = [h for h in holders if h not in dead]
+        for holders in self._index.values():
+            live = holders[0][: holders[1]]
+            alive = ~np.isin(live, freed)
+            if not alive.all():
+                kept = live[alive]
+                holders[0][: len(kept)] = kept
+                holders[1] = len(kept)

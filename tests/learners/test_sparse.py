@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from learners.base import Interactions, ItemMeta
 from learners.content_index import ContentNeighbours
@@ -146,7 +147,64 @@ def test_content_neighbours_skip_nothing_small_and_bound_big_tokens() -> None:
     metas = [ItemMeta(f"i{k}", f"word{k}", ("common",)) for k in range(50)]
     index.add(np.arange(50), metas)
     assert len(index.table.row(49)) == 4  # neighbours through the common tag, bounded
-    assert max(len(v) for v in index._index.values()) <= 4 * 8
+    assert max(n for _, n in index._index.values()) <= 4 * 8
+
+
+def _content_reference(metas: list[ItemMeta], width: int, postings: int) -> dict[int, dict[int, float]]:
+    """Plain Python content neighbours: per announced item, the cosine of idf-weighted token sets with
+    the newest `postings` holders of each token (idf at announcement), the best `width` linked both
+    ways where they beat a full row's weakest."""
+    import math
+
+    from learners.tokens import tokens
+
+    holders: dict[str, list[int]] = {}
+    norms: dict[int, float] = {}
+    rows: dict[int, dict[int, float]] = {}
+
+    def insert(a: int, b: int, w: float) -> None:
+        row = rows.setdefault(a, {})
+        if b in row or len(row) < width:
+            row[b] = w
+            return
+        weakest = min(row, key=lambda c: (row[c], list(row).index(c)))
+        if w > row[weakest]:
+            del row[weakest]
+            row[b] = w
+
+    for a, meta in enumerate(metas):
+        toks = list(dict.fromkeys(tokens(meta)))
+        idf = {t: math.log1p((len(norms) + 2) / (len(holders.get(t, ())) + 1)) for t in toks}
+        norm = math.sqrt(sum(v * v for v in idf.values()))
+        sums: dict[int, float] = {}
+        for t in toks:
+            for o in holders.get(t, [])[-postings:]:
+                sums[o] = sums.get(o, 0.0) + idf[t] ** 2
+        sims = [(o, s / (norm * norms[o])) for o, s in sums.items()]
+        for o, sim in sorted(sims, key=lambda x: -x[1])[:width]:  # stable: ties by first appearance
+            insert(a, o, sim)
+            insert(o, a, sim)
+        norms[a] = norm
+        for t in toks:
+            holders.setdefault(t, []).append(a)
+    return rows
+
+
+def test_content_neighbours_match_a_plain_reference() -> None:
+    rng = np.random.default_rng(3)
+    words = [f"w{k}" for k in range(12)]  # few words: many ties and full rows
+    metas = [ItemMeta(f"i{k}", " ".join(rng.choice(words, size=int(rng.integers(1, 4)), replace=False)),
+                      tuple(rng.choice(["a", "b", "c"], size=int(rng.integers(0, 2)))))
+             for k in range(300)]
+    index = ContentNeighbours(width=6, postings=40)
+    for lo in range(0, 300, 50):  # announced in a few calls, as a replay does
+        index.add(np.arange(lo, lo + 50), metas[lo: lo + 50])
+    reference = _content_reference(metas, width=6, postings=40)
+    for a in range(300):
+        got = index.table.row(a)
+        assert set(got) == set(reference.get(a, {}))
+        for b, w in got.items():
+            assert w == pytest.approx(reference[a][b], rel=1e-5)
 
 
 def test_drift_reaction_is_graded_and_keeps_structure() -> None:
