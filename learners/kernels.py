@@ -456,12 +456,68 @@ SOURCE_BACKGROUND = N_FEATURES  # `top_k_users` source codes past the features' 
 SOURCE_EXPLORE = N_FEATURES + 1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finish_list(b, k, slots, n_fresh, fresh_best, f_cols, f_scores, n_merged, m_cols, m_scores, m_src,
+                 s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift, boost_shift,
+                 eff, feats, out_n, out_cols, out_scores, out_src, out_feats):
+    """User b's row of a list of k: the first of the `n_merged` merged entries, then up to `slots` of the
+    last places for the best new candidates (`fresh_best`) not among them; each listed candidate's
+    source is its strongest feature. `out_feats` with rows: the listed items' raw features."""
+    with_feats = out_feats.shape[0] > 0
+    n_new = 0
+    if slots > 0:
+        for r in range(n_fresh):
+            if n_new == slots:
+                break
+            c = fresh_best[r]
+            col = f_cols[c]
+            listed = False
+            for q in range(min(n_merged, k)):
+                if m_cols[q] == col:
+                    listed = True
+                    break
+            if not listed:
+                out_cols[b, n_new] = col  # parked at the row's start; moved behind the kept part below
+                out_scores[b, n_new] = f_scores[c]
+                n_new += 1
+    keep = min(n_merged, k - n_new)
+    for q in range(n_new - 1, -1, -1):
+        out_cols[b, keep + q] = out_cols[b, q]
+        out_scores[b, keep + q] = out_scores[b, q]
+        out_src[b, keep + q] = SOURCE_EXPLORE
+    for q in range(keep):
+        out_cols[b, q] = m_cols[q]
+        out_scores[b, q] = m_scores[q]
+        src = m_src[q]
+        if src < 0 or with_feats:  # a candidate's sums are still valid: its stamp is this user's
+            _features(m_cols[q], s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade,
+                      trend_shift, boost_shift, feats)
+        if src < 0:
+            best = 0
+            for f in range(1, N_FEATURES):
+                if eff[f] * feats[f] > eff[best] * feats[best]:
+                    best = f
+            src = best
+        out_src[b, q] = src
+        if with_feats:
+            for f in range(N_FEATURES):
+                out_feats[b, q, f] = feats[f]
+    if with_feats:
+        for q in range(keep, keep + n_new):  # the exploration picks
+            _features(out_cols[b, q], s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade,
+                      trend_shift, boost_shift, feats)
+            for f in range(N_FEATURES):
+                out_feats[b, q, f] = feats[f]
+    out_n[b] = keep + n_new
+
+
 @numba.njit(cache=True, nogil=True)
 def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, item_events, order, bg_values,
                 mark, token, recent, recent_head, recent_len, hist_start, hist_len, hist_pool, ctx_norm,
                 cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh,
                 fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc, s_cont, touched,
-                out_n, out_cols, out_scores, out_src, mixes, out_feats, out_mass):
+                out_n, out_cols, out_scores, out_src, mixes, out_feats, out_mass, plain_k, plain_slots, p_n,
+                p_cols, p_scores, p_src):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
     and their blend, less the user's recent items and history (`exclude_recent`) and dead columns,
     merged with the background order (ties: the candidate first); then up to `explore_slots` of the
@@ -470,7 +526,11 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     SOURCE_BACKGROUND or SOURCE_EXPLORE. The source (the feature contributing most) is worked out for
     listed items only. `out_feats` (users, k, N_FEATURES), when it has rows, gets each listed item's raw
     features (the deep stage's input; 0 co-occurrence and content for background items), and
-    `out_mass` (users, N_FEATURES) each feature's positive sum over the user's candidates."""
+    `out_mass` (users, N_FEATURES) each feature's positive sum over the user's candidates.
+
+    With rows in `p_n`, the same pass also writes a second, shorter list of `plain_k` <= k with
+    `plain_slots` exploration slots into p_* (what the deep stage's lists keep from the plain list):
+    the merged order's first entries are the same for both lengths (stable top-k, then a merge)."""
     n_cols = len(live)
     width = len(touched)
     f_cols = np.empty(width, np.int64)
@@ -486,9 +546,13 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     m_scores = np.empty(k, np.float64)
     m_src = np.empty(k, np.int64)
     slots = min(explore_slots, k - 1) if k > 1 else 0
-    with_feats, with_mass = out_feats.shape[0] > 0, out_mass.shape[0] > 0
+    with_mass = out_mass.shape[0] > 0
+    with_plain = p_n.shape[0] > 0
+    p_slots = min(plain_slots, plain_k - 1) if plain_k > 1 else 0
     chosen = np.empty(k, np.int64)
     fresh_best = np.empty(k + slots, np.int64)
+    p_fresh = np.empty(plain_k + p_slots if with_plain else 0, np.int64)
+    no_feats = np.zeros((0, 1, N_FEATURES), np.float32)
     for b in range(len(users)):
         u = users[b]
         counters[0] += 1
@@ -519,7 +583,9 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 m += 1
         # the k best, and the k + slots best new ones, in stable descending order: no full sort
         n_chosen = _insert_best(f_scores, m, chosen, k, f_cols, item_events, 1 << 62)
-        n_fresh = _insert_best(f_scores, m, fresh_best, k + slots, f_cols, item_events, explore_below)
+        n_fresh = 0
+        if slots > 0:
+            n_fresh = _insert_best(f_scores, m, fresh_best, k + slots, f_cols, item_events, explore_below)
         n_bg = 0
         start = 0
         while n_bg < k and start < len(order):
@@ -544,51 +610,18 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                 m_src[n_merged] = SOURCE_BACKGROUND
                 j += 1
             n_merged += 1
-        n_new = 0
-        if slots > 0:
-            for r in range(n_fresh):
-                if n_new == slots:
-                    break
-                c = fresh_best[r]
-                col = f_cols[c]
-                listed = False
-                for q in range(n_merged):
-                    if m_cols[q] == col:
-                        listed = True
-                        break
-                if not listed:
-                    out_cols[b, n_new] = col  # parked at the row's start; moved behind the kept part below
-                    out_scores[b, n_new] = f_scores[c]
-                    n_new += 1
-        keep = min(n_merged, k - n_new)
-        for q in range(n_new - 1, -1, -1):
-            out_cols[b, keep + q] = out_cols[b, q]
-            out_scores[b, keep + q] = out_scores[b, q]
-            out_src[b, keep + q] = SOURCE_EXPLORE
-        for q in range(keep):
-            out_cols[b, q] = m_cols[q]
-            out_scores[b, q] = m_scores[q]
-            src = m_src[q]
-            if src < 0 or with_feats:  # a candidate's sums are still valid: its stamp is this user's
-                _features(m_cols[q], s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade,
-                          trend_shift, boost_shift, feats)
-            if src < 0:
-                best = 0
-                for f in range(1, N_FEATURES):
-                    if eff[f] * feats[f] > eff[best] * feats[best]:
-                        best = f
-                src = best
-            out_src[b, q] = src
-            if with_feats:
-                for f in range(N_FEATURES):
-                    out_feats[b, q, f] = feats[f]
-        if with_feats:
-            for q in range(keep, keep + n_new):  # the exploration picks
-                _features(out_cols[b, q], s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade,
-                          trend_shift, boost_shift, feats)
-                for f in range(N_FEATURES):
-                    out_feats[b, q, f] = feats[f]
-        out_n[b] = keep + n_new
+        if with_plain:
+            n_p_fresh = 0
+            if p_slots > 0:
+                n_p_fresh = _insert_best(f_scores, m, p_fresh, plain_k + p_slots, f_cols, item_events,
+                                         explore_below)
+            _finish_list(b, plain_k, p_slots, n_p_fresh, p_fresh, f_cols, f_scores, min(n_merged, plain_k),
+                         m_cols, m_scores, m_src, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w,
+                         cont_fade, trend_shift, boost_shift, eff, feats, p_n, p_cols, p_scores, p_src,
+                         no_feats)
+        _finish_list(b, k, slots, n_fresh, fresh_best, f_cols, f_scores, n_merged, m_cols, m_scores, m_src,
+                     s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
+                     boost_shift, eff, feats, out_n, out_cols, out_scores, out_src, out_feats)
 
 
 @numba.njit(cache=True, nogil=True)

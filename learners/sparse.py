@@ -804,11 +804,11 @@ class SparseRecommender:
             return [[] for _ in user_ids]
         ids = np.asarray([str(x) for x in user_ids], dtype=object)
         users = self._users.lookup(ids)
-        plain = self._top_k(users, k, exclude_recent, self.explore_slots)[:4]
-        listed = None
         if self.reranker is not None and self.reranker.model_version > 0:
-            listed = self._deep_lists(ids, users, k, exclude_recent, plain)
-        out_n, out_cols, out_scores, out_src = plain if listed is None else listed
+            out_n, out_cols, out_scores, out_src = self._deep_lists(ids, users, k, exclude_recent)
+        else:
+            listed = self._top_k(users, k, exclude_recent, self.explore_slots)
+            out_n, out_cols, out_scores, out_src = listed[:4]
         filled = np.arange(k)[None, :] < out_n[:, None]
         cols, src = out_cols[filled], out_src[filled]
         names = self._items.ids(cols).tolist()
@@ -822,17 +822,22 @@ class SparseRecommender:
         bounds = np.concatenate([[0], np.cumsum(out_n)]).tolist()
         return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    def _top_k(self, users: np.ndarray, k: int, exclude_recent: bool, explore_slots: int, feats: bool = False
-               ) -> tuple[np.ndarray, ...]:
+    def _top_k(self, users: np.ndarray, k: int, exclude_recent: bool, explore_slots: int, feats: bool = False,
+               plain_k: int = 0) -> tuple[np.ndarray, ...]:
         """`kernels.top_k_users` of user columns: (n listed, item columns, scores, source codes, and when
-        `feats` the listed items' raw features and each feature's sum over the user's candidates)."""
+        `feats` the listed items' raw features and each feature's sum over the user's candidates; with
+        `plain_k`, then the same four for a list of plain_k with `self.explore_slots` exploration
+        slots, from the same pass)."""
         background = self.background()
         width = self._candidate_capacity()
         mark, token = self._marks(len(users))
-        out_n = np.zeros(len(users), np.int64)
-        out_cols = np.zeros((len(users), k), np.int64)
-        out_scores = np.zeros((len(users), k), np.float64)
-        out_src = np.zeros((len(users), k), np.int64)
+
+        def lists(rows: int, length: int) -> tuple[np.ndarray, ...]:
+            return (np.zeros(rows, np.int64), np.zeros((rows, length), np.int64),
+                    np.zeros((rows, length), np.float64), np.zeros((rows, length), np.int64))
+
+        out_n, out_cols, out_scores, out_src = lists(len(users), k)
+        plain = lists(len(users) if plain_k else 0, plain_k)
         out_feats = np.zeros((len(users) if feats else 0, k, kernels.N_FEATURES), np.float32)
         out_mass = np.zeros((len(users) if feats else 0, kernels.N_FEATURES), np.float32)
         kernels.top_k_users(
@@ -845,18 +850,19 @@ class SparseRecommender:
             self._fresh, self._fresh_state,
             self._decay_pow, self._params, self._weights, self._scales, self._stamp, self._counters,
             self._s_cooc, self._s_cont, np.empty(width, np.int32), out_n, out_cols, out_scores, out_src,
-            self._mixes, out_feats, out_mass)
-        return out_n, out_cols, out_scores, out_src, out_feats, out_mass
+            self._mixes, out_feats, out_mass, plain_k, self.explore_slots, *plain)
+        return (out_n, out_cols, out_scores, out_src, out_feats, out_mass, *(plain if plain_k else ()))
 
-    def _deep_lists(self, ids: np.ndarray, users: np.ndarray, k: int, exclude_recent: bool,
-                    plain: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    def _deep_lists(self, ids: np.ndarray, users: np.ndarray, k: int, exclude_recent: bool
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Lists in the deep stage's order: it re-ranks each user's best `n_candidates` items (the blend's
-        list that long, without exploration); the `plain` list's exploration picks keep their slots at the
-        end. An item the plain list does not hold gets the source code `_SOURCE_DEEP`."""
-        plain_n, plain_cols, plain_scores, plain_src = plain
+        list that long, without exploration); the plain list's exploration picks keep their slots at the
+        end. An item the plain list does not hold gets the source code `_SOURCE_DEEP`. Both lists come
+        from one kernel pass; the plain list is served while the stage has no model."""
         c = max(self.reranker.n_candidates, k)
-        n, cols, scores, _, feats, mass = self._top_k(users, c, exclude_recent, 0, feats=True)
+        n, cols, scores, _, feats, mass, *plain = self._top_k(users, c, exclude_recent, 0, feats=True,
+                                                              plain_k=k)
+        plain_n, plain_cols, plain_scores, plain_src = plain
         slot = np.arange(k)[None, :]
         explored = (plain_src == kernels.SOURCE_EXPLORE) & (slot < plain_n[:, None])
         blend = np.where(np.arange(c)[None, :] < n[:, None], scores, -np.inf).astype(np.float32)
@@ -866,7 +872,7 @@ class SparseRecommender:
             ids, np.full(len(users), -1, np.int64), cols, blend, sparse_deep.feature_sources(feats),
             np.full(len(users), self._latest_ts), remember=False, masses=sparse_deep.feature_sources(mass))
         if deep is None:
-            return None
+            return plain_n, plain_cols, plain_scores, plain_src
         order, ranked = sparse_deep.deep_order(cands.slots, deep)
         n_explore = explored.sum(1)
         keep = np.minimum((order >= 0).sum(1), k - n_explore)
