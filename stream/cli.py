@@ -10,7 +10,7 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "kafka": ("stream.broker", "control the local Apache Kafka broker (up|down|status)"),
+    "kafka": ("stream.broker", "control the local Apache Kafka broker (up|down|status|restart|fetch)"),
     "worker": ("stream.worker", "run the Faust worker: consume events, learn, publish top-K"),
     "produce": ("stream.producer",
                 "push a log (movielens|yoochoose|jsonl|csv|parquet) into the interactions topic"),

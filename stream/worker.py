@@ -882,7 +882,7 @@ class LiveLoop:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_worker_arguments(parser)
     parser.add_argument("--no-deep", action="store_true", default=None,
-                        help=f"online learner without the deep (fine-tuned) second stage [{NO_DEEP_ENV}]")
+                        help=f"the learner without its deep (fine-tuned) second stage [{NO_DEEP_ENV}]")
     parser.add_argument("--no-drift", action="store_true", default=None,
                         help=f"no drift detection / adaptation on the live hit rate [{NO_DRIFT_ENV}]")
     parser.add_argument("--no-sync", action="store_true", default=None,
