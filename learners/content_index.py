@@ -107,11 +107,14 @@ class ContentNeighbours:
     """
 
     def __init__(self, width: int = 32, postings: int = 256) -> None:
+        if postings < 1:
+            raise ValueError(f"postings must be at least 1, got {postings}")
         self.width = width
         self.postings = postings
         self.table = NeighbourTable(width)
         self._index: dict[str, list] = {}  # token -> [int64 buffer of holder cols, length]
-        self._item_tokens: dict[int, tuple[list[str], float]] = {}  # col -> (tokens, idf norm)
+        # col -> (every token it was filed under, over re-announcements too; its idf norm)
+        self._item_tokens: dict[int, tuple[list[str], float]] = {}
         self._norm = np.zeros(0)  # idf norm per announced col (the same as in _item_tokens)
         self._slot = np.zeros(0, np.int64)  # scratch of `_link`
         self.n_items = 0
@@ -172,7 +175,8 @@ class ContentNeighbours:
                 held = np.concatenate(parts)
                 w = np.repeat(np.asarray(w2), [len(h) for h in parts])
                 _link(cols_table, weights, col, held, w, norm, self._norm, self._slot, self.width)
-            self._item_tokens[col] = (toks, norm)
+            filed = self._item_tokens.get(col)
+            self._item_tokens[col] = (toks if filed is None else list(dict.fromkeys(filed[0] + toks)), norm)
             if col >= len(self._norm):
                 grown = np.zeros(max(col + 1, 2 * len(self._norm), 64))
                 grown[: len(self._norm)] = self._norm
@@ -182,11 +186,19 @@ class ContentNeighbours:
                 self._append(t, col)
 
     def reset_items(self, freed: np.ndarray, n_items: int) -> None:
+        """Forget the items at `freed` (evicted): their rows, their neighbour entries and their places in
+        the token index (only the tokens they were filed under are read)."""
+        tokens_of_freed: set[str] = set()
         for col in freed.tolist():
-            if self._item_tokens.pop(col, None) is not None:
+            filed = self._item_tokens.pop(col, None)
+            if filed is not None:
                 self.n_items -= 1
+                tokens_of_freed.update(filed[0])
         self.table.reset_items(freed, n_items)
-        for holders in self._index.values():
+        for token in tokens_of_freed:
+            holders = self._index.get(token)
+            if holders is None:
+                continue
             live = holders[0][: holders[1]]
             alive = ~np.isin(live, freed)
             if not alive.all():

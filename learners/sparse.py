@@ -828,6 +828,8 @@ class SparseRecommender:
         `feats` the listed items' raw features and each feature's sum over the user's candidates; with
         `plain_k`, then the same four for a list of plain_k with `self.explore_slots` exploration
         slots, from the same pass)."""
+        if plain_k > k:
+            raise ValueError(f"the plain list ({plain_k}) must not be longer than the list it shares ({k})")
         background = self.background()
         width = self._candidate_capacity()
         mark, token = self._marks(len(users))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from learners import kernels
 from learners.base import Interactions, ItemMeta
 from learners.content_index import ContentNeighbours
 from learners.neighbours import NeighbourTable, add_pair
@@ -152,8 +153,9 @@ def test_content_neighbours_skip_nothing_small_and_bound_big_tokens() -> None:
 
 def _content_reference(metas: list[ItemMeta], width: int, postings: int) -> dict[int, dict[int, float]]:
     """Plain Python content neighbours: per announced item, the cosine of idf-weighted token sets with
-    the newest `postings` holders of each token (idf at announcement), the best `width` linked both
-    ways where they beat a full row's weakest."""
+    the newest `postings` holders of each token (idf at announcement, from the holders a token keeps:
+    past 4 x postings only the newest postings are kept), the best `width` linked both ways where they
+    beat a full row's weakest."""
     import math
 
     from learners.tokens import tokens
@@ -187,24 +189,47 @@ def _content_reference(metas: list[ItemMeta], width: int, postings: int) -> dict
         norms[a] = norm
         for t in toks:
             holders.setdefault(t, []).append(a)
+            if len(holders[t]) > 4 * postings:
+                del holders[t][:-postings]
     return rows
 
 
-def test_content_neighbours_match_a_plain_reference() -> None:
+@pytest.mark.parametrize("postings", [40, 6])  # 6: the frequent tokens' holders are trimmed often
+def test_content_neighbours_match_a_plain_reference(postings: int) -> None:
     rng = np.random.default_rng(3)
     words = [f"w{k}" for k in range(12)]  # few words: many ties and full rows
     metas = [ItemMeta(f"i{k}", " ".join(rng.choice(words, size=int(rng.integers(1, 4)), replace=False)),
                       tuple(rng.choice(["a", "b", "c"], size=int(rng.integers(0, 2)))))
              for k in range(300)]
-    index = ContentNeighbours(width=6, postings=40)
+    index = ContentNeighbours(width=6, postings=postings)
     for lo in range(0, 300, 50):  # announced in a few calls, as a replay does
         index.add(np.arange(lo, lo + 50), metas[lo: lo + 50])
-    reference = _content_reference(metas, width=6, postings=40)
+    from collections import Counter
+
+    from learners.tokens import tokens
+
+    filed = Counter(t for meta in metas for t in set(tokens(meta)))
+    assert (max(filed.values()) > 4 * postings) == (postings == 6)  # trimmed at 6, not at 40
+    reference = _content_reference(metas, width=6, postings=postings)
     for a in range(300):
         got = index.table.row(a)
         assert set(got) == set(reference.get(a, {}))
         for b, w in got.items():
             assert w == pytest.approx(reference[a][b], rel=1e-5)
+
+
+def test_content_neighbours_forget_evicted_items_under_every_token_they_had() -> None:
+    index = ContentNeighbours(width=4, postings=8)
+    index.add(np.arange(4), [ItemMeta(f"i{k}", "red apple", ("fruit",)) for k in range(4)])
+    index.add(np.array([1]), [ItemMeta("i1", "green pear", ())])  # re-announced: new tokens, old filings
+    index.reset_items(np.array([1, 2]), 4)
+    held = {t: set(buf[:n].tolist()) for t, (buf, n) in index._index.items()}
+    assert all(not ({1, 2} & cols) for cols in held.values())
+    assert held["red"] == {0, 3} and held["pear"] == set()
+    index.add(np.array([4]), [ItemMeta("i4", "red apple green", ("fruit",))])
+    assert set(index.table.row(4)) == {0, 3}  # never the freed columns
+    with pytest.raises(ValueError, match="postings"):
+        ContentNeighbours(postings=0)
 
 
 def test_drift_reaction_is_graded_and_keeps_structure() -> None:
@@ -428,3 +453,24 @@ def test_the_serving_mix_leads_the_tally_and_splits_the_cooccurrence_weight() ->
     assert restored.weights == w and (restored._mix_ema == model._mix_ema).all()
     with pytest.raises(ValueError, match="mixes"):
         SparseRecommender(mixes=(0.5, 1.5))
+
+
+@pytest.mark.parametrize(("explore_slots", "explore_below"), [(2, 3), (5, 60)])  # 60: most items "new"
+def test_one_list_pass_gives_the_plain_list_beside_the_deep_stages_candidates(explore_slots: int,
+                                                                              explore_below: int) -> None:
+    # the deep stage's lists take their plain list (k, exploration) from the pass that finds its 100
+    # candidates; it must be the list a plain pass gives
+    stream = generate(n_events=4000, n_users=60, n_items=300, seed=7)
+    model = SparseRecommender(explore_slots=explore_slots, explore_below=explore_below, max_items=250,
+                              seed=0)  # evicts too
+    for lo in range(0, len(stream.log), 256):
+        model.learn_many(stream.log[lo: lo + 256])
+    assert model.evicted_items > 0
+    users = model._users.lookup(np.asarray([*stream.log.user[-40:].tolist(), "nobody"], dtype=object))
+    for k in (1, 3, 10):
+        for exclude in (True, False):
+            alone = model._top_k(users, k, exclude, model.explore_slots)[:4]
+            merged = model._top_k(users, 100, exclude, 0, feats=True, plain_k=k)[6:]
+            for a, b in zip(alone, merged, strict=True):
+                np.testing.assert_array_equal(a, b)
+            assert (alone[3] == kernels.SOURCE_EXPLORE).any() or k == 1
