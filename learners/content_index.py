@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from learners.base import ItemMeta
-from learners.neighbours import NeighbourTable
+from learners.neighbours import NeighbourTable, insert_ranked
 from learners.tokens import tokens
 
 
@@ -73,22 +73,11 @@ def _link(cols, weights, a, held, w, norm, norms, slot, width):
     for q in range(m):
         slot[others[q]] = -1
         sims[q] = sums[q] / (norm * norms[others[q]])
-    # the best `width` in descending order, ties by first appearance (a stable sort's first `width`),
-    # by insertion into a short sorted list: most holders fall below its last entry at one compare
+    # the best `width` in descending order, ties by first appearance (a stable sort's first `width`)
     best = np.empty(min(width, m), np.int64)
     n_best = 0
     for q in range(m):
-        v = sims[q]
-        if n_best == best.shape[0] and v <= sims[best[n_best - 1]]:
-            continue
-        p = n_best if n_best < best.shape[0] else n_best - 1
-        while p > 0 and sims[best[p - 1]] < v:
-            if p < best.shape[0]:
-                best[p] = best[p - 1]
-            p -= 1
-        best[p] = q
-        if n_best < best.shape[0]:
-            n_best += 1
+        n_best = insert_ranked(sims, q, best, n_best, best.shape[0])
     for r in range(n_best):
         q = best[r]
         insert_best(cols, weights, a, others[q], sims[q])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from learners.neighbours import add_pair
+from learners.neighbours import add_pair, insert_ranked
 
 FEATURES = ("cooccurrence", "trending", "popularity", "content", "cooccurrence_share")
 # the `source` a recommendation names for each feature (both co-occurrence normalisations: "cooccurrence")
@@ -426,19 +426,8 @@ def _insert_best(scores, m, best, size, cols, item_events, below):
     descending; ties keep the earlier index first); returns how many."""
     n = 0
     for r in range(m):
-        if item_events[cols[r]] >= below:
-            continue
-        s = scores[r]
-        if n == size and s <= scores[best[n - 1]]:
-            continue
-        p = n if n < size else size - 1
-        while p > 0 and scores[best[p - 1]] < s:
-            if p < size:
-                best[p] = best[p - 1]
-            p -= 1
-        best[p] = r
-        if n < size:
-            n += 1
+        if item_events[cols[r]] < below:
+            n = insert_ranked(scores, r, best, n, size)
     return n
 
 
@@ -460,9 +449,10 @@ SOURCE_EXPLORE = N_FEATURES + 1
 def _finish_list(b, k, slots, n_fresh, fresh_best, f_cols, f_scores, n_merged, m_cols, m_scores, m_src,
                  s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift, boost_shift,
                  eff, feats, out_n, out_cols, out_scores, out_src, out_feats):
-    """User b's row of a list of k: the first of the `n_merged` merged entries, then up to `slots` of the
-    last places for the best new candidates (`fresh_best`) not among them; each listed candidate's
-    source is its strongest feature. `out_feats` with rows: the listed items' raw features."""
+    """User b's row of a list of k: the first of the `n_merged` (<= k) merged entries, then up to `slots`
+    of the last places for the best new candidates (`fresh_best`) not among them; each listed
+    candidate's source is its strongest feature. `out_feats` with rows: the listed items' raw
+    features."""
     with_feats = out_feats.shape[0] > 0
     n_new = 0
     if slots > 0:
@@ -472,7 +462,7 @@ def _finish_list(b, k, slots, n_fresh, fresh_best, f_cols, f_scores, n_merged, m
             c = fresh_best[r]
             col = f_cols[c]
             listed = False
-            for q in range(min(n_merged, k)):
+            for q in range(n_merged):
                 if m_cols[q] == col:
                     listed = True
                     break

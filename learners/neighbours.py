@@ -40,6 +40,23 @@ def bucket_of(b: int, width: int) -> tuple[int, int]:
     return start, start + BUCKET
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def insert_ranked(scores, r, best, n, size):
+    """Offer entry r to `best[:n]`, the indices of the `size` best entries offered so far by
+    `scores`, descending (ties: the earlier offered first); returns the new n. Offered in index order,
+    that is a stable sort's first `size`, at one compare for most entries once `best` is full."""
+    s = scores[r]
+    if n == size and s <= scores[best[n - 1]]:
+        return n
+    p = n if n < size else size - 1
+    while p > 0 and scores[best[p - 1]] < s:
+        if p < size:
+            best[p] = best[p - 1]
+        p -= 1
+    best[p] = r
+    return n + 1 if n < size else n
+
+
 @numba.njit(cache=True, nogil=True)
 def add_pair(cols: np.ndarray, weights: np.ndarray, errors: np.ndarray, a: int, b: int, w: float) -> None:
     """Add `w` to the weight of neighbour b in a's row (space-saving replacement when full)."""
