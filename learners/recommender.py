@@ -768,8 +768,8 @@ class OnlineRecommender:
             "mf": {"mean": self.mf.mean, "n_ratings": self.mf.n_ratings} if self.mf else None,
             "params": self._shape_params(),
         }
-        if self.reranker is not None:  # the deep stage's serving model (its features refill)
-            save_stage(self.reranker, items, meta, context=True)
+        if self.reranker is not None:  # the deep stage's serving model and what its features read
+            save_stage(self.reranker, items, meta)
         return State(users=users, items=items, meta=meta)
 
     def _shape_params(self) -> dict[str, int]:

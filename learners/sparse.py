@@ -1008,7 +1008,7 @@ class SparseRecommender:
                 "item_watermarks": {str(p): o for p, o in self._watermarks.items()},
                 "latest_ts": self._latest_ts}
         if self.reranker is not None:  # the serving model and what its features read
-            save_stage(self.reranker, items, meta, context=True)
+            save_stage(self.reranker, items, meta)
         return State(users=users, items=items, meta=meta)
 
     def load_state_dict(self, state: State) -> None:

@@ -1,22 +1,24 @@
 """A second stage's state inside its learner's checkpoint (`OnlineRecommender`, `SparseRecommender`).
 
 The stage's serving weights go into the state's item-side arrays under "deep.", the rest of its
-`state_dict()` into `meta["deep"]`; with `context`, what its candidate features are computed from
-(`context_state()`) goes under "deep_context.". Loading restores whichever of them the state holds.
+`state_dict()` into `meta["deep"]`, and what its candidate features are computed from
+(`context_state()`) under "deep_context.". Loading restores whichever of them the state holds.
 No torch here: the learners import it without the stage.
 
 >>> import numpy as np
 >>> class Stage:
 ...     def state_dict(self): return {"version": 2, "weights": {"w": np.ones(2)}}
 ...     def load_state_dict(self, state): self.loaded = state
+...     def context_state(self): return {"count": np.zeros(3)}
+...     def load_context_state(self, arrays): self.context = arrays
 >>> items, meta = {}, {}
 >>> save_stage(Stage(), items, meta)
 >>> sorted(items), meta
-(['deep.w'], {'deep': {'version': 2}})
+(['deep.w', 'deep_context.count'], {'deep': {'version': 2}})
 >>> stage = Stage()
 >>> load_stage(stage, items, meta)
->>> stage.loaded["version"], stage.loaded["weights"]["w"].tolist()
-(2, [1.0, 1.0])
+>>> stage.loaded["version"], stage.loaded["weights"]["w"].tolist(), sorted(stage.context)
+(2, [1.0, 1.0], ['count'])
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ WEIGHTS = "deep."  # state.items arrays of the stage's serving weights
 CONTEXT = "deep_context."  # ... and of what its candidate features are computed from
 
 
-def save_stage(stage: Any, items: dict[str, np.ndarray], meta: dict[str, Any], context: bool = False) -> None:
-    """Add `stage`'s serving model (and with `context` its features' context) to a state's arrays
-    and meta."""
+def save_stage(stage: Any, items: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Add `stage`'s serving model and its features' context to a state's arrays and meta."""
     state = stage.state_dict()
     items.update({WEIGHTS + key: np.asarray(w) for key, w in state.get("weights", {}).items()})
     meta["deep"] = {key: value for key, value in state.items() if key != "weights"}
-    if context:
-        items.update({CONTEXT + key: value for key, value in stage.context_state().items()})
+    items.update({CONTEXT + key: value for key, value in stage.context_state().items()})
 
 
 def load_stage(stage: Any, items: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
