@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -11,6 +14,7 @@ from learners.content_index import ContentNeighbours
 from learners.neighbours import NeighbourTable, add_pair
 from learners.sparse import SparseRecommender
 from learners.synthetic import generate
+from learners.tokens import tokens
 
 
 def test_add_pair_keeps_every_heavy_neighbour_like_space_saving() -> None:
@@ -156,10 +160,6 @@ def _content_reference(metas: list[ItemMeta], width: int, postings: int) -> dict
     the newest `postings` holders of each token (idf at announcement, from the holders a token keeps:
     past 4 x postings only the newest postings are kept), the best `width` linked both ways where they
     beat a full row's weakest."""
-    import math
-
-    from learners.tokens import tokens
-
     holders: dict[str, list[int]] = {}
     norms: dict[int, float] = {}
     rows: dict[int, dict[int, float]] = {}
@@ -204,10 +204,6 @@ def test_content_neighbours_match_a_plain_reference(postings: int) -> None:
     index = ContentNeighbours(width=6, postings=postings)
     for lo in range(0, 300, 50):  # announced in a few calls, as a replay does
         index.add(np.arange(lo, lo + 50), metas[lo: lo + 50])
-    from collections import Counter
-
-    from learners.tokens import tokens
-
     filed = Counter(t for meta in metas for t in set(tokens(meta)))
     assert (max(filed.values()) > 4 * postings) == (postings == 6)  # trimmed at 6, not at 40
     reference = _content_reference(metas, width=6, postings=postings)
