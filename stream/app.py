@@ -629,13 +629,15 @@ class _Rebalance(ConsumerRebalanceListener):
         # aiokafka calls this from its coordination task, beside the consuming one: the batch in
         # progress ends first (learned, its lists sent), so the checkpoint below covers it
         owner = self.owner
+        leaving = {(tp.topic, tp.partition) for tp in revoked}
+        gone = {f"{topic}:{partition}" for topic, partition in leaving}
+        owner.live.assignment = [name for name in owner.live.assignment if name not in gone]
         async with owner._batch_lock:
             owner.drop_ahead()
             if not revoked:
                 return
             owner.generation += 1  # a fetch taken before this and not yet staged is dropped
             # staged, not learned (a batch that failed midway): the next owner applies them
-            leaving = {(tp.topic, tp.partition) for tp in revoked}
             dropped = await owner._in_learner(owner.live.unstage, leaving)
             if dropped:
                 log.info("revoked: %d staged events left to the partitions' next owner", dropped)
@@ -650,16 +652,19 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         owner = self.owner
+        live = owner.live
+        # the group's answer, shown at once (`/health`); catching up below is this worker's own work
+        live.assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in owner.consumer.assignment())
         if owner.deltas is not None:
             # the previous owners sent their deltas before letting go (checkpoint on revocation): apply
             # them first, so the events they learned are re-learned here for their users only
             async with owner._batch_lock:
+                started = time.monotonic()
                 try:
-                    await owner.deltas.catch_up(owner._apply_deltas)
+                    n = await owner.deltas.catch_up(owner._apply_deltas)
+                    log.info("caught up on %d item delta records in %.1f s", n, time.monotonic() - started)
                 except Exception:  # noqa: BLE001 - the deltas still come, later, through the batches
                     log.exception("catching up on item deltas failed")
-        live = self.owner.live
-        live.assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in self.owner.consumer.assignment())
         interactions = self.owner.settings.topic("interactions")
         async with owner._batch_lock:
             for tp in assigned:
@@ -671,5 +676,5 @@ class _Rebalance(ConsumerRebalanceListener):
                         log.exception("taking over %s:%d failed", tp.topic, tp.partition)
                 saved = live.offsets.get((tp.topic, tp.partition))
                 if saved is not None:
-                    self.owner.consumer.seek(tp, saved)
+                    owner.consumer.seek(tp, saved)
         log.info("assigned %s", ", ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)))

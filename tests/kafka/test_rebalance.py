@@ -17,12 +17,19 @@ from stream.worker import WorkerProcess
 pytestmark = pytest.mark.kafka
 
 
+def split(held: tuple[list[str], list[str]]) -> bool:
+    """Each of the two workers holds partitions, none of them held by both."""
+    first, second = set(held[0]), set(held[1])
+    return bool(first) and bool(second) and not first & second
+
+
 def test_partitions_move_to_a_joining_worker_without_loss_or_double_counting(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
     records = encode_events(generate(n_events=12_000, seed=21).log)
     first, rest = records[:6000], records[6000:]
-    args = ["--learner", "popularity", "--batch-size", "500"]
+    # info: a failure below shows the rebalance's steps (assigned, revoked, caught up) in the log tails
+    args = ["--learner", "popularity", "--batch-size", "500", "--log-level", "info"]
     with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "a", args=args) as a:
         a.wait_ready()
         producer = make_producer(settings)
@@ -36,9 +43,11 @@ def test_partitions_move_to_a_joining_worker_without_loss_or_double_counting(
             flowing.start()
             with WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "b", args=args) as b:
                 b.wait_ready(timeout=90)  # b holds partitions: the group rebalanced
-                deadline = time.monotonic() + 60
-                while set(a.health()["assigned"]) & set(b.health()["assigned"]):
-                    assert time.monotonic() < deadline, "the two workers never split the partitions"
+                deadline = time.monotonic() + 120
+                while not split(held := (a.health()["assigned"], b.health()["assigned"])):
+                    assert time.monotonic() < deadline, (
+                        f"the two workers never split the partitions (held {held}):\n"
+                        f"--- a\n{a.log_tail()}\n--- b\n{b.log_tail()}")
                     time.sleep(0.2)
                 flowing.join()
                 deadline = time.monotonic() + 90
