@@ -693,6 +693,40 @@ def _kth_largest(a, k, t):
     return a[t]
 
 
+_SELECT_BUCKETS = 64
+
+
+@numba.njit(cache=True, nogil=True)
+def _kth_largest_of(values, k, t, work, counts):
+    """The (t + 1)-th largest of values[:k], values left as they are: a histogram of `counts.shape[0]`
+    buckets over their range finds the bucket that holds it (the bucket is monotone in the value, so
+    every value of a higher bucket is larger), and a quickselect among that bucket's values (copied into
+    `work`) finds it there: three light passes instead of a quickselect over all k."""
+    lo = values[0]
+    hi = values[0]
+    for q in range(1, k):
+        lo = min(lo, values[q])
+        hi = max(hi, values[q])
+    if not hi > lo:
+        return lo
+    n_buckets = counts.shape[0]
+    scale = n_buckets / (np.float64(hi) - np.float64(lo))
+    counts[:] = 0
+    for q in range(k):
+        counts[min(int((np.float64(values[q]) - lo) * scale), n_buckets - 1)] += 1
+    above = 0
+    b = n_buckets - 1
+    while above + counts[b] <= t:
+        above += counts[b]
+        b -= 1
+    m = 0
+    for q in range(k):
+        if min(int((np.float64(values[q]) - lo) * scale), n_buckets - 1) == b:
+            work[m] = values[q]
+            m += 1
+    return _kth_largest(work, m, t - above)
+
+
 @numba.njit(cache=True, nogil=True)
 def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_start, hist_len, pool, mark,
                     token, out_cols, out_slots, out_blend, out_raw, out_mass, out_top):
@@ -709,6 +743,7 @@ def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_s
     keep_m = np.empty(cand_cols.shape[1], np.int64)
     keep_v = np.empty(cand_cols.shape[1], np.float32)
     work = np.empty(cand_cols.shape[1], np.float32)
+    counts = np.empty(_SELECT_BUCKETS, np.int64)
     for e in range(users.shape[0]):
         u = users[e]
         cur = token + e
@@ -735,9 +770,7 @@ def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_s
         threshold = -np.inf
         ties = k  # how many entries scoring the threshold are taken
         if k > c:  # the c-th largest score: what is above it, and in row order what ties with it
-            for q in range(k):
-                work[q] = keep_v[q]
-            threshold = _kth_largest(work, k, c - 1)
+            threshold = _kth_largest_of(keep_v, k, c - 1, work, counts)
             above = 0
             for q in range(k):
                 above += keep_v[q] > threshold

@@ -103,6 +103,22 @@ def test_deep_candidates_are_the_best_of_each_events_candidates_that_are_not_its
             seen[u].add(int(items[e]))
 
 
+@pytest.mark.parametrize("shape", ["uniform", "outlier", "equal", "few", "wide", "tiny_range"])
+def test_the_bucketed_selection_finds_the_kth_largest_and_leaves_the_values_alone(shape: str) -> None:
+    rng = np.random.default_rng(len(shape))
+    work, counts = np.empty(1000, np.float32), np.empty(kernels._SELECT_BUCKETS, np.int64)
+    for _ in range(50):
+        k = int(rng.integers(1, 1000))
+        values = {"uniform": rng.random(k), "outlier": np.r_[rng.random(k - 1), 1e30][:k],
+                  "equal": np.full(k, 2.5), "few": rng.integers(-2, 3, k),
+                  "wide": rng.standard_cauchy(k) * 1e6, "tiny_range": 1.0 + rng.integers(0, 3, k) * 1e-7,
+                  }[shape].astype(np.float32)
+        before = values.copy()
+        t = int(rng.integers(0, k))
+        assert kernels._kth_largest_of(values, k, t, work, counts) == np.sort(values)[::-1][t]
+        np.testing.assert_array_equal(values, before)
+
+
 def test_lift_puts_the_reranked_candidates_above_every_other_score_in_deep_order() -> None:
     bg = Background.build(np.array([0.1, 3.0, 0.2, 0.0, 0.4], np.float32), version=1)
     cols = np.array([[0, 2, 4, -1], [1, 3, -1, -1]], np.int32)
