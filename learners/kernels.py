@@ -794,3 +794,14 @@ def deep_candidates(users, items, prev, cand_n, cand_cols, scores, feats, hist_s
             out_blend[e, q] = -np.inf
             for f in range(n_feat):
                 out_raw[e, q, f] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def feature_rows(src, dst):
+    """dst[e, m, k] = src[k, e, m] (feature-major features into one row per candidate): per event, each
+    feature's contiguous run is read and written into the event's block, which stays in L1."""
+    n_feat, n, c = src.shape
+    for e in range(n):
+        for k in range(n_feat):
+            for m in range(c):
+                dst[e, m, k] = src[k, e, m]

@@ -119,6 +119,14 @@ def test_the_bucketed_selection_finds_the_kth_largest_and_leaves_the_values_alon
         np.testing.assert_array_equal(values, before)
 
 
+def test_feature_rows_is_the_transpose_into_a_wider_array() -> None:
+    src = np.random.default_rng(0).normal(size=(7, 5, 3)).astype(np.float32)
+    dst = np.full((5, 4, 7), 9.0, np.float32)
+    kernels.feature_rows(src, dst[:, :3])  # the candidate rows past the event's width stay untouched
+    np.testing.assert_array_equal(dst[:, :3], src.transpose(1, 2, 0))
+    assert (dst[:, 3] == 9.0).all()
+
+
 def test_lift_puts_the_reranked_candidates_above_every_other_score_in_deep_order() -> None:
     bg = Background.build(np.array([0.1, 3.0, 0.2, 0.0, 0.4], np.float32), version=1)
     cols = np.array([[0, 2, 4, -1], [1, 3, -1, -1]], np.int32)
