@@ -17,7 +17,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,20 +131,24 @@ def _drift_monitor(model: Recommender, args: argparse.Namespace) -> Any:
     return None if args.no_drift else monitor_for(model)
 
 
-def compile_kernels(model_cls: type) -> float:
+def compile_kernels(make_model: Callable[[], Recommender]) -> float:
     """Seconds to compile (or load from numba's cache) a candidate scorer's kernels and its evaluator's,
-    by running a short synthetic stream through a throwaway instance, so the timed loop excludes them."""
+    by running a short synthetic stream through a throwaway instance built as the real one (`make_model`:
+    a deep stage's kernels too), so the timed loop excludes them."""
     from learners.synthetic import generate
 
     started = time.perf_counter()
     stream = generate(n_events=600, n_users=30, n_items=60, seed=0)
     items = sorted(stream.items, key=lambda m: m.ts)
-    twin = model_cls()
+    twin = make_model()
     evaluator = evaluator_for(twin)
     replay(stream.log, twin, items, batch_size=200, evaluator=evaluator)
     twin.recommend([str(stream.log.user[0])], 5)
     if has_hook(twin, "on_drift"):
         twin.on_drift()
+    close = get_hook(twin, "close")
+    if close is not None:
+        close()
     return time.perf_counter() - started
 
 
@@ -313,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         # spinning threads made a replay ~10x slower. The worker does the same (`--torch-threads`).
         torch.set_num_threads(max(1, args.torch_threads))
     if has_hook(model, "score_then_learn"):
-        facts["jit_s"] = compile_kernels(type(model))
+        facts["jit_s"] = compile_kernels(lambda: build_model(args))
     monitor = _drift_monitor(model, args)
     n_users, n_items = len(np.unique(log.user)), len(np.unique(log.item))
     catalog = f", {len(items):,} catalog entries" if items else ""
