@@ -268,8 +268,8 @@ OPTIONAL_HOOKS: dict[str, Hook] = {
     "start_background": Hook(
         "start_background() -> None", True,
         "start background work (the deep stage's fine-tune process) now rather than on first use, so "
-        "its start-up (importing torch) does not land in the stream's first fine-tune round",
-        "stream.worker.LiveLoop.start_background (when the worker's partitions are assigned)"),
+        "its start-up (importing torch) does not land in the stream",
+        "stream.worker at start-up"),
     "record_item_deltas": Hook(
         "record_item_deltas(on=True) -> None", True,
         "start recording the item side learned from sourced events (`Interactions.partition`/`offset`) "

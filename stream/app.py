@@ -655,10 +655,6 @@ class _Rebalance(ConsumerRebalanceListener):
         live = owner.live
         # the group's answer, shown at once (`/health`); catching up below is this worker's own work
         live.assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in owner.consumer.assignment())
-        try:  # no-op once started
-            await owner._in_learner(live.start_background)
-        except Exception:  # noqa: BLE001 - the first fine-tune round starts it instead
-            log.exception("starting the learner's background work failed")
         if owner.deltas is not None:
             # the previous owners sent their deltas before letting go (checkpoint on revocation): apply
             # them first, so the events they learned are re-learned here for their users only

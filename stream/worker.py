@@ -838,14 +838,6 @@ class LiveLoop:
         log.info("checkpoint %s at %s", path.name, offsets)
         return path
 
-    def start_background(self) -> None:
-        """Start the learner's background work (its fine-tune process) if it has any: the consumer
-        calls this once partitions are assigned, so the child's start-up (importing torch) neither
-        delays the worker's readiness nor lands at the first fine-tune round, mid-stream."""
-        start = get_hook(self.learner, "start_background")
-        if start is not None:
-            start()
-
     def restore(self, init_state: str | Path | None = None) -> str | None:
         """Load the newest checkpoint of `state_dir` (state, offsets, counters); without one, start
         warm from `init_state` (a replay's saved state: its offsets mean nothing here). Returns what
@@ -981,6 +973,9 @@ def run(args: argparse.Namespace) -> int:
                     metrics=metrics, recorder=recorder, monitor=monitor,
                     fork_checkpoints=modes[settings.checkpoint_mode], fields=fields)
     loaded = live.restore(settings.init_state or None)
+    start_background = get_hook(live.learner, "start_background")
+    if start_background is not None:  # its fine-tune process imports torch while this one starts
+        start_background()
     from stream.app import instance_id
 
     worker_id = instance_id(settings)

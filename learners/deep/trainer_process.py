@@ -94,7 +94,6 @@ class TrainerProcess:
         self._process = process  # the child's end lives in the child only: the parent's exit gives it EOF
         self._conn = parent_end
         self._params_sent = False
-        log.info("fine-tune process started (pid %s)", process.pid)
 
     def submit(self, job: RoundJob) -> None:
         """Send a round to the child (started on first use). Cheap: tensors go as shared memory."""
