@@ -148,9 +148,9 @@ class Recommender(Protocol):
 
     Optional hooks: a learner may also offer any of score_then_learn, predict_many, on_drift,
     item_index_version, events_applied, model_version, n_users, n_items, evicted_items, evicted_users,
-    state_bytes, knows_user, finetune_rounds, start_background, close, reranker, and for workers sharing
-    item-side state record_item_deltas, take_item_deltas, take_first_seen, apply_item_delta,
-    item_watermarks, item_counts, load_item_state, user_states and load_user_states.
+    state_bytes, knows_user, finetune_rounds, close, reranker, and for workers sharing item-side state
+    record_item_deltas, take_item_deltas, take_first_seen, apply_item_delta, item_watermarks, item_counts,
+    load_item_state, user_states and load_user_states.
     `OPTIONAL_HOOKS`, right below, says what each means and who uses it; without one, its caller does
     without (see there).
 
@@ -265,11 +265,6 @@ OPTIONAL_HOOKS: dict[str, Hook] = {
     "close": Hook(
         "close() -> None", True, "wait for background work (a running fine-tune) before the process exits",
         "stream.worker at shutdown"),
-    "start_background": Hook(
-        "start_background() -> None", True,
-        "start background work (the deep stage's fine-tune process) now rather than on first use, so "
-        "its start-up (importing torch) does not land in the stream",
-        "stream.worker at start-up"),
     "record_item_deltas": Hook(
         "record_item_deltas(on=True) -> None", True,
         "start recording the item side learned from sourced events (`Interactions.partition`/`offset`) "

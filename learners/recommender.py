@@ -262,11 +262,6 @@ class OnlineRecommender:
         if self.reranker is not None:
             self.reranker.close()
 
-    def start_background(self) -> None:
-        """Start the deep stage's background fine-tune process now (a live worker, at start-up)."""
-        if self.reranker is not None:
-            self.reranker.start_background()
-
     def item_ids(self, cols: np.ndarray) -> np.ndarray:
         return self._items.ids(cols)
 

@@ -343,11 +343,6 @@ class SparseRecommender:
         if self.reranker is not None:
             self.reranker.close()
 
-    def start_background(self) -> None:
-        """Start the deep stage's background fine-tune process now (a live worker, at start-up)."""
-        if self.reranker is not None:
-            self.reranker.start_background()
-
     def finetune_rounds(self, since: int = 0) -> list[tuple[float, int, int | None]]:
         """(seconds, samples, version or None when rejected) of the deep stage's fine-tune rounds from
         round `since` on (empty without a deep stage)."""

@@ -973,9 +973,6 @@ def run(args: argparse.Namespace) -> int:
                     metrics=metrics, recorder=recorder, monitor=monitor,
                     fork_checkpoints=modes[settings.checkpoint_mode], fields=fields)
     loaded = live.restore(settings.init_state or None)
-    start_background = get_hook(live.learner, "start_background")
-    if start_background is not None:  # its fine-tune process imports torch while this one starts
-        start_background()
     from stream.app import instance_id
 
     worker_id = instance_id(settings)

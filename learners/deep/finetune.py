@@ -95,16 +95,6 @@ class RoundReport:
     version: int | None = None
 
 
-def background_mode(background: bool | str, device: torch.device) -> str:
-    """"replay" (background False), "thread" or "process": what `background` means on `device` (True:
-    a thread on CUDA, a process on CPU, off the stream's GIL)."""
-    if background is False:
-        return "replay"
-    if isinstance(background, str):
-        return background
-    return "thread" if device.type == "cuda" else "process"
-
-
 class WindowedFineTuner:
     """Periodic fine-tuning of a `CandidateRanker` on a `SlidingWindow`, with atomic swaps."""
 
@@ -129,7 +119,6 @@ class WindowedFineTuner:
         nice: int = 10,
         device: str | torch.device | None = "auto",
         seed: int = 0,
-        trainer: TrainerProcess | None = None,
     ) -> None:
         if every_events is None and every_seconds is None:
             raise ValueError("set every_events and/or every_seconds")
@@ -167,10 +156,7 @@ class WindowedFineTuner:
         self._swap_lock = threading.Lock()
         self._pending: list[tuple[int, CandidateRanker]] = []  # (serve_from_event, model), replay only
         self._thread: threading.Thread | None = None
-        # background="process": started on the first round, unless started before (`start_background`)
-        self._worker: TrainerProcess | None = trainer
-        if trainer is not None:
-            weakref.finalize(self, trainer.close, 1.0)  # a tuner dropped without close()
+        self._worker: TrainerProcess | None = None  # background="process": started on the first round
         self._submit_s = 0.0  # the stream's share of the round in flight (snapshot + send)
         self._shared: dict[str, torch.Tensor] | None = None  # the process rounds' snapshot buffers
         self._replay_busy_until = 0  # replay: the event the last round's cost runs until
@@ -193,7 +179,11 @@ class WindowedFineTuner:
     @property
     def mode(self) -> str:
         """"replay", "thread" or "process" (what `background=True` resolves to on this device)."""
-        return background_mode(self.background, self.device)
+        if self.background is False:
+            return "replay"
+        if isinstance(self.background, str):
+            return self.background
+        return "thread" if self.device.type == "cuda" else "process"
 
     def busy(self, events_seen: int) -> bool:
         """A round is running: live, its thread or child; in replay, until the events its cost stands
@@ -274,8 +264,14 @@ class WindowedFineTuner:
         fresh = serving is None
         if fresh and self.prepare is not None:
             self.prepare(model)  # here, where its inputs live; the child fits the standardizer
+        if self._worker is None:
+            params = {name: getattr(self, name) for name in ("epochs", "batch_size", "lr", "weight_decay",
+                                                             "holdout", "k", "min_samples", "seed")}
+            params["every_events"] = 1
+            self._worker = TrainerProcess(params, threads=self.threads, nice=self.nice)
+            weakref.finalize(self, self._worker.close, 1.0)  # a tuner dropped without close()
         try:
-            self._trainer().submit(RoundJob(trigger_event, data, model, fresh))
+            self._worker.submit(RoundJob(trigger_event, data, model, fresh))
         except Exception as exc:  # e.g. a main module without the `if __name__ == "__main__"` guard
             log.warning("cannot start the fine-tune process (%r): rounds run in a thread from now on", exc)
             self._worker = None
@@ -283,27 +279,6 @@ class WindowedFineTuner:
             self._last_trigger_event = trigger_event - (self.every_events or 0)  # retry at the next tick
             return
         self._submit_s = time.perf_counter() - start
-
-    def _trainer(self) -> TrainerProcess:
-        """The fine-tune process, with this tuner's round hyper-parameters (not started yet)."""
-        if self._worker is None:
-            self._worker = TrainerProcess(threads=self.threads, nice=self.nice)
-            weakref.finalize(self, self._worker.close, 1.0)  # a tuner dropped without close()
-        if self._worker.params is None:
-            params = {name: getattr(self, name) for name in ("epochs", "batch_size", "lr", "weight_decay",
-                                                             "holdout", "k", "min_samples", "seed")}
-            self._worker.params = {**params, "every_events": 1}
-        return self._worker
-
-    def start_background(self) -> None:
-        """Start the fine-tune process now rather than at the first round (mode "process"; else
-        nothing): the child imports torch, seconds of CPU better spent while the worker starts."""
-        if self.mode != "process":
-            return
-        try:
-            self._trainer().start()
-        except Exception as exc:  # noqa: BLE001 - the first round tries again (and falls back to a thread)
-            log.warning("cannot start the fine-tune process yet (%r)", exc)
 
     def _collect(self, timeout: float | None) -> None:
         """Swap in the finished process round's model (same rule as the thread's), if one is back."""

@@ -34,7 +34,6 @@ The recommender's side (`OnlineRecommender(deep=...)` calls it so)::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,10 +42,9 @@ import torch
 
 from learners.deep.device import resolve_device
 from learners.deep.features import OWN_FEATURES, CandidateFeatures, Candidates
-from learners.deep.finetune import WindowedFineTuner, background_mode, sample_fields
+from learners.deep.finetune import WindowedFineTuner, sample_fields
 from learners.deep.history import RecentItems
 from learners.deep.model import CandidateRanker
-from learners.deep.trainer_process import TrainerProcess
 from learners.deep.window import SlidingWindow
 
 
@@ -56,8 +54,6 @@ def training_defaults(device: torch.device) -> tuple[int, int]:
     3.2M at 8,192) and the extra epochs keep the number of steps (same replay HR@10 on both logs)."""
     return (8192, 4) if torch.device(device).type == "cuda" else (1024, 1)
 
-
-log = logging.getLogger(__name__)
 
 class DeepReranker:
     """Two-stage re-ranking of the online blend's top candidates, fine-tuned on a sliding window.
@@ -144,7 +140,6 @@ class DeepReranker:
         self.window: SlidingWindow | None = None
         self.tuner: WindowedFineTuner | None = None
         self._scored: tuple[np.ndarray, Candidates] | None = None  # the last batch scored
-        self._trainer: TrainerProcess | None = None  # started before the tuner exists (start_background)
         self.events = 0
         self.item_vectors: torch.Tensor | None = None  # warm start for item embeddings, by column
 
@@ -174,21 +169,9 @@ class DeepReranker:
                 batch_size=self.batch_size or batch_size,
                 lr=self.lr, background=self.background, live_rate=self.live_rate,
                 fixed_cost_s=self.fixed_cost_s, threads=self.threads, device=self.device, seed=self.seed,
-                trainer=self._trainer,
             )
             self.tuner.prepare = self._warm_start
         return self.tuner
-
-    def start_background(self) -> None:
-        """Start the background fine-tune process now (live, on CPU; else nothing) instead of at the
-        first round: the child imports torch, seconds of CPU better spent while the worker starts."""
-        if self.tuner is not None:
-            self.tuner.start_background()
-        elif self._trainer is None and background_mode(self.background, self.device) == "process":
-            try:
-                self._trainer = TrainerProcess(threads=self.threads).start()
-            except Exception as exc:  # noqa: BLE001 - the first round tries again (and falls back to a thread)
-                log.warning("cannot start the fine-tune process yet (%r)", exc)
 
     @property
     def model_version(self) -> int:
@@ -351,8 +334,6 @@ class DeepReranker:
         """Wait for a running background fine-tune, then stop the fine-tune process (if any)."""
         if self.tuner is not None:
             self.tuner.close()
-        elif self._trainer is not None:  # started, never given a round
-            self._trainer.close()
 
     def stats(self) -> dict[str, Any]:
         t = self.tuner

@@ -1,14 +1,12 @@
 """A persistent child process that runs fine-tune rounds off the stream's interpreter (and its GIL).
 
 A round in a thread shares the GIL with the stream: its Python (optimizer steps, autograd glue) halves
-the stream's throughput on CPU. `TrainerProcess` starts one spawned child (daemon, torch on `threads`
-threads, `os.nice(nice)`) on the first round, or earlier with `start()` (importing torch there costs
-seconds of CPU, better spent while the worker starts than in the middle of the stream). It sends the
-child the round's window snapshot and the model to start from (CPU tensors travel as shared memory
-through torch's reductions, so the pipe carries only handles), and hands back the trained state_dict
-and the round's report. `submit` and `poll` never block the caller; the child exits when `close` asks,
-on EOF of its pipe, or (mid-round) within half a second of its parent's death (it watches its parent
-id).
+the stream's throughput on CPU. `TrainerProcess` starts one spawned child on the first round (daemon,
+torch on `threads` threads, `os.nice(nice)`), sends it the round's window snapshot and the model to
+start from (CPU tensors travel as shared memory through torch's reductions, so the pipe carries only
+handles), and hands back the trained state_dict and the round's report. `submit` and `poll` never
+block the caller; the child exits when `close` asks, on EOF of its pipe, or (mid-round) within half a
+second of its parent's death (it watches its parent id).
 
 >>> # the WindowedFineTuner drives it; see learners/deep/finetune.py (background="process")
 """
@@ -52,24 +50,15 @@ class RoundResult:
 class TrainerProcess:
     """One spawned worker process for a `WindowedFineTuner`'s rounds, one round in flight at most.
 
-    `params` are the tuner's round hyper-parameters (keyword arguments of `WindowedFineTuner`); they
-    may be set after `start()`, before the first `submit`: the child gets them first."""
+    `params` are the tuner's round hyper-parameters (keyword arguments of `WindowedFineTuner`)."""
 
-    def __init__(self, params: dict[str, Any] | None = None, threads: int = 1, nice: int = 10) -> None:
+    def __init__(self, params: dict[str, Any], threads: int = 1, nice: int = 10) -> None:
         self.params = params
         self.threads = threads
         self.nice = nice
         self._process: Any = None
         self._conn: Any = None
         self._in_flight: RoundJob | None = None
-        self._params_sent = False
-
-    def start(self) -> TrainerProcess:
-        """Start the child now (no-op while it runs) instead of on the first round."""
-        if self._process is None or not self._process.is_alive():
-            self._shutdown(timeout=0.0)
-            self._start()
-        return self
 
     @property
     def busy(self) -> bool:
@@ -82,7 +71,7 @@ class TrainerProcess:
     def _start(self) -> None:
         ctx = mp.get_context("spawn")  # fork would copy the stream's threads and locks
         parent_end, child_end = ctx.Pipe(duplex=True)
-        args = (child_end, self.threads, self.nice)
+        args = (child_end, self.params, self.threads, self.nice)
         process = ctx.Process(target=serve_rounds, args=args, name="streamrec-finetune", daemon=True)
         try:
             process.start()
@@ -93,18 +82,14 @@ class TrainerProcess:
             child_end.close()
         self._process = process  # the child's end lives in the child only: the parent's exit gives it EOF
         self._conn = parent_end
-        self._params_sent = False
 
     def submit(self, job: RoundJob) -> None:
         """Send a round to the child (started on first use). Cheap: tensors go as shared memory."""
         if self._in_flight is not None:
             raise RuntimeError("a round is already in flight")
-        if self.params is None:
-            raise ValueError("TrainerProcess.params are not set")
-        self.start()
-        if not self._params_sent:
-            self._conn.send(self.params)
-            self._params_sent = True
+        if self._process is None or not self._process.is_alive():
+            self._shutdown(timeout=0.0)
+            self._start()
         self._conn.send(job)
         self._in_flight = job
 
@@ -149,9 +134,8 @@ class TrainerProcess:
                 process.join(1.0)
 
 
-def serve_rounds(conn: Any, threads: int, nice: int) -> None:
-    """The child's loop: the rounds' hyper-parameters, then rounds until `None` or EOF (the parent
-    closed its end or died)."""
+def serve_rounds(conn: Any, params: dict[str, Any], threads: int, nice: int) -> None:
+    """The child's loop: rounds until `None` or EOF (the parent closed its end or died)."""
     if nice and hasattr(os, "nice"):
         try:  # under CPU contention the stream's process goes first
             os.nice(nice)
@@ -161,12 +145,6 @@ def serve_rounds(conn: Any, threads: int, nice: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     from learners.deep.finetune import WindowedFineTuner
 
-    try:
-        params = conn.recv()
-    except (EOFError, OSError):
-        return
-    if params is None:
-        return
     tuner = WindowedFineTuner(_no_model, None, background=False, device="cpu", **params)  # type: ignore[arg-type]
     while True:
         try:

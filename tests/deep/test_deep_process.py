@@ -162,37 +162,3 @@ def test_a_child_that_cannot_start_leaves_the_rounds_to_a_thread(make_window, mo
     tuner.tick(1001)
     tuner.close()
     assert len(tuner.rounds) == 1 and tuner.serving.version == 1
-
-
-def test_a_child_started_before_the_first_round_serves_it(make_window):
-    from learners.deep.trainer_process import TrainerProcess
-
-    trainer = TrainerProcess(threads=1).start()  # no hyper-parameters yet: the tuner sets them
-    pid = trainer.pid
-    assert pid is not None and not _gone(pid)
-    window = make_window()
-    fill_window(window, 2000, 8, 4)
-    tuner = _tuner(window, background=True, trainer=trainer)
-    tuner.start_background()  # already running: the same child
-    assert tuner._worker is trainer and trainer.pid == pid
-    tuner.tick(2000)
-    tuner.wait(timeout=120)
-    assert tuner.serving.version == 1 and tuner.rounds[0].accepted and trainer.pid == pid
-    tuner.close()
-    assert _wait_gone(pid, 10)
-
-
-def test_the_reranker_starts_its_fine_tune_process_only_live_on_cpu():
-    from learners.deep.reranker import DeepReranker
-
-    replay = DeepReranker(background=False, device="cpu")
-    replay.start_background()
-    assert replay._trainer is None
-    live = DeepReranker(background=True, device="cpu")
-    live.start_background()
-    pid = live._trainer.pid
-    assert pid is not None and not _gone(pid)
-    live.start_background()  # no second child
-    assert live._trainer.pid == pid
-    live.close()  # no round ever came: the early child is stopped all the same
-    assert _wait_gone(pid, 10)
