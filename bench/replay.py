@@ -132,24 +132,11 @@ def _drift_monitor(model: Recommender, args: argparse.Namespace) -> Any:
 
 
 def compile_kernels(make_model: Callable[[], Recommender]) -> float:
-    """Seconds to compile (or load from numba's cache) a candidate scorer's kernels and its evaluator's,
-    by running a short synthetic stream through a throwaway instance built as the real one (`make_model`:
-    a deep stage's kernels too), so the timed loop excludes them."""
-    from learners.synthetic import generate
+    """Seconds to compile (or load from numba's cache) a candidate scorer's kernels and its evaluator's
+    on a throwaway twin built as the real model (`learners.warmup`), so the timed loop excludes them."""
+    from learners.warmup import warm_up
 
-    started = time.perf_counter()
-    stream = generate(n_events=600, n_users=30, n_items=60, seed=0)
-    items = sorted(stream.items, key=lambda m: m.ts)
-    twin = make_model()
-    evaluator = evaluator_for(twin)
-    replay(stream.log, twin, items, batch_size=200, evaluator=evaluator)
-    twin.recommend([str(stream.log.user[0])], 5)
-    if has_hook(twin, "on_drift"):
-        twin.on_drift()
-    close = get_hook(twin, "close")
-    if close is not None:
-        close()
-    return time.perf_counter() - started
+    return warm_up(make_model)
 
 
 def replay(

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from learners.base import Interactions, ItemMeta, Recommender, get_hook
+from learners.base import Interactions, ItemMeta, Recommender, get_hook, has_hook
 from learners.drift import monitor_for as drift_monitor
 from learners.ids import first_rows
 from stream.config import Settings, add_worker_arguments
@@ -973,6 +973,11 @@ def run(args: argparse.Namespace) -> int:
                     metrics=metrics, recorder=recorder, monitor=monitor,
                     fork_checkpoints=modes[settings.checkpoint_mode], fields=fields)
     loaded = live.restore(settings.init_state or None)
+    if has_hook(learner, "score_then_learn"):  # numba's kernels now, not at the first events
+        from learners.warmup import warm_up
+
+        spent = warm_up(lambda: make_learner(settings.learner, deep=not _no_deep(args)))
+        log.info("kernels ready in %.2f s", spent)
     from stream.app import instance_id
 
     worker_id = instance_id(settings)

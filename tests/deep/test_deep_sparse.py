@@ -190,3 +190,25 @@ def test_a_saved_state_serves_the_same_deep_lists() -> None:
     assert restored.recommend(users, k=10) == model.recommend(users, k=10)
     model.close()
     restored.close()
+
+
+def test_warm_up_loads_the_deep_stages_kernels_before_any_real_event() -> None:
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent("""
+        from learners import kernels
+        from learners.sparse import SparseRecommender
+        from learners.warmup import warm_up
+        names = ("score_then_learn", "deep_candidates", "feature_rows", "top_k_users")
+        before = [len(getattr(kernels, n).signatures) for n in names]
+        warm_up(lambda: SparseRecommender(deep=True))
+        print(before, [len(getattr(kernels, n).signatures) for n in names])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.strip().split("] [")
+    assert before == "[0, 0, 0, 0" and all(int(x) > 0 for x in after.rstrip("]").split(","))
