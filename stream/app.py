@@ -653,8 +653,6 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: Any) -> None:
         owner = self.owner
         live = owner.live
-        # the group's answer, shown at once (`/health`); catching up below is this worker's own work
-        live.assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in owner.consumer.assignment())
         if owner.deltas is not None:
             # the previous owners sent their deltas before letting go (checkpoint on revocation): apply
             # them first, so the events they learned are re-learned here for their users only
@@ -677,4 +675,7 @@ class _Rebalance(ConsumerRebalanceListener):
                 saved = live.offsets.get((tp.topic, tp.partition))
                 if saved is not None:
                     owner.consumer.seek(tp, saved)
+        # `/health` shows the partitions once they are taken over (their users restored): "ready" means
+        # that (`WorkerProcess.wait_ready`, the benches' `ready_s`)
+        live.assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in owner.consumer.assignment())
         log.info("assigned %s", ", ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)))
