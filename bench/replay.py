@@ -17,7 +17,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +129,6 @@ def _drift_monitor(model: Recommender, args: argparse.Namespace) -> Any:
     from learners.drift import monitor_for
 
     return None if args.no_drift else monitor_for(model)
-
-
-def compile_kernels(make_model: Callable[[], Recommender]) -> float:
-    """Seconds to compile (or load from numba's cache) a candidate scorer's kernels and its evaluator's
-    on a throwaway twin built as the real model (`learners.warmup`), so the timed loop excludes them."""
-    from learners.warmup import warm_up
-
-    return warm_up(make_model)
 
 
 def replay(
@@ -304,7 +296,10 @@ def run(args: argparse.Namespace) -> int:
         # spinning threads made a replay ~10x slower. The worker does the same (`--torch-threads`).
         torch.set_num_threads(max(1, args.torch_threads))
     if has_hook(model, "score_then_learn"):
-        facts["jit_s"] = compile_kernels(lambda: build_model(args))
+        from learners.warmup import warm_up
+
+        # numba's kernels compiled (or loaded from its cache) before the timed loop, on a twin of the model
+        facts["jit_s"] = warm_up(lambda: build_model(args))
     monitor = _drift_monitor(model, args)
     n_users, n_items = len(np.unique(log.user)), len(np.unique(log.item))
     catalog = f", {len(items):,} catalog entries" if items else ""

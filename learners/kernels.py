@@ -696,6 +696,12 @@ def _kth_largest(a, k, t):
 _SELECT_BUCKETS = 64
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bucket(value, lo, scale, n_buckets):
+    """`_kth_largest_of`'s bucket of a value: monotone in it (both of its passes use this one)."""
+    return min(int((np.float64(value) - lo) * scale), n_buckets - 1)
+
+
 @numba.njit(cache=True, nogil=True)
 def _kth_largest_of(values, k, t, work, counts):
     """The (t + 1)-th largest of values[:k], values left as they are: a histogram of `counts.shape[0]`
@@ -713,7 +719,7 @@ def _kth_largest_of(values, k, t, work, counts):
     scale = n_buckets / (np.float64(hi) - np.float64(lo))
     counts[:] = 0
     for q in range(k):
-        counts[min(int((np.float64(values[q]) - lo) * scale), n_buckets - 1)] += 1
+        counts[_bucket(values[q], lo, scale, n_buckets)] += 1
     above = 0
     b = n_buckets - 1
     while above + counts[b] <= t:
@@ -721,7 +727,7 @@ def _kth_largest_of(values, k, t, work, counts):
         b -= 1
     m = 0
     for q in range(k):
-        if min(int((np.float64(values[q]) - lo) * scale), n_buckets - 1) == b:
+        if _bucket(values[q], lo, scale, n_buckets) == b:
             work[m] = values[q]
             m += 1
     return _kth_largest(work, m, t - above)
