@@ -10,7 +10,8 @@ learned there or applied from a delta, across restarts and partition moves (a ne
 events before the watermark for the user side only).
 
 Entries are touched items only: per item its event count and trending sum, per item pair its raw pair
-weight (both directions get it). Weights are raw: the receiver scales them by its own drift boost, and
+weight (both directions get it), per first pick (an item some user picked first) its raw weight in the
+first-picks row. Weights are raw: the receiver scales them by its own drift boost, and
 its event clock moves on by the delta's event count (the clock counts every worker's events).
 
 The wire form (`to_bytes` / `from_bytes`) is a JSON header and little-endian arrays; `from_bytes`
@@ -58,19 +59,22 @@ class ItemDelta:
     pair_b: np.ndarray  # (P,)
     pair_w: np.ndarray  # (P,) raw pair weight (before any drift boost)
     meta: dict[str, Any] = field(default_factory=dict)  # sender, record times (set by the stream)
+    first_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (F,) positions in item_ids
+    first_w: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (F,) raw first-pick weight
 
     def to_bytes(self) -> bytes:
         encoded = [s.encode("utf-8") for s in self.item_ids]
         lengths = np.fromiter((len(b) for b in encoded), np.uint32, len(encoded))
         header = {"partition": int(self.partition), "first": int(self.first), "last": int(self.last),
                   "events": int(self.events), "items": len(encoded), "pairs": int(len(self.pair_a)),
-                  "meta": self.meta}
+                  "firsts": int(len(self.first_pos)), "meta": self.meta}
         head = json.dumps(header, separators=(",", ":")).encode()
         return b"".join([
             _HEADER.pack(MAGIC, len(head)), head, lengths.tobytes(), b"".join(encoded),
             np.asarray(self.counts, "<u4").tobytes(), np.asarray(self.trend_sums, "<f8").tobytes(),
             np.asarray(self.pair_a, "<u4").tobytes(), np.asarray(self.pair_b, "<u4").tobytes(),
-            np.asarray(self.pair_w, "<f4").tobytes()])
+            np.asarray(self.pair_w, "<f4").tobytes(), np.asarray(self.first_pos, "<u4").tobytes(),
+            np.asarray(self.first_w, "<f4").tobytes()])
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> ItemDelta:
@@ -84,12 +88,14 @@ class ItemDelta:
             partition, first, last, events = (int(header[k])
                                               for k in ("partition", "first", "last", "events"))
             n_items, n_pairs = int(header["items"]), int(header["pairs"])
+            n_firsts = int(header.get("firsts", 0))
             meta = header.get("meta", {})
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"item delta header unreadable: {exc}") from None
         if not isinstance(meta, dict):
             raise ValueError("item delta meta is not an object")
-        if partition < 0 or first < 0 or last < first or events < 1 or n_items < 1 or n_pairs < 0:
+        if (partition < 0 or first < 0 or last < first or events < 1 or n_items < 1 or n_pairs < 0
+                or n_firsts < 0):
             raise ValueError(f"item delta header out of range: {header}")
         at += head_len
         need = at + 4 * n_items
@@ -100,7 +106,7 @@ class ItemDelta:
             raise ValueError("item delta holds an empty or oversize item id")
         at = need
         blob_end = at + int(lengths.sum())
-        expected = blob_end + 12 * n_items + 12 * n_pairs
+        expected = blob_end + 12 * n_items + 12 * n_pairs + 8 * n_firsts
         if len(raw) != expected:
             raise ValueError(f"item delta of {len(raw)} bytes, its header says {expected}")
         ends = np.cumsum(lengths).tolist()
@@ -119,16 +125,24 @@ class ItemDelta:
         pair_b = np.frombuffer(raw, "<u4", n_pairs, at).astype(np.int64)
         at += 4 * n_pairs
         pair_w = np.frombuffer(raw, "<f4", n_pairs, at).astype(np.float64)
+        at += 4 * n_pairs
+        first_pos = np.frombuffer(raw, "<u4", n_firsts, at).astype(np.int64)
+        at += 4 * n_firsts
+        first_w = np.frombuffer(raw, "<f4", n_firsts, at).astype(np.float64)
         if int(counts.sum()) != events:
             raise ValueError("item delta counts do not add up to its events")
         if not (np.isfinite(trend_sums).all() and (trend_sums >= 0).all()
-                and np.isfinite(pair_w).all() and (pair_w >= 0).all()):
+                and np.isfinite(pair_w).all() and (pair_w >= 0).all()
+                and np.isfinite(first_w).all() and (first_w >= 0).all()):
             raise ValueError("item delta holds non-finite or negative weights")
         if n_pairs and (int(pair_a.max()) >= n_items or int(pair_b.max()) >= n_items):
             raise ValueError("item delta pair refers past its items")
+        if n_firsts and int(first_pos.max()) >= n_items:
+            raise ValueError("item delta first pick refers past its items")
         if len(set(ids)) != n_items:
             raise ValueError("item delta repeats an item id")
-        return cls(partition, first, last, events, ids, counts, trend_sums, pair_a, pair_b, pair_w, meta)
+        return cls(partition, first, last, events, ids, counts, trend_sums, pair_a, pair_b, pair_w, meta,
+                   first_pos, first_w)
 
 
 SEEN_MAGIC = b"SRS1"
@@ -223,7 +237,8 @@ class DeltaRecorder:
     """Collects a model's item-side learning per source partition between `take` calls.
 
     The model appends, per micro-batch, its item-side events (partition, offset, item column, event
-    clock) and learned pairs (partition, item column, partner column, raw weight); `take` aggregates
+    clock) and learned pairs (partition, item column, partner column, raw weight; partner -1: a first
+    pick); `take` aggregates
     them into one `ItemDelta` per partition (touched entries only, pairs summed in a canonical
     direction) and starts over."""
 
@@ -246,7 +261,8 @@ class DeltaRecorder:
     def drop_cols(self, dead: np.ndarray) -> None:
         """Forget what was recorded about columns being freed (evicted items: their state is gone)."""
         self._events = [tuple(a[~dead[e[2]]] for a in e) for e in self._events]
-        self._pairs = [tuple(a[~(dead[p[2]] | dead[p[3]])] for a in p) for p in self._pairs]
+        self._pairs = [tuple(a[~(dead[p[2]] | ((p[3] >= 0) & dead[np.maximum(p[3], 0)]))] for a in p)
+                       for p in self._pairs]
 
     def take(self, ids_of: Any, clock_now: float, half_life: float,
              max_events: int = 1500) -> list[ItemDelta]:
@@ -283,12 +299,17 @@ class DeltaRecorder:
 def _delta(partition: int, first: int, last: int, cols: np.ndarray, decay: np.ndarray, pair_a: np.ndarray,
            pair_b: np.ndarray, pair_w: np.ndarray, ids_of: Any) -> ItemDelta:
     """One delta: per touched item its events and trending sum, per pair (canonical direction) its
-    summed weight; pair partners join the items (with no events of their own here)."""
+    summed weight, per first pick (partner -1) its summed weight; pair partners join the items (with no
+    events of their own here)."""
+    picked = pair_b < 0
+    first_cols, first_where = np.unique(pair_a[picked], return_inverse=True)
+    first_w = np.bincount(first_where, weights=pair_w[picked], minlength=len(first_cols))
+    pair_a, pair_b, pair_w = pair_a[~picked], pair_b[~picked], pair_w[~picked]
     lo, hi = np.minimum(pair_a, pair_b), np.maximum(pair_a, pair_b)
     keys, where = np.unique(lo * (1 << 31) + hi, return_inverse=True)
     weights = np.bincount(where, weights=pair_w, minlength=len(keys))
     pair_cols = np.stack([keys >> 31, keys & ((1 << 31) - 1)])
-    item_cols = np.union1d(cols, pair_cols.ravel())
+    item_cols = np.union1d(np.union1d(cols, pair_cols.ravel()), first_cols)
     at = np.searchsorted(item_cols, cols)
     counts = np.bincount(at, minlength=len(item_cols))
     trend = np.bincount(at, weights=decay, minlength=len(item_cols))
@@ -296,4 +317,4 @@ def _delta(partition: int, first: int, last: int, cols: np.ndarray, decay: np.nd
         partition=int(partition), first=first, last=last, events=len(cols),
         item_ids=[str(x) for x in ids_of(item_cols)], counts=counts, trend_sums=trend,
         pair_a=np.searchsorted(item_cols, pair_cols[0]), pair_b=np.searchsorted(item_cols, pair_cols[1]),
-        pair_w=weights)
+        pair_w=weights, first_pos=np.searchsorted(item_cols, first_cols), first_w=first_w)

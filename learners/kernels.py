@@ -26,8 +26,8 @@ N_FEATURES = len(FEATURES)
 
 # params (float64 array) layout
 (P_CONTEXT, P_WINDOW, P_ALPHA, P_BOOST, P_LR, P_MOMENTUM, P_NEGATIVES, P_HALF_LIFE, P_REF, P_CLOCK,
- P_ERR, P_SCALE_WARMUP, P_MIX) = range(13)
-N_PARAMS = 13
+ P_ERR, P_SCALE_WARMUP, P_MIX, P_FIRST_W, P_FIRST_GAIN) = range(15)
+N_PARAMS = 15
 # The split of the two co-occurrence features' weight is chosen online among `mixes` by the metric
 # itself: per mix, a moving average (over MIX_EVENTS scored events) of whether the event's item would
 # have ranked in the top MIX_K of its candidates; the serving mix moves to another one only when that
@@ -37,6 +37,14 @@ MIX_EVENTS = 2000.0
 MIX_EVERY = 4  # the tally runs on every 4th such event (its cost is mixes x candidates)
 MIX_K = 10
 MIX_MARGIN = 0.002
+# A user's first event has no context: its co-occurrence candidates come from the first-picks row (what
+# users picked first; its weights sum to params[P_FIRST_W]), scored as a context item of that count. How
+# much that row weighs against the item-only parts is chosen like the mixes, among `first_tally[0]`'s
+# gains, by whether each first event's item would have ranked in the top MIX_K of its candidates
+# (first events are few: a faster average). Logs differ: first picks are telling where users start
+# from a shared page (MovieLens' sign-up), not where they start from a search.
+FIRST_RATE = 0.01
+FIRST_MARGIN = 0.01
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -78,14 +86,47 @@ def _touch(j, stamp, cur, s_cooc, s_cont, touched, n):
     return n + 1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gather_row(row_cols, row_w, row_err, c, wc, ws, err_share, stamp, cur, s_cooc, s_cont, touched, n):
+    """Row c's neighbours as candidates, adding wc / ws times their weight lower bounds to the two
+    co-occurrence sums; returns the new count."""
+    for s in range(row_cols.shape[1]):
+        j = row_cols[c, s]
+        if j < 0:
+            continue
+        # branch-free first touch (whether j is new this event is unpredictable): stale sums
+        # are multiplied by 0, j is appended and the count moves only when new
+        new = stamp[j] != cur
+        keep = 0.0 if new else 1.0
+        stamp[j] = cur
+        touched[n] = j
+        n += new
+        lower = row_w[c, s] - err_share * row_err[c, s]
+        s_cooc[j, 0] = s_cooc[j, 0] * keep + wc * lower
+        s_cooc[j, 1] = s_cooc[j, 1] * keep + ws * lower
+        s_cont[j] *= keep
+    return n
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def is_first(u, user_events, first_tally):
+    """Does user column u (u < 0: unknown) score from the first-picks row? (No gains: the row is off.)"""
+    return first_tally.shape[1] > 0 and (u < 0 or user_events[u] == 0)
+
+
 @numba.njit(cache=True, nogil=True)
 def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols, cn_w,
                       top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc, s_cont,
-                      touched, err_share):
+                      touched, err_share, first, fp_cols, fp_w, fp_err, fp_total):
     """Candidates of user column `u` (u < 0: no context) into `touched`; their co-occurrence and content
-    sums into s_cooc / s_cont (valid where stamp == cur). Returns the number of candidates."""
+    sums into s_cooc / s_cont (valid where stamp == cur). A `first` event's context is the first-picks
+    row (fp_*, row 0, weights summing to fp_total). Returns the number of candidates."""
     n = 0
-    if u >= 0:
+    if first and fp_total > 0:
+        count = max(fp_total, 1.0)
+        n = _gather_row(fp_cols, fp_w, fp_err, 0, count ** -alpha, 1.0 / count, err_share, stamp, cur, s_cooc,
+                        s_cont, touched, n)
+    elif u >= 0:
         length = min(recent_len[u], context)
         width = recent.shape[1]
         total = 0.0
@@ -98,21 +139,8 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
             base = decay_pow[k] / total
             wc = base * ctx_norm[c]
             ws = base * ctx_norm[c] ** (1.0 / alpha)  # 1 / count: SparseRecommender refuses alpha <= 0
-            for s in range(nb_cols.shape[1]):
-                j = nb_cols[c, s]
-                if j < 0:
-                    continue
-                # branch-free first touch (whether j is new this event is unpredictable): stale sums
-                # are multiplied by 0, j is appended and the count moves only when new
-                new = stamp[j] != cur
-                keep = 0.0 if new else 1.0
-                stamp[j] = cur
-                touched[n] = j
-                n += new
-                lower = nb_w[c, s] - err_share * nb_err[c, s]
-                s_cooc[j, 0] = s_cooc[j, 0] * keep + wc * lower
-                s_cooc[j, 1] = s_cooc[j, 1] * keep + ws * lower
-                s_cont[j] *= keep
+            n = _gather_row(nb_cols, nb_w, nb_err, c, wc, ws, err_share, stamp, cur, s_cooc, s_cont, touched,
+                            n)
             for s in range(cn_cols.shape[1] if c < cn_cols.shape[0] else 0):
                 j = cn_cols[c, s]
                 if j < 0:
@@ -200,15 +228,59 @@ def _tally_mixes(e, i, target, n, touched, out_scores, s_cooc, cand_norm, weight
 
 
 @numba.njit(cache=True, nogil=True)
+def _tally_first(e, i, target, n, touched, out_scores, s_cooc, cand_norm, eff, first_tally, above, params):
+    """One first event's tally: under each gain g of the first-picks row (first_tally[0]), would its
+    item i (a candidate, served score `target`) rank in the top MIX_K of the candidates? A candidate's
+    score is its item-only part plus g times its co-occurrence part. Moves each gain's moving average
+    (first_tally[1]) and switches the serving gain (params[P_FIRST_GAIN]) to a leader by FIRST_MARGIN."""
+    serving = int(params[P_FIRST_GAIN])
+    g = first_tally[0, serving]
+    n_g = first_tally.shape[1]
+    part_i = eff[0] * s_cooc[i, 0] * cand_norm[i] + eff[4] * s_cooc[i, 1]
+    rest_i = target - g * part_i
+    for q in range(n_g):
+        above[q] = 0
+    for m in range(n):
+        j = touched[m]
+        if j == i:
+            continue
+        part = eff[0] * s_cooc[j, 0] * cand_norm[j] + eff[4] * s_cooc[j, 1]
+        rest = out_scores[e, m] - g * part
+        for q in range(n_g):
+            above[q] += rest + first_tally[0, q] * part > rest_i + first_tally[0, q] * part_i
+    best = serving
+    for q in range(n_g):
+        first_tally[1, q] += ((1.0 if above[q] < MIX_K else 0.0) - first_tally[1, q]) * FIRST_RATE
+        if first_tally[1, q] > first_tally[1, best]:
+            best = q
+    if first_tally[1, best] > first_tally[1, serving] + FIRST_MARGIN:
+        params[P_FIRST_GAIN] = best
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def first_weights(eff, first_tally, params, out):
+    """`eff` with the co-occurrence weights times the serving first-picks gain (a first event's blend)."""
+    for f in range(N_FEATURES):
+        out[f] = eff[f]
+    if first_tally.shape[1] > 0:
+        gain = first_tally[0, int(params[P_FIRST_GAIN])]
+        out[0] *= gain
+        out[4] *= gain
+
+
+@numba.njit(cache=True, nogil=True)
 def score_then_learn(users, items, score, recent, recent_head, recent_len, user_events, item_w,
                      item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w,
                      nb_err, cn_cols, cn_w, top_cols, in_top, fresh, fresh_state, seen_list,
                      counters, event_ring, decay_pow, pair_w, params, weights, scales, scale_n,
                      rng, stamp, s_cooc, s_cont, touched, out_n, out_cols, out_scores, out_target,
-                     out_in_cand, item_side, log_e, log_p, log_k, log_n, mixes, mix_ema, out_feats):
+                     out_in_cand, item_side, log_e, log_p, log_k, log_n, mixes, mix_ema, out_feats, fp_cols,
+                     fp_w, fp_err, first_tally):
     """For each event in order: (score) candidates and the target's score with the state before the
     event, one blend step, the co-occurrence mixes' tally (`mixes`, `mix_ema`, params[P_MIX]: the
-    serving mix's index, -1: none); (learn) the event. `counters`: [stamp counter, n_seen, event ring head,
+    serving mix's index, -1: none); (learn) the event. A user's first event scores from the first-picks
+    row (fp_*) at the serving gain and tallies the gains instead of the blend step and the mixes, and
+    its item joins that row (pair log partner -1). `counters`: [stamp counter, n_seen, event ring head,
     events]. Writes out_* rows only where `score` is set; `out_feats` (rows, width, N_FEATURES), when it
     has rows, gets each candidate's raw features (the deep stage's input).
 
@@ -237,6 +309,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
     mean_abs = np.empty(N_FEATURES)
     n_mix = mixes.shape[0]
     mix_above = np.zeros(n_mix, np.int64)
+    gain_above = np.zeros(first_tally.shape[1], np.int64)
+    eff_first = np.empty(N_FEATURES)
     with_feats = out_feats.shape[0] > 0
     for e in range(users.shape[0]):
         u = users[e]
@@ -245,14 +319,19 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         cur = counters[0]
         trend_shift = (ref - clock) / half_life * np.log(2.0) - boost_shift
         n_fresh = fresh_state[1]
+        first = is_first(u, user_events, first_tally)
         n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols,
                               cn_w, top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc,
-                              s_cont, touched, params[P_ERR])
+                              s_cont, touched, params[P_ERR], first, fp_cols, fp_w, fp_err, params[P_FIRST_W])
         effective_weights(weights, scales, mixes, params, eff)
         if score[e]:
             out_n[e] = n
             in_cand = False
-            e0, e1, e2, e3, e4 = eff[0], eff[1], eff[2], eff[3], eff[4]
+            if first:
+                first_weights(eff, first_tally, params, eff_first)
+                e0, e1, e2, e3, e4 = eff_first[0], eff_first[1], eff_first[2], eff_first[3], eff_first[4]
+            else:
+                e0, e1, e2, e3, e4 = eff[0], eff[1], eff[2], eff[3], eff[4]
             for m in range(n):
                 # every j in touched is a candidate of this event (stamp == cur): `_features`, inlined,
                 # summed in the same order (the same float result)
@@ -279,15 +358,21 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                     in_cand = True
                     out_target[e] = value
             out_in_cand[e] = in_cand
+            if first and in_cand:
+                _tally_first(e, i, out_target[e], n, touched, out_scores, s_cooc, cand_norm, eff, first_tally,
+                             gain_above, params)
             # the mixes' tally, on every MIX_EVERY-th event whose item is a candidate (else no mix
-            # could list it)
-            if n_mix > 0 and in_cand and counters[3] % MIX_EVERY == 0:
+            # could list it); not on first events, whose co-occurrence part is the first-picks row's
+            elif n_mix > 0 and in_cand and not first and counters[3] % MIX_EVERY == 0:
                 _tally_mixes(e, i, out_target[e], n, touched, out_scores, s_cooc, cand_norm, weights, scales,
                              eff, mixes, mix_ema, mix_above, params)
-        # one online step of the blend: the event's item against sampled negatives, pre-event state
+        # one online step of the blend: the event's item against sampled negatives, pre-event state (a
+        # first event steps on its item-only features: the first-picks row's scale is not a context
+        # item's, and its weight is the tally's)
         n_seen = counters[1]
+        step_cur = -1 if first else cur
         if item_w[i] > 0 and n_seen > 1 and n_neg > 0:
-            _features(i, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
+            _features(i, s_cooc, s_cont, stamp, step_cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
                       boost_shift, pos)
             for f in range(N_FEATURES):
                 grad[f] = 0.0
@@ -302,8 +387,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                     j = event_ring[_next_random(rng) % np.uint64(filled)]
                 if j == i:
                     continue
-                _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
-                          boost_shift, feats)
+                _features(j, s_cooc, s_cont, stamp, step_cur, cand_norm, log_trend, log_w, cont_fade,
+                          trend_shift, boost_shift, feats)
                 margin = 0.0
                 for f in range(N_FEATURES):
                     mean_abs[f] += abs(feats[f])
@@ -326,6 +411,15 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                         scale_n[f] = n_f + 1.0
         # learn the event
         learn_items = item_side[e]
+        if first and learn_items:
+            add_pair(fp_cols, fp_w, fp_err, 0, i, boost)
+            params[P_FIRST_W] += boost
+            if log_e.shape[0] > 0:
+                q = log_n[0]
+                log_e[q] = e
+                log_p[q] = -1
+                log_k[q] = 0
+                log_n[0] = q + 1
         if u >= 0:
             length = min(recent_len[u], window)
             if learn_items:
@@ -397,12 +491,13 @@ def learn_item(i, n, trend_add, boost, alpha, item_w, item_events, trend, ctx_no
 @numba.njit(cache=True, nogil=True)
 def apply_item_delta(cols, counts, trend_sums, pair_a, pair_b, pair_w, n_events, params, item_w,
                      item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, top_cols, in_top,
-                     fresh, fresh_state, seen_list, counters, event_ring, nb_cols, nb_w, nb_err):
+                     fresh, fresh_state, seen_list, counters, event_ring, nb_cols, nb_w, nb_err, first_cols,
+                     first_w, fp_cols, fp_w, fp_err):
     """Apply another worker's item-side delta: the event clock moves on by its `n_events` (the clock
     counts every worker's events), then each item gets its `counts` events with their trending sum
     (`trend_sums`: sum over its events of 2 ** ((event clock - delta end clock) / half-life)), and each
-    pair (a, b) its raw weight both ways, all scaled by this worker's drift boost (drift reactions stay
-    local)."""
+    pair (a, b) its raw weight both ways, and each first pick (`first_cols`, `first_w`) its raw weight in
+    the first-picks row, all scaled by this worker's drift boost (drift reactions stay local)."""
     boost = params[P_BOOST]
     half_life = params[P_HALF_LIFE]
     alpha = params[P_ALPHA]
@@ -418,6 +513,10 @@ def apply_item_delta(cols, counts, trend_sums, pair_a, pair_b, pair_w, n_events,
         w = boost * pair_w[q]
         add_pair(nb_cols, nb_w, nb_err, pair_a[q], pair_b[q], w)
         add_pair(nb_cols, nb_w, nb_err, pair_b[q], pair_a[q], w)
+    for q in range(first_cols.shape[0]):
+        w = boost * first_w[q]
+        add_pair(fp_cols, fp_w, fp_err, 0, first_cols[q], w)
+        params[P_FIRST_W] += w
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -502,21 +601,24 @@ def _finish_list(b, k, slots, n_fresh, fresh_best, f_cols, f_scores, n_merged, m
 
 
 @numba.njit(cache=True, nogil=True)
-def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, item_events, order, bg_values,
+def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, item_events, user_events, order,
+                bg_values,
                 mark, token, recent, recent_head, recent_len, hist_start, hist_len, hist_pool, ctx_norm,
                 cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh,
                 fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc, s_cont, touched,
                 out_n, out_cols, out_scores, out_src, mixes, out_feats, out_mass, plain_k, plain_slots, p_n,
-                p_cols, p_scores, p_src):
+                p_cols, p_scores, p_src, fp_cols, fp_w, fp_err, first_tally):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
     and their blend, less the user's recent items and history (`exclude_recent`) and dead columns,
     merged with the background order (ties: the candidate first); then up to `explore_slots` of the
     last places go to the best candidates seen fewer than `explore_below` times. `mark` with
-    `token + b` marks user b's recent items and history; out_src holds a feature index,
-    SOURCE_BACKGROUND or SOURCE_EXPLORE. The source (the feature contributing most) is worked out for
-    listed items only. `out_feats` (users, k, N_FEATURES), when it has rows, gets each listed item's raw
-    features (the deep stage's input; 0 co-occurrence and content for background items), and
-    `out_mass` (users, N_FEATURES) each feature's positive sum over the user's candidates.
+    `token + b` marks user b's recent items and history; a user with no events yet (or unknown, u < 0)
+    gets the first-picks row's candidates at its serving gain, as score_then_learn scores first events;
+    out_src holds a feature index, SOURCE_BACKGROUND or SOURCE_EXPLORE. The source (the feature
+    contributing most) is worked out for listed items only. `out_feats` (users, k, N_FEATURES), when it
+    has rows, gets each listed item's raw features (the deep stage's input; 0 co-occurrence and content
+    for background items), and `out_mass` (users, N_FEATURES) each feature's positive sum over the
+    user's candidates.
 
     With rows in `p_n`, the same pass also writes a second, shorter list of `plain_k` <= k with
     `plain_slots` exploration slots into p_* (what the deep stage's lists keep from the plain list):
@@ -528,6 +630,8 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
     feats = np.empty(N_FEATURES)
     eff = np.empty(N_FEATURES)
     effective_weights(weights, scales, mixes, params, eff)
+    eff_first = np.empty(N_FEATURES)
+    first_weights(eff, first_tally, params, eff_first)
     context = int(params[P_CONTEXT])
     boost_shift = np.log(params[P_BOOST])
     trend_shift = (params[P_REF] - params[P_CLOCK]) / params[P_HALF_LIFE] * np.log(2.0) - boost_shift
@@ -547,9 +651,12 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
         u = users[b]
         counters[0] += 1
         cur = counters[0]  # every gathered candidate has stamp == cur
+        first = is_first(u, user_events, first_tally)
         n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols,
                               cn_w, top_cols, fresh, fresh_state[1], decay_pow, context, params[P_ALPHA],
-                              stamp, cur, s_cooc, s_cont, touched, params[P_ERR])
+                              stamp, cur, s_cooc, s_cont, touched, params[P_ERR], first, fp_cols, fp_w,
+                              fp_err, params[P_FIRST_W])
+        ew = eff_first if first else eff
         mine = token + b
         if exclude_recent and u >= 0:
             for t in range(recent.shape[1]):
@@ -564,7 +671,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                           boost_shift, feats)
                 value = 0.0
                 for f in range(N_FEATURES):  # summed in feature order, as score_then_learn sums
-                    value += eff[f] * feats[f]
+                    value += ew[f] * feats[f]
                 if with_mass:
                     for f in range(N_FEATURES):
                         out_mass[b, f] += max(feats[f], 0.0)
@@ -607,11 +714,11 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
                                          explore_below)
             _finish_list(b, plain_k, p_slots, n_p_fresh, p_fresh, f_cols, f_scores, min(n_merged, plain_k),
                          m_cols, m_scores, m_src, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w,
-                         cont_fade, trend_shift, boost_shift, eff, feats, p_n, p_cols, p_scores, p_src,
+                         cont_fade, trend_shift, boost_shift, ew, feats, p_n, p_cols, p_scores, p_src,
                          no_feats)
         _finish_list(b, k, slots, n_fresh, fresh_best, f_cols, f_scores, n_merged, m_cols, m_scores, m_src,
                      s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_fade, trend_shift,
-                     boost_shift, eff, feats, out_n, out_cols, out_scores, out_src, out_feats)
+                     boost_shift, ew, feats, out_n, out_cols, out_scores, out_src, out_feats)
 
 
 @numba.njit(cache=True, nogil=True)

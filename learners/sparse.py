@@ -12,7 +12,9 @@ Signals (each a bounded structure, see their modules):
 * ``content``: content neighbours found when items are announced (`learners.content_index`).
 
 Candidates of an event are the neighbours and content neighbours of the user's recent items, the
-trending set and the `fresh` most recently first-seen or announced items. Candidates get the blend of
+trending set and the `fresh` most recently first-seen or announced items. A user's first event has no
+recent items: its co-occurrence candidates come from the *first-picks* row, a neighbour row of what
+users picked first, at a weight the model chooses online (`first_gains`). Candidates get the blend of
 all signals (weights learned online, `learners.kernels`); every other item scores the *background*, a
 snapshot of the blend's item-only part (trending + popularity) rebuilt every `background_every` events
 (`learners.background`), which is exactly the score `recommend` and the evaluator use for it.
@@ -147,6 +149,10 @@ class SparseRecommender:
         True: a `learners.deep.DeepReranker` second stage re-ranking each event's best candidates
         (`learners.sparse_deep`), or such an object built with ``exclude_seen=False``; None: none.
         Items it brings into a list that the blend alone would not have listed are named "deep".
+    first_gains
+        Weights of the first-picks row (its co-occurrence part, relative to the blend's) that the model
+        chooses among online for users' first events, by which would have listed those events' items
+        more often lately; empty: no first-picks row (a first event scores trending and popularity).
     mixes
         Shares of the co-occurrence weight on the asymmetric cosine (the rest on the per-context-item
         share) that the model chooses among online, by which would have listed the event's item more
@@ -184,6 +190,7 @@ class SparseRecommender:
         error_share: float = 0.5,
         max_history: int = 1000,
         mixes: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        first_gains: Sequence[float] = (0.0, 0.5, 1.0, 2.0),
         deep: Any = None,
         seed: int = 0,
     ) -> None:
@@ -212,6 +219,7 @@ class SparseRecommender:
         self.error_share = error_share
         self.max_history = max_history
         self.mixes = tuple(float(m) for m in mixes)
+        self.first_gains = tuple(float(g) for g in first_gains)
         self.seed = seed
         self.reranker = _deep_stage(deep, seed)
         self._reset()
@@ -263,6 +271,16 @@ class SparseRecommender:
         if ((self._mixes < 0) | (self._mixes > 1)).any():
             raise ValueError(f"mixes must lie in [0, 1], got {self.mixes}")
         self._mix_ema = np.zeros(len(self._mixes))
+        gains = np.asarray(self.first_gains, np.float64)
+        if not (np.isfinite(gains).all() and (gains >= 0).all()):
+            raise ValueError(f"first_gains must be finite and >= 0, got {self.first_gains}")
+        self._first_tally = np.zeros((2, len(gains)))  # the gains, and each one's moving tally
+        self._first_tally[0] = gains
+        self._params[kernels.P_FIRST_GAIN] = int(np.abs(gains - 1.0).argmin()) if len(gains) else 0
+        self.first_picks = NeighbourTable(self.width)  # one row: what users picked first
+        self.first_picks.resize(1)
+        self.first_picks.cols, self.first_picks.weights, self.first_picks.errors = (
+            a[:1].copy() for a in (self.first_picks.cols, self.first_picks.weights, self.first_picks.errors))
         cooc = self._weights[0] + self._weights[4]
         start = self._weights[0] / cooc if cooc > 0 else 0.5  # the mix nearest the starting weights
         self._params[kernels.P_MIX] = int(np.abs(self._mixes - start).argmin()) if len(self._mixes) else -1
@@ -336,7 +354,8 @@ class SparseRecommender:
                   self._item_events, self._trend, self._in_top, self._hot,
                   self._seen_list, self._background.values, self._background.sorted_values,
                   self._background.position]
-        return sum(a.nbytes for a in arrays) + self.neighbours.nbytes() + self.content.table.nbytes()
+        return (sum(a.nbytes for a in arrays) + self.neighbours.nbytes() + self.content.table.nbytes()
+                + self.first_picks.nbytes())
 
     def close(self) -> None:
         """Wait for the deep stage's running background fine-tune (call before exiting)."""
@@ -437,6 +456,7 @@ class SparseRecommender:
         self._cont_fade[freed] = 1.0
         self.neighbours.reset_items(freed, n)
         self.content.reset_items(freed, n)
+        self._drop_first_picks(freed)
         if self.reranker is not None:
             self.reranker.reset_items(freed)
         dead = np.zeros(len(self._item_w), np.bool_)
@@ -456,6 +476,14 @@ class SparseRecommender:
         ring = self._event_ring
         ring[dead[ring]] = kept[0] if len(kept) else 0
         self._background_at = -(1 << 62)  # columns changed hands: a new snapshot
+
+    def _drop_first_picks(self, freed: np.ndarray) -> None:
+        """Freed columns out of the first-picks row (its weight total stays: it counts first events)."""
+        row = self.first_picks
+        dead = np.isin(row.cols[0], freed) & (row.cols[0] >= 0)
+        row.cols[0, dead] = -1
+        row.weights[0, dead] = 0.0
+        row.errors[0, dead] = 0.0
 
     # ------------------------------------------------------------------ background
     def _maybe_rebuild_background(self) -> None:
@@ -510,6 +538,8 @@ class SparseRecommender:
             self._item_w *= factor
             self._trend *= factor
             self.neighbours.forget(factor)
+            self.first_picks.forget(factor)
+            p[kernels.P_FIRST_W] *= factor
             p[kernels.P_BOOST] = 1.0
             self._refresh_items()
 
@@ -539,7 +569,7 @@ class SparseRecommender:
         out_feats = self._feature_scratch(n if deep else 0, width if deep else 0)
         item_side = self._item_side(batch)
         recording = self._recorder is not None and batch.partition is not None
-        log_size = n * self.window if recording else 0
+        log_size = n * (self.window + 1) if recording else 0  # pairs, and a first event's first pick
         log_e, log_p = np.empty(log_size, np.int32), np.empty(log_size, np.int32)
         log_k, log_n = np.empty(log_size, np.int32), np.zeros(1, np.int64)
         clock0 = self._params[kernels.P_CLOCK]
@@ -561,7 +591,8 @@ class SparseRecommender:
             self._decay_pow, self._pair_w, self._params, self._weights, self._scales, self._scale_n,
             self._rng, self._stamp, self._s_cooc, self._s_cont, touched, out_n, out_cols, out_scores,
             out_target, out_in_cand, item_side, log_e, log_p, log_k, log_n, self._mixes, self._mix_ema,
-            out_feats)
+            out_feats, self.first_picks.cols, self.first_picks.weights, self.first_picks.errors,
+            self._first_tally)
         self._local_clock = self._params[kernels.P_CLOCK]
         if recording:
             self._record(batch, items, item_side, clock0, log_e[: log_n[0]], log_p[: log_n[0]],
@@ -673,7 +704,8 @@ class SparseRecommender:
 
     def _candidate_capacity(self) -> int:
         """The most candidates one event can have (every source full, nothing shared)."""
-        return self.context * (self.neighbours.width + self.content_width) + self.top_trending + self.fresh
+        context = max(self.context * (self.neighbours.width + self.content_width), self.first_picks.width)
+        return context + self.top_trending + self.fresh
 
     # ------------------------------------------------------------------ shared item side
     def _item_side(self, batch: Interactions) -> np.ndarray:
@@ -730,6 +762,7 @@ class SparseRecommender:
             return False
         cols = self._add_ids(self._items, np.asarray(delta.item_ids, dtype=object), is_items=True)
         cols = cols.astype(np.int64)
+        first_cols = cols[np.asarray(delta.first_pos, np.int64)]
         kernels.apply_item_delta(
             cols, np.asarray(delta.counts, np.int64), np.asarray(delta.trend_sums, np.float64),
             cols[np.asarray(delta.pair_a, np.int64)], cols[np.asarray(delta.pair_b, np.int64)],
@@ -737,7 +770,8 @@ class SparseRecommender:
             self._item_events, self._trend, self._ctx_norm, self._cand_norm, self._log_trend, self._log_w,
             self._cont_fade, self._top, self._in_top, self._fresh, self._fresh_state, self._seen_list,
             self._counters, self._event_ring, self.neighbours.cols, self.neighbours.weights,
-            self.neighbours.errors)
+            self.neighbours.errors, first_cols, np.asarray(delta.first_w, np.float64), self.first_picks.cols,
+            self.first_picks.weights, self.first_picks.errors)
         self._watermarks[delta.partition] = delta.last + 1
         self.deltas_applied += 1
         self.delta_events_applied += delta.events
@@ -844,7 +878,8 @@ class SparseRecommender:
         out_mass = np.zeros((len(users) if feats else 0, kernels.N_FEATURES), np.float32)
         kernels.top_k_users(
             users, k, exclude_recent, explore_slots, self.explore_below, self._items.live_mask(),
-            self._item_events, background.order_desc(), background.values, mark, token, self._recent,
+            self._item_events, self._user_events, background.order_desc(), background.values, mark, token,
+            self._recent,
             self._recent_head, self._recent_len, self._hist[0], self._hist[1], self._hist_pool,
             self._ctx_norm, self._cand_norm, self._log_trend,
             self._log_w, self._cont_fade, self.neighbours.cols, self.neighbours.weights,
@@ -852,7 +887,8 @@ class SparseRecommender:
             self._fresh, self._fresh_state,
             self._decay_pow, self._params, self._weights, self._scales, self._stamp, self._counters,
             self._s_cooc, self._s_cont, np.empty(width, np.int32), out_n, out_cols, out_scores, out_src,
-            self._mixes, out_feats, out_mass, plain_k, self.explore_slots, *plain)
+            self._mixes, out_feats, out_mass, plain_k, self.explore_slots, *plain, self.first_picks.cols,
+            self.first_picks.weights, self.first_picks.errors, self._first_tally)
         return (out_n, out_cols, out_scores, out_src, out_feats, out_mass, *(plain if plain_k else ()))
 
     def _deep_lists(self, ids: np.ndarray, users: np.ndarray, k: int, exclude_recent: bool
@@ -989,6 +1025,7 @@ class SparseRecommender:
         items = {"item_id": item_ids, "last_seen": item_seen, "n_events": self._item_events[:n].copy(),
                  "weight": self._item_w[:n].copy(), "trending": self._trend[:n].copy(),
                  **self.neighbours.state(n, "cooccurrence"), **self.content.table.state(n, "content"),
+                 **self.first_picks.state(1, "first_picks"),
                  "top_trending": self._top.copy(), "fresh": self._fresh.copy(),
                  "seen_list": self._seen_list[: self._counters[1]].copy(),
                  "event_ring": self._event_ring.copy(),
@@ -1000,7 +1037,7 @@ class SparseRecommender:
                            "content_width": self.content_width},
                 "clock": self._params.tolist(), "counters": self._counters.tolist(),
                 "fresh_state": self._fresh_state.tolist(), "weights": self._weights.tolist(),
-                "mix_ema": self._mix_ema.tolist(),
+                "mix_ema": self._mix_ema.tolist(), "first_tally": self._first_tally.tolist(),
                 "scales": self._scales.tolist(), "scale_n": self._scale_n.tolist(),
                 "item_clock": self._items.now, "evicted_events": self._evicted_events,
                 "background_age": self._clock() - self._background_at,
@@ -1054,6 +1091,15 @@ class SparseRecommender:
             self._mix_ema[:] = ema
         else:
             self._params[kernels.P_MIX] = own[kernels.P_MIX]
+        if "first_picks_cols" in items:
+            self.first_picks.load(items, "first_picks")
+        # states before the first-picks row have none (it fills from the next first events); a state
+        # saved with other gains starts this model's tally
+        tally = np.asarray(state.meta.get("first_tally", []), np.float64)
+        if tally.shape == self._first_tally.shape and (tally[0] == self._first_tally[0]).all():
+            self._first_tally[:] = tally
+        else:
+            self._params[kernels.P_FIRST_GAIN] = own[kernels.P_FIRST_GAIN]
         self._scales[:] = state.meta["scales"]
         if "scale_n" in state.meta:
             self._scale_n[:] = state.meta["scale_n"]

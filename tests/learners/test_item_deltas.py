@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
+from learners import kernels
 from learners.base import Interactions
 from learners.candidate_eval import CandidateEvaluator
 from learners.item_deltas import SEEN_MAGIC, ItemDelta, seen_from_bytes
@@ -38,11 +39,15 @@ def _exchange(models: list[SparseRecommender], wire: list[tuple[int, bytes]] | N
     return applied
 
 
-def _one_model_counts(log: Interactions) -> dict[str, int]:
+def _one_model(log: Interactions) -> SparseRecommender:
     one = SparseRecommender(seed=0)
     for a in range(0, len(log), 500):
         one.learn_many(log[a:a + 500])
-    return one.item_counts()
+    return one
+
+
+def _one_model_counts(log: Interactions) -> dict[str, int]:
+    return _one_model(log).item_counts()
 
 
 def test_workers_sharing_deltas_hold_one_models_counts() -> None:
@@ -57,10 +62,16 @@ def test_workers_sharing_deltas_hold_one_models_counts() -> None:
         if n % 3 == 2:
             _exchange(models)
     _exchange(models)
-    expected = _one_model_counts(log)
+    one = _one_model(log)
+    expected = one.item_counts()
+    picked = {one.item_ids(np.array([c]))[0]: w for c, w in one.first_picks.row(0).items()}
+    assert one._params[kernels.P_FIRST_W] == len(set(log.user.tolist()))  # every user's first event
     for m in models:
         assert m.item_counts() == expected
         assert set(m.item_watermarks) == set(range(PARTITIONS))
+        # what users picked first: every worker's row holds every worker's first events, once
+        assert {m.item_ids(np.array([c]))[0]: w for c, w in m.first_picks.row(0).items()} == picked
+        assert m._params[kernels.P_FIRST_W] == one._params[kernels.P_FIRST_W]
     assert sum(m.events_applied for m in models) == len(log)
 
 
@@ -165,6 +176,16 @@ def test_pairs_out_of_range_and_bad_counts_are_refused() -> None:
         ItemDelta.from_bytes(ItemDelta(counts=np.array([1, 1]), pair_b=np.array([5]), **base).to_bytes())
     with pytest.raises(ValueError, match="counts"):
         ItemDelta.from_bytes(ItemDelta(counts=np.array([1, 3]), pair_b=np.array([1]), **base).to_bytes())
+    good = ItemDelta(counts=np.array([1, 1]), pair_b=np.array([1]), first_pos=np.array([1]),
+                     first_w=np.array([1.0]), **base)
+    back = ItemDelta.from_bytes(good.to_bytes())
+    assert back.first_pos.tolist() == [1] and back.first_w.tolist() == [1.0]
+    with pytest.raises(ValueError, match="first pick"):
+        ItemDelta.from_bytes(ItemDelta(counts=np.array([1, 1]), pair_b=np.array([1]), first_pos=np.array([2]),
+                                       first_w=np.array([1.0]), **base).to_bytes())
+    with pytest.raises(ValueError, match="negative"):
+        ItemDelta.from_bytes(ItemDelta(counts=np.array([1, 1]), pair_b=np.array([1]), first_pos=np.array([0]),
+                                       first_w=np.array([-1.0]), **base).to_bytes())
 
 
 @pytest.mark.parametrize("body", [b'{"ids":["a"],"first_ts":[1.0,2.0]}', b'{"ids":["a"],"first_ts":["x"]}',

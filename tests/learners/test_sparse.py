@@ -112,6 +112,31 @@ def test_checkpoint_round_trip_gives_the_same_scores() -> None:
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
     listed = [r.item_id for r in model.recommend(["u1"], k=5)[0]]
     assert listed == [r.item_id for r in copy.recommend(["u1"], k=5)[0]]
+    listed = [r.item_id for r in model.recommend(["never-seen"], k=5)[0]]  # from the first-picks row
+    assert listed == [r.item_id for r in copy.recommend(["never-seen"], k=5)[0]]
+    assert copy.first_picks.row(0) == model.first_picks.row(0) and copy.first_picks.row(0)
+
+
+def test_a_state_from_before_the_first_picks_row_loads_with_an_empty_row() -> None:
+    """Checkpoints written before the first-picks row: the row starts empty and fills from the next
+    users' first events (the rest of the state as saved)."""
+    from learners import kernels
+
+    stream = generate(n_events=3000, seed=4)
+    model = SparseRecommender()
+    model.learn_many(stream.log[:2500])
+    state = model.state_dict()
+    for key in ("first_picks_cols", "first_picks_weights", "first_picks_errors"):
+        state.items.pop(key)
+    state.meta.pop("first_tally")
+    state.meta["clock"] = state.meta["clock"][: kernels.P_FIRST_W]
+    old = SparseRecommender()
+    old.load_state_dict(state)
+    assert old.first_picks.row(0) == {} and old._params[kernels.P_FIRST_W] == 0
+    assert old.item_counts() == model.item_counts()
+    old.learn_many(stream.log[2500:])
+    new_users = set(stream.log.user[2500:].tolist()) - set(stream.log.user[:2500].tolist())
+    assert old._params[kernels.P_FIRST_W] == len(new_users) > 0
 
 
 def test_state_with_recent_items_as_ids_still_loads() -> None:
@@ -280,14 +305,19 @@ def _score_user(model: SparseRecommender, u: int, touched: np.ndarray, cols: np.
     trend_shift = clock_gap / params[kernels.P_HALF_LIFE] * np.log(2.0) - boost_shift
     model._counters[0] += 1
     cur = model._counters[0]
+    first = bool(model.first_gains) and (u < 0 or model._user_events[u] == 0)
     n = kernels.gather_candidates(
         u, model._recent, model._recent_head, model._recent_len, model._ctx_norm, model.neighbours.cols,
         model.neighbours.weights, model.neighbours.errors, model.content.table.cols,
         model.content.table.weights, model._top, model._fresh, model._fresh_state[1], model._decay_pow,
         int(params[kernels.P_CONTEXT]), params[kernels.P_ALPHA], model._stamp, cur, model._s_cooc,
-        model._s_cont, touched, params[kernels.P_ERR])
+        model._s_cont, touched, params[kernels.P_ERR], first, model.first_picks.cols,
+        model.first_picks.weights, model.first_picks.errors, params[kernels.P_FIRST_W])
     feats = np.empty(kernels.N_FEATURES)
     eff = np.array([model.weights[f] for f in kernels.FEATURES])  # the serving co-occurrence mix's
+    if first:  # a user with no events yet: the first-picks row at the serving gain
+        gain = model.first_gains[int(params[kernels.P_FIRST_GAIN])]
+        eff[[0, 4]] *= gain
     for m in range(n):
         j = touched[m]
         kernels._features(j, model._s_cooc, model._s_cont, model._stamp, cur, model._cand_norm,
@@ -414,17 +444,64 @@ def test_the_cooccurrence_mix_tally_follows_the_listed_rank() -> None:
 
     log = generate(n_events=6_000, seed=5).log
     model = SparseRecommender(mixes=(0.3,), seed=0)
-    ema, tallied = 0.0, 0
+    ema, tallied, users = 0.0, 0, set()
     for start in range(0, len(log), 500):
         c = model.score_then_learn(log[start:start + 500])
         for e in range(len(c.n)):
+            user = log.user[start + e]
+            first, _ = user not in users, users.add(user)  # a first event tallies the first-picks gains
             cols, scores = c.cols[e, : c.n[e]], c.scores[e, : c.n[e]]
-            if c.target_col[e] in cols and (start + e) % kernels.MIX_EVERY == 0:
+            if c.target_col[e] in cols and (start + e) % kernels.MIX_EVERY == 0 and not first:
                 hit = float((scores > c.target_score[e]).sum() < kernels.MIX_K)
                 ema += (hit - ema) * kernels.MIX_EVERY / kernels.MIX_EVENTS
                 tallied += 1
     assert tallied > 700
     assert abs(model._mix_ema[0] - ema) < 2e-3
+
+
+def test_the_first_picks_tally_follows_the_listed_rank_of_first_events() -> None:
+    """The first-picks gain's tally is a moving average over users' first events of whether the item
+    ranks in the top 10 of its candidates (one gain: it serves), recomputed from the scores handed out."""
+    from learners import kernels
+
+    log = generate(n_events=6_000, seed=5).log
+    model = SparseRecommender(first_gains=(1.5,), seed=0)
+    ema, tallied, users = 0.0, 0, set()
+    for start in range(0, len(log), 500):
+        c = model.score_then_learn(log[start:start + 500])
+        for e in range(len(c.n)):
+            user = log.user[start + e]
+            first, _ = user not in users, users.add(user)
+            cols, scores = c.cols[e, : c.n[e]], c.scores[e, : c.n[e]]
+            if first and c.target_col[e] in cols:
+                hit = float((scores > c.target_score[e]).sum() < kernels.MIX_K)
+                ema += (hit - ema) * kernels.FIRST_RATE
+                tallied += 1
+    assert tallied > 100
+    assert abs(model._first_tally[1, 0] - ema) < 1e-9
+
+
+def test_first_events_score_the_first_picks_row_at_the_serving_gain() -> None:
+    """A user's first event gets the items users picked first as candidates, scored by the blend with
+    the co-occurrence part times the serving gain; gain 0 leaves the item-only score; no gains, no row."""
+    from learners.base import Interactions
+
+    def first_events(**kwargs):
+        model = SparseRecommender(seed=0, **kwargs)
+        # five users start with "a" (then "b"), one with "c"; "z" is popular later
+        rows = [(f"u{n}", i) for n in range(5) for i in ("a", "b")] + [("v", "c")]
+        rows += [(f"w{n}", "z") for n in range(3) for _ in range(4)]
+        model.learn_many(Interactions.from_records(
+            [{"user_id": u, "item_id": i, "ts": t} for t, (u, i) in enumerate(rows)]))
+        return model, model.recommend(["new"], k=3)[0]
+
+    model, listed = first_events(first_gains=(1.0,))
+    assert model.first_picks.row(0).keys() == set(model._items.lookup(np.array(["a", "c", "z"], object)))
+    assert listed[0].item_id == "a" and listed[0].source == "cooccurrence"
+    _, listed = first_events(first_gains=())
+    assert listed[0].item_id == "z"  # no row: the most popular item
+    model, listed = first_events(first_gains=(0.0,))
+    assert listed[0].item_id == "z" and listed[0].source != "cooccurrence"
 
 
 def test_the_serving_mix_leads_the_tally_and_splits_the_cooccurrence_weight() -> None:
