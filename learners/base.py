@@ -337,7 +337,8 @@ def _known_hook(name: str) -> None:
 
 
 SOURCES: dict[str, str] = {
-    "cooccurrence": "often taken together with the user's recent items (the session signal)",
+    "cooccurrence": ("often taken together with the user's recent items (the session signal); for a user "
+                     "with no events yet, often picked first by other users"),
     "trending": "popular lately (decayed counts)",
     "popularity": "popular overall; the popularity baselines' whole list",
     "stage": "popular among users at the same stage (how many events they had before)",

@@ -26,8 +26,8 @@ N_FEATURES = len(FEATURES)
 
 # params (float64 array) layout
 (P_CONTEXT, P_WINDOW, P_ALPHA, P_BOOST, P_LR, P_MOMENTUM, P_NEGATIVES, P_HALF_LIFE, P_REF, P_CLOCK,
- P_ERR, P_SCALE_WARMUP, P_MIX, P_FIRST_W, P_FIRST_GAIN) = range(15)
-N_PARAMS = 15
+ P_ERR, P_SCALE_WARMUP, P_MIX, P_FIRST_W, P_FIRST_GAIN, P_FADE) = range(16)
+N_PARAMS = 16
 # The split of the two co-occurrence features' weight is chosen online among `mixes` by the metric
 # itself: per mix, a moving average (over MIX_EVENTS scored events) of whether the event's item would
 # have ranked in the top MIX_K of its candidates; the serving mix moves to another one only when that
@@ -173,21 +173,21 @@ def _features(j, s_cooc, s_cont, stamp, cur, cand_norm, log_trend, log_w, cont_f
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade):
+def refresh_item(i, item_w, trend, alpha, fade, ctx_norm, cand_norm, log_trend, log_w, cont_fade):
     """The per-item caches of one item after its counts changed (`cont_fade`: the content feature's
-    factor exp(-max(log w, 0)), 1 / w past one event)."""
+    factor exp(-fade * max(log w, 0)), w ** -fade past one event)."""
     w = max(item_w[i], 1.0)
     ctx_norm[i] = w ** -alpha
     cand_norm[i] = w ** (alpha - 1.0)
     log_w[i] = np.log(item_w[i]) if item_w[i] > 0 else -np.inf
     log_trend[i] = np.log(trend[i]) if trend[i] > 0 else -np.inf
-    cont_fade[i] = np.exp(-max(log_w[i], 0.0))
+    cont_fade[i] = np.exp(-fade * max(log_w[i], 0.0))
 
 
 @numba.njit(cache=True, nogil=True)
-def refresh_items(n, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade):
+def refresh_items(n, item_w, trend, alpha, fade, ctx_norm, cand_norm, log_trend, log_w, cont_fade):
     for i in range(n):
-        refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
+        refresh_item(i, item_w, trend, alpha, fade, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -442,17 +442,18 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                 recent_len[u] += 1
             user_events[u] += 1
         if learn_items:
-            learn_item(i, 1, boost * 2.0 ** ((clock - ref) / half_life), boost, alpha, item_w, item_events,
-                       trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, top_cols, in_top, fresh,
-                       fresh_state, seen_list, counters, event_ring)
+            learn_item(i, 1, boost * 2.0 ** ((clock - ref) / half_life), boost, alpha, params[P_FADE], item_w,
+                       item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, top_cols, in_top,
+                       fresh, fresh_state, seen_list, counters, event_ring)
             clock += 1.0
         counters[3] += 1
     params[P_CLOCK] = clock
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def learn_item(i, n, trend_add, boost, alpha, item_w, item_events, trend, ctx_norm, cand_norm, log_trend,
-               log_w, cont_fade, top_cols, in_top, fresh, fresh_state, seen_list, counters, event_ring):
+def learn_item(i, n, trend_add, boost, alpha, fade, item_w, item_events, trend, ctx_norm, cand_norm,
+               log_trend, log_w, cont_fade, top_cols, in_top, fresh, fresh_state, seen_list, counters,
+               event_ring):
     """The item side of `n` events of item i: first-seen list and fresh ring, counts, the trending
     count (+ `trend_add`), the cached transforms, the trending set, the recent-events ring."""
     if item_events[i] == 0:
@@ -464,7 +465,7 @@ def learn_item(i, n, trend_add, boost, alpha, item_w, item_events, trend, ctx_no
     item_events[i] += n
     item_w[i] += boost * n
     trend[i] += trend_add
-    refresh_item(i, item_w, trend, alpha, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
+    refresh_item(i, item_w, trend, alpha, fade, ctx_norm, cand_norm, log_trend, log_w, cont_fade)
     if not in_top[i]:
         weakest = 0
         weakest_v = np.inf
@@ -506,9 +507,9 @@ def apply_item_delta(cols, counts, trend_sums, pair_a, pair_b, pair_w, n_events,
     for q in range(cols.shape[0]):
         if counts[q] == 0:  # only a pair partner
             continue
-        learn_item(cols[q], counts[q], scale * trend_sums[q], boost, alpha, item_w, item_events, trend,
-                   ctx_norm, cand_norm, log_trend, log_w, cont_fade, top_cols, in_top, fresh, fresh_state,
-                   seen_list, counters, event_ring)
+        learn_item(cols[q], counts[q], scale * trend_sums[q], boost, alpha, params[P_FADE], item_w,
+                   item_events, trend, ctx_norm, cand_norm, log_trend, log_w, cont_fade, top_cols, in_top,
+                   fresh, fresh_state, seen_list, counters, event_ring)
     for q in range(pair_a.shape[0]):
         w = boost * pair_w[q]
         add_pair(nb_cols, nb_w, nb_err, pair_a[q], pair_b[q], w)

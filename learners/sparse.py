@@ -125,6 +125,9 @@ class SparseRecommender:
         Co-occurrence neighbours kept per item, at most; co-occurrence entries over all items (rows
         narrow by halves, down to 16, as the catalog grows past budget / width); content neighbours
         kept per item.
+    content_fade
+        The content feature of an item with w interactions is scaled by w ** -content_fade (0: content
+        keeps its weight on popular items too; 1: a cold-start signal only).
     trend_half_life
         Half-life, in events, of the trending count.
     top_trending, fresh
@@ -174,6 +177,7 @@ class SparseRecommender:
         width: int = 256,
         neighbour_budget: int | None = 1 << 26,
         content_width: int = 32,
+        content_fade: float = 0.0,
         trend_half_life: float = 1000.0,
         top_trending: int = 32,
         fresh: int = 16,
@@ -202,6 +206,7 @@ class SparseRecommender:
         self.width = width
         self.neighbour_budget = neighbour_budget
         self.content_width = content_width
+        self.content_fade = content_fade
         self.trend_half_life = trend_half_life
         self.top_trending = top_trending
         self.fresh = fresh
@@ -229,6 +234,8 @@ class SparseRecommender:
         if not self.alpha > 0:  # also refuses NaN
             # the share feature recovers each context item's count from its cached count ** -alpha
             raise ValueError(f"alpha must be positive, got {self.alpha}")
+        if not self.content_fade >= 0:
+            raise ValueError(f"content_fade must be >= 0, got {self.content_fade}")
         self._users = IdIndex(capacity=self.max_users)
         self._items = IdIndex(capacity=self.max_items)
         self._recent_width = max(self.context, self.window, 1)
@@ -265,6 +272,7 @@ class SparseRecommender:
             self.context, self.window, self.alpha, 1.0, self.blend_lr / 256, 0.99 ** (1 / self._SCALE_EVENTS),
             self.negatives, self.trend_half_life]
         self._params[kernels.P_ERR] = self.error_share
+        self._params[kernels.P_FADE] = self.content_fade
         self._params[kernels.P_SCALE_WARMUP] = self._SCALE_WARMUP
         self._weights = np.array([float(self.init.get(f, 0.0)) for f in kernels.FEATURES])
         self._mixes = np.asarray(self.mixes, np.float64)
@@ -518,8 +526,8 @@ class SparseRecommender:
 
     def _refresh_items(self) -> None:
         n = self._items.n_cols
-        kernels.refresh_items(n, self._item_w, self._trend, self.alpha, self._ctx_norm, self._cand_norm,
-                              self._log_trend, self._log_w, self._cont_fade)
+        kernels.refresh_items(n, self._item_w, self._trend, self.alpha, self.content_fade, self._ctx_norm,
+                              self._cand_norm, self._log_trend, self._log_w, self._cont_fade)
 
     def background(self) -> Background:
         """The current background snapshot (what every non-candidate item scores)."""
@@ -1081,7 +1089,8 @@ class SparseRecommender:
         own = self._params.copy()
         self._params[: len(clock)] = clock
         # the blend's step, negatives and error share are this model's settings, not the saved ones
-        tuned = [kernels.P_LR, kernels.P_MOMENTUM, kernels.P_NEGATIVES, kernels.P_ERR, kernels.P_SCALE_WARMUP]
+        tuned = [kernels.P_LR, kernels.P_MOMENTUM, kernels.P_NEGATIVES, kernels.P_ERR, kernels.P_SCALE_WARMUP,
+                 kernels.P_FADE]
         self._params[tuned] = own[tuned]
         self._counters[:] = state.meta["counters"]
         self._fresh_state[:] = state.meta["fresh_state"]
