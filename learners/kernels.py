@@ -26,8 +26,8 @@ N_FEATURES = len(FEATURES)
 
 # params (float64 array) layout
 (P_CONTEXT, P_WINDOW, P_ALPHA, P_BOOST, P_LR, P_MOMENTUM, P_NEGATIVES, P_HALF_LIFE, P_REF, P_CLOCK,
- P_ERR, P_SCALE_WARMUP, P_MIX, P_FIRST_W, P_FIRST_GAIN, P_FADE) = range(16)
-N_PARAMS = 16
+ P_ERR, P_SCALE_WARMUP, P_MIX, P_FIRST_W, P_FIRST_GAIN, P_FADE, P_FIRST_K, P_FIRST_CUT) = range(18)
+N_PARAMS = 18
 # The split of the two co-occurrence features' weight is chosen online among `mixes` by the metric
 # itself: per mix, a moving average (over MIX_EVENTS scored events) of whether the event's item would
 # have ranked in the top MIX_K of its candidates; the serving mix moves to another one only when that
@@ -41,7 +41,9 @@ MIX_MARGIN = 0.002
 # users picked first; its weights sum to params[P_FIRST_W]), scored as a context item of that count. How
 # much that row weighs against the item-only parts is chosen like the mixes, among `first_tally[0]`'s
 # gains, by whether each first event's item would have ranked in the top MIX_K of its candidates
-# (first events are few: a faster average). Logs differ: first picks are telling where users start
+# (first events are few: a faster average). A first event takes the row's P_FIRST_K strongest entries
+# (lower bound >= params[P_FIRST_CUT], kept up to date as the row changes); the row stays wider for its
+# counts. Logs differ: first picks are telling where users start
 # from a shared page (MovieLens' sign-up), not where they start from a search.
 FIRST_RATE = 0.01
 FIRST_MARGIN = 0.01
@@ -87,12 +89,13 @@ def _touch(j, stamp, cur, s_cooc, s_cont, touched, n):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _gather_row(row_cols, row_w, row_err, c, wc, ws, err_share, stamp, cur, s_cooc, s_cont, touched, n):
-    """Row c's neighbours as candidates, adding wc / ws times their weight lower bounds to the two
-    co-occurrence sums; returns the new count."""
+def _gather_row(row_cols, row_w, row_err, c, wc, ws, err_share, stamp, cur, s_cooc, s_cont, touched, n, cut):
+    """Row c's neighbours whose weight lower bound is at least `cut` as candidates, adding wc / ws times
+    that bound to the two co-occurrence sums; returns the new count."""
     for s in range(row_cols.shape[1]):
         j = row_cols[c, s]
-        if j < 0:
+        lower = row_w[c, s] - err_share * row_err[c, s]
+        if j < 0 or lower < cut:
             continue
         # branch-free first touch (whether j is new this event is unpredictable): stale sums
         # are multiplied by 0, j is appended and the count moves only when new
@@ -101,7 +104,6 @@ def _gather_row(row_cols, row_w, row_err, c, wc, ws, err_share, stamp, cur, s_co
         stamp[j] = cur
         touched[n] = j
         n += new
-        lower = row_w[c, s] - err_share * row_err[c, s]
         s_cooc[j, 0] = s_cooc[j, 0] * keep + wc * lower
         s_cooc[j, 1] = s_cooc[j, 1] * keep + ws * lower
         s_cont[j] *= keep
@@ -117,15 +119,16 @@ def is_first(u, user_events, first_tally):
 @numba.njit(cache=True, nogil=True)
 def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols, cn_w,
                       top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc, s_cont,
-                      touched, err_share, first, fp_cols, fp_w, fp_err, fp_total):
+                      touched, err_share, first, fp_cols, fp_w, fp_err, fp_total, first_cut):
     """Candidates of user column `u` (u < 0: no context) into `touched`; their co-occurrence and content
     sums into s_cooc / s_cont (valid where stamp == cur). A `first` event's context is the first-picks
-    row (fp_*, row 0, weights summing to fp_total). Returns the number of candidates."""
+    row (fp_*, row 0, weights summing to fp_total; its entries of lower bound >= first_cut). Returns the
+    number of candidates."""
     n = 0
     if first and fp_total > 0:
         count = max(fp_total, 1.0)
         n = _gather_row(fp_cols, fp_w, fp_err, 0, count ** -alpha, 1.0 / count, err_share, stamp, cur, s_cooc,
-                        s_cont, touched, n)
+                        s_cont, touched, n, first_cut)
     elif u >= 0:
         length = min(recent_len[u], context)
         width = recent.shape[1]
@@ -140,7 +143,7 @@ def gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_
             wc = base * ctx_norm[c]
             ws = base * ctx_norm[c] ** (1.0 / alpha)  # 1 / count: SparseRecommender refuses alpha <= 0
             n = _gather_row(nb_cols, nb_w, nb_err, c, wc, ws, err_share, stamp, cur, s_cooc, s_cont, touched,
-                            n)
+                            n, -np.inf)
             for s in range(cn_cols.shape[1] if c < cn_cols.shape[0] else 0):
                 j = cn_cols[c, s]
                 if j < 0:
@@ -225,6 +228,20 @@ def _tally_mixes(e, i, target, n, touched, out_scores, s_cooc, cand_norm, weight
             best = q
     if serving < 0 or mix_ema[best] > mix_ema[serving] + MIX_MARGIN:
         params[P_MIX] = best
+
+
+@numba.njit(cache=True, nogil=True)
+def refresh_first_cut(fp_cols, fp_w, fp_err, params):
+    """params[P_FIRST_CUT]: the P_FIRST_K-th largest weight lower bound of the first-picks row (-1
+    while it holds no more entries than that)."""
+    k = int(params[P_FIRST_K])
+    lower = np.empty(fp_cols.shape[1])
+    m = 0
+    for s in range(fp_cols.shape[1]):
+        if fp_cols[0, s] >= 0:
+            lower[m] = fp_w[0, s] - params[P_ERR] * fp_err[0, s]
+            m += 1
+    params[P_FIRST_CUT] = _kth_largest(lower, m, k - 1) if 0 < k < m else -1.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -322,7 +339,8 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         first = is_first(u, user_events, first_tally)
         n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols,
                               cn_w, top_cols, fresh, n_fresh, decay_pow, context, alpha, stamp, cur, s_cooc,
-                              s_cont, touched, params[P_ERR], first, fp_cols, fp_w, fp_err, params[P_FIRST_W])
+                              s_cont, touched, params[P_ERR], first, fp_cols, fp_w, fp_err, params[P_FIRST_W],
+                              params[P_FIRST_CUT])
         effective_weights(weights, scales, mixes, params, eff)
         if score[e]:
             out_n[e] = n
@@ -414,6 +432,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
         if first and learn_items:
             add_pair(fp_cols, fp_w, fp_err, 0, i, boost)
             params[P_FIRST_W] += boost
+            refresh_first_cut(fp_cols, fp_w, fp_err, params)
             if log_e.shape[0] > 0:
                 q = log_n[0]
                 log_e[q] = e
@@ -518,6 +537,8 @@ def apply_item_delta(cols, counts, trend_sums, pair_a, pair_b, pair_w, n_events,
         w = boost * first_w[q]
         add_pair(fp_cols, fp_w, fp_err, 0, first_cols[q], w)
         params[P_FIRST_W] += w
+    if first_cols.shape[0] > 0:
+        refresh_first_cut(fp_cols, fp_w, fp_err, params)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -656,7 +677,7 @@ def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, it
         n = gather_candidates(u, recent, recent_head, recent_len, ctx_norm, nb_cols, nb_w, nb_err, cn_cols,
                               cn_w, top_cols, fresh, fresh_state[1], decay_pow, context, params[P_ALPHA],
                               stamp, cur, s_cooc, s_cont, touched, params[P_ERR], first, fp_cols, fp_w,
-                              fp_err, params[P_FIRST_W])
+                              fp_err, params[P_FIRST_W], params[P_FIRST_CUT])
         ew = eff_first if first else eff
         mine = token + b
         if exclude_recent and u >= 0:

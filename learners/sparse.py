@@ -152,6 +152,9 @@ class SparseRecommender:
         True: a `learners.deep.DeepReranker` second stage re-ranking each event's best candidates
         (`learners.sparse_deep`), or such an object built with ``exclude_seen=False``; None: none.
         Items it brings into a list that the blend alone would not have listed are named "deep".
+    first_candidates
+        The first-picks row's strongest entries a first event takes as candidates (the row keeps `width`
+        entries for its counts).
     first_gains
         Weights of the first-picks row (its co-occurrence part, relative to the blend's) that the model
         chooses among online for users' first events, by which would have listed those events' items
@@ -194,6 +197,7 @@ class SparseRecommender:
         error_share: float = 0.5,
         max_history: int = 1000,
         mixes: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        first_candidates: int = 32,
         first_gains: Sequence[float] = (0.0, 0.5, 1.0, 2.0),
         deep: Any = None,
         seed: int = 0,
@@ -224,6 +228,7 @@ class SparseRecommender:
         self.error_share = error_share
         self.max_history = max_history
         self.mixes = tuple(float(m) for m in mixes)
+        self.first_candidates = first_candidates
         self.first_gains = tuple(float(g) for g in first_gains)
         self.seed = seed
         self.reranker = _deep_stage(deep, seed)
@@ -236,6 +241,8 @@ class SparseRecommender:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
         if not self.content_fade >= 0:
             raise ValueError(f"content_fade must be >= 0, got {self.content_fade}")
+        if self.first_candidates < 1:
+            raise ValueError(f"first_candidates must be at least 1, got {self.first_candidates}")
         self._users = IdIndex(capacity=self.max_users)
         self._items = IdIndex(capacity=self.max_items)
         self._recent_width = max(self.context, self.window, 1)
@@ -273,6 +280,8 @@ class SparseRecommender:
             self.negatives, self.trend_half_life]
         self._params[kernels.P_ERR] = self.error_share
         self._params[kernels.P_FADE] = self.content_fade
+        self._params[kernels.P_FIRST_K] = self.first_candidates
+        self._params[kernels.P_FIRST_CUT] = -1.0  # no cut (lower bounds are >= 0; finite: params go to JSON)
         self._params[kernels.P_SCALE_WARMUP] = self._SCALE_WARMUP
         self._weights = np.array([float(self.init.get(f, 0.0)) for f in kernels.FEATURES])
         self._mixes = np.asarray(self.mixes, np.float64)
@@ -492,6 +501,11 @@ class SparseRecommender:
         row.cols[0, dead] = -1
         row.weights[0, dead] = 0.0
         row.errors[0, dead] = 0.0
+        self._refresh_first_cut()
+
+    def _refresh_first_cut(self) -> None:
+        kernels.refresh_first_cut(self.first_picks.cols, self.first_picks.weights, self.first_picks.errors,
+                                  self._params)
 
     # ------------------------------------------------------------------ background
     def _maybe_rebuild_background(self) -> None:
@@ -548,6 +562,7 @@ class SparseRecommender:
             self.neighbours.forget(factor)
             self.first_picks.forget(factor)
             p[kernels.P_FIRST_W] *= factor
+            self._refresh_first_cut()
             p[kernels.P_BOOST] = 1.0
             self._refresh_items()
 
@@ -1090,7 +1105,7 @@ class SparseRecommender:
         self._params[: len(clock)] = clock
         # the blend's step, negatives and error share are this model's settings, not the saved ones
         tuned = [kernels.P_LR, kernels.P_MOMENTUM, kernels.P_NEGATIVES, kernels.P_ERR, kernels.P_SCALE_WARMUP,
-                 kernels.P_FADE]
+                 kernels.P_FADE, kernels.P_FIRST_K]
         self._params[tuned] = own[tuned]
         self._counters[:] = state.meta["counters"]
         self._fresh_state[:] = state.meta["fresh_state"]
@@ -1102,6 +1117,7 @@ class SparseRecommender:
             self._params[kernels.P_MIX] = own[kernels.P_MIX]
         if "first_picks_cols" in items:
             self.first_picks.load(items, "first_picks")
+        self._refresh_first_cut()
         # states before the first-picks row have none (it fills from the next first events); a state
         # saved with other gains starts this model's tally
         tally = np.asarray(state.meta.get("first_tally", []), np.float64)

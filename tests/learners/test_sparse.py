@@ -312,7 +312,8 @@ def _score_user(model: SparseRecommender, u: int, touched: np.ndarray, cols: np.
         model.content.table.weights, model._top, model._fresh, model._fresh_state[1], model._decay_pow,
         int(params[kernels.P_CONTEXT]), params[kernels.P_ALPHA], model._stamp, cur, model._s_cooc,
         model._s_cont, touched, params[kernels.P_ERR], first, model.first_picks.cols,
-        model.first_picks.weights, model.first_picks.errors, params[kernels.P_FIRST_W])
+        model.first_picks.weights, model.first_picks.errors, params[kernels.P_FIRST_W],
+        params[kernels.P_FIRST_CUT])
     feats = np.empty(kernels.N_FEATURES)
     eff = np.array([model.weights[f] for f in kernels.FEATURES])  # the serving co-occurrence mix's
     if first:  # a user with no events yet: the first-picks row at the serving gain
@@ -479,6 +480,35 @@ def test_the_first_picks_tally_follows_the_listed_rank_of_first_events() -> None
                 tallied += 1
     assert tallied > 100
     assert abs(model._first_tally[1, 0] - ema) < 1e-9
+
+
+def test_a_first_event_takes_the_first_picks_rows_strongest_entries() -> None:
+    """The cut is the first_candidates-th largest weight lower bound of the row, kept up to date as the
+    row learns, and a first event gathers exactly the row's entries at or above it."""
+    from learners import kernels
+
+    log = generate(n_events=4000, seed=11).log
+    model = SparseRecommender(first_candidates=5, seed=0)
+    model.learn_many(log)
+    row = model.first_picks
+    live = row.cols[0] >= 0
+    lower = (row.weights[0] - model.error_share * row.errors[0])[live]
+    assert live.sum() > 5
+    cut = np.sort(lower)[-5]
+    assert model._params[kernels.P_FIRST_CUT] == cut
+    params = model._params
+    touched = np.empty(model._candidate_capacity(), np.int32)
+    model._counters[0] += 1
+    n = kernels.gather_candidates(
+        -1, model._recent, model._recent_head, model._recent_len, model._ctx_norm,
+        model.neighbours.cols, model.neighbours.weights, model.neighbours.errors,
+        model.content.table.cols, model.content.table.weights, np.full(0, -1, np.int32),
+        model._fresh, 0, model._decay_pow, int(params[kernels.P_CONTEXT]), params[kernels.P_ALPHA],
+        model._stamp, model._counters[0], model._s_cooc, model._s_cont, touched,
+        params[kernels.P_ERR], True, row.cols, row.weights, row.errors,
+        params[kernels.P_FIRST_W], params[kernels.P_FIRST_CUT])
+    assert set(touched[:n].tolist()) == set(row.cols[0][live][lower >= cut].tolist())
+    assert 5 <= n < live.sum()
 
 
 def test_first_events_score_the_first_picks_row_at_the_serving_gain() -> None:
