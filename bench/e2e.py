@@ -157,7 +157,7 @@ def _throughput(bootstrap: str, records: list, run_id: str, workdir: Path, worke
     with run_worker(bootstrap, clean.topic_prefix, workdir, worker_args) as worker:
         ready = worker.wait_ready(timeout=300)
         out["ready_s"] = time.perf_counter() - started  # process start, state restored, partitions held
-        a = drain_rate(worker, n, base=ready["events_applied"])
+        a = drain_rate(worker, n, base=ready["events_restored"])
     out["events_per_s"] = a["events_per_s"]
     out["clean"] = a
     say(f"(a) {a['events_per_s']:,.0f} events/s through the worker ({a['seconds']:.2f}s); "
@@ -179,7 +179,7 @@ def _latency(bootstrap: str, records: list, rate: float, run_id: str, workdir: P
         ensure_topics(paced)
         ready = worker.wait_ready(timeout=300)
         achieved = produce(paced, paced_records, rate=rate)
-        b = drain_rate(worker, len(paced_records), timeout=120, base=ready["events_applied"])
+        b = drain_rate(worker, len(paced_records), timeout=120, base=ready["events_restored"])
         n_users = len({key for key, _ in paced_records})
         recs = read_topic(bootstrap, paced.topic("recommendations"), timeout=60,
                           until=lambda rs: len({r.key for r in rs}) >= n_users)
@@ -202,8 +202,8 @@ def _flood(bootstrap: str, records: list, run_id: str, workdir: Path, worker_arg
     produce(flood, interleave(records, bad))
     with run_worker(bootstrap, flood.topic_prefix, workdir, worker_args) as worker:
         ready = worker.wait_ready(timeout=300)
-        c = drain_rate(worker, n, base=ready["events_applied"])
-        dlq = worker.wait_applied(ready["events_applied"] + n)["dlq_total"]
+        c = drain_rate(worker, n, base=ready["events_restored"])
+        dlq = worker.wait_applied(ready["events_restored"] + n)["dlq_total"]
         deadline = time.monotonic() + 60
         while dlq < len(bad) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -142,6 +142,7 @@ class LiveLoop:
         self.offsets: dict[tuple[str, int], int] = {}
         self.batches_applied = 0
         self.applied_count = 0  # valid interactions learned (kept in checkpoints)
+        self.events_restored = 0  # events_applied of the state loaded at start (checkpoint or --init-state)
         self.dead_letters: dict[str, int] = {}
         # interaction records validated here / elsewhere (stream.validator), and refused among them
         self.validation = {"in_place": 0, "in_child": 0, "refused": 0}
@@ -861,6 +862,7 @@ class LiveLoop:
             self.publisher.model_version = version
             self.last_checkpoint = {"path": meta["checkpoint"]["path"], "offsets": offsets,
                                     "created": meta["checkpoint"]["created"]}
+            self.events_restored = self.events_applied
             return meta["checkpoint"]["path"]
         if init_state:
             try:
@@ -875,6 +877,7 @@ class LiveLoop:
             except (ValueError, KeyError) as exc:
                 raise SystemExit(f"--init-state {init_state}: does not fit {type(self.learner).__name__} "
                                  f"({exc}); pass the --learner the replay used") from None
+            self.events_restored = self.events_applied
             return loaded[2]["checkpoint"]["path"]
         return None
 
@@ -912,7 +915,8 @@ def _no_drift(args: argparse.Namespace, env: Any = None) -> bool:
 
 
 def _health_extra(live: LiveLoop) -> dict[str, Any]:
-    return {"events_applied": live.events_applied, "assigned": list(live.assignment),
+    return {"events_applied": live.events_applied, "events_restored": live.events_restored,
+            "assigned": list(live.assignment),
             "drift_detections": None if live.monitor is None else live.monitor.detections,
             "dlq": dict(live.dead_letters),
             "dlq_total": sum(live.dead_letters.values()), "validation": dict(live.validation),
