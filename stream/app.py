@@ -16,12 +16,13 @@ letter instead of killing the consumer. `recommendations` is log-compacted, keye
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +43,9 @@ AHEAD_FETCHES = 4  # fetches validating in the child while the learner works (bo
 OFFLOAD_ABOVE, INLINE_BELOW = 0.05, 0.01
 BAD_SHARE_WEIGHT = 0.5  # weight of the newest fetch in that moving average
 STOP_GRACE_S = 10.0  # how long a stopping worker keeps trying to deliver before it gives up
+# a rebalance callback that has waited this long for the batch in flight logs every task's and thread's
+# stack (and goes on waiting): a worker that never lets its partitions go shows where it is stuck
+REBALANCE_WAIT_WARN_S = 15.0
 _partitioner = DefaultPartitioner()
 
 
@@ -234,6 +238,23 @@ class EventConsumer(Service):
             if self.producer is not None:
                 await self.producer.stop()
             self._close_validator(stopping=True)
+
+    @contextlib.asynccontextmanager
+    async def rebalance_lock(self, what: str) -> AsyncIterator[None]:
+        """The batch lock, for a rebalance step; past REBALANCE_WAIT_WARN_S it logs where every task and
+        thread is, then goes on waiting."""
+        try:
+            await asyncio.wait_for(self._batch_lock.acquire(), REBALANCE_WAIT_WARN_S)
+        except TimeoutError:
+            from stream.stacks import task_stacks
+
+            log.warning("%s has waited %.0f s for the batch in flight; stacks:\n%s", what,
+                        REBALANCE_WAIT_WARN_S, task_stacks())
+            await self._batch_lock.acquire()
+        try:
+            yield
+        finally:
+            self._batch_lock.release()
 
     async def _in_learner(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.live.executor, fn, *args)
@@ -632,7 +653,7 @@ class _Rebalance(ConsumerRebalanceListener):
         leaving = {(tp.topic, tp.partition) for tp in revoked}
         gone = {f"{topic}:{partition}" for topic, partition in leaving}
         owner.live.assignment = [name for name in owner.live.assignment if name not in gone]
-        async with owner._batch_lock:
+        async with owner.rebalance_lock("revocation"):
             owner.drop_ahead()
             if not revoked:
                 return
@@ -656,7 +677,7 @@ class _Rebalance(ConsumerRebalanceListener):
         if owner.deltas is not None:
             # the previous owners sent their deltas before letting go (checkpoint on revocation): apply
             # them first, so the events they learned are re-learned here for their users only
-            async with owner._batch_lock:
+            async with owner.rebalance_lock("catching up on item deltas"):
                 started = time.monotonic()
                 try:
                     n = await owner.deltas.catch_up(owner._apply_deltas)
@@ -664,7 +685,7 @@ class _Rebalance(ConsumerRebalanceListener):
                 except Exception:  # noqa: BLE001 - the deltas still come, later, through the batches
                     log.exception("catching up on item deltas failed")
         interactions = self.owner.settings.topic("interactions")
-        async with owner._batch_lock:
+        async with owner.rebalance_lock("assignment"):
             for tp in assigned:
                 if tp.topic == interactions:
                     try:

@@ -47,7 +47,7 @@ def test_partitions_move_to_a_joining_worker_without_loss_or_double_counting(
                 while not split(held := (a.health()["assigned"], b.health()["assigned"])):
                     assert time.monotonic() < deadline, (
                         f"the two workers never split the partitions (held {held}):\n"
-                        f"--- a\n{a.log_tail()}\n--- b\n{b.log_tail()}")
+                        f"--- a\n{a.log_tail(400)}\n--- b\n{b.log_tail(400)}")
                     time.sleep(0.2)
                 flowing.join()
                 deadline = time.monotonic() + 90
