@@ -11,8 +11,8 @@ events before the watermark for the user side only).
 
 Entries are touched items only: per item its event count and trending sum, per item pair its raw pair
 weight (both directions get it), per first pick (an item some user picked first) its raw weight in the
-first-picks row. Weights are raw: the receiver scales them by its own drift boost, and
-its event clock moves on by the delta's event count (the clock counts every worker's events).
+first-picks row. Weights are raw: the receiver scales them by its own drift boost, and its event clock
+moves on by the delta's event count (the clock counts every worker's events).
 
 The wire form (`to_bytes` / `from_bytes`) is a JSON header and little-endian arrays; `from_bytes`
 refuses anything malformed with a `ValueError` saying what (the stream dead-letters it).
@@ -238,9 +238,8 @@ class DeltaRecorder:
 
     The model appends, per micro-batch, its item-side events (partition, offset, item column, event
     clock) and learned pairs (partition, item column, partner column, raw weight; partner -1: a first
-    pick); `take` aggregates
-    them into one `ItemDelta` per partition (touched entries only, pairs summed in a canonical
-    direction) and starts over."""
+    pick); `take` aggregates them into one `ItemDelta` per partition (touched entries only, pairs summed
+    in a canonical direction) and starts over."""
 
     def __init__(self) -> None:
         self._events: list[tuple[np.ndarray, ...]] = []

@@ -43,8 +43,8 @@ MIX_MARGIN = 0.002
 # gains, by whether each first event's item would have ranked in the top MIX_K of its candidates
 # (first events are few: a faster average). A first event takes the row's P_FIRST_K strongest entries
 # (lower bound >= params[P_FIRST_CUT], kept up to date as the row changes); the row stays wider for its
-# counts. Logs differ: first picks are telling where users start
-# from a shared page (MovieLens' sign-up), not where they start from a search.
+# counts. Logs differ: first picks are telling where users start from a shared page (MovieLens' sign-up),
+# not where they start from a search.
 FIRST_RATE = 0.01
 FIRST_MARGIN = 0.01
 
@@ -219,15 +219,22 @@ def _tally_mixes(e, i, target, n, touched, out_scores, s_cooc, cand_norm, weight
         g = ca * fa - cb * fb - slope_t
         for q in range(mixes.shape[0]):
             above[q] += d + mixes[q] * g > 0.0
-    serving = int(params[P_MIX])
+    _follow_leader(above, mix_ema, MIX_EVERY / MIX_EVENTS, MIX_MARGIN, params, P_MIX)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _follow_leader(above, ema, rate, margin, params, serving_at):
+    """A tally's tail: each option's moving average moves by whether the event's item had fewer than
+    MIX_K candidates above it under that option; the serving option (params[serving_at], < 0: none)
+    moves to the leader once it leads by `margin`."""
+    serving = int(params[serving_at])
     best = serving
-    rate = MIX_EVERY / MIX_EVENTS
-    for q in range(mixes.shape[0]):
-        mix_ema[q] += ((1.0 if above[q] < MIX_K else 0.0) - mix_ema[q]) * rate
-        if best < 0 or mix_ema[q] > mix_ema[best]:
+    for q in range(ema.shape[0]):
+        ema[q] += ((1.0 if above[q] < MIX_K else 0.0) - ema[q]) * rate
+        if best < 0 or ema[q] > ema[best]:
             best = q
-    if serving < 0 or mix_ema[best] > mix_ema[serving] + MIX_MARGIN:
-        params[P_MIX] = best
+    if serving < 0 or ema[best] > ema[serving] + margin:
+        params[serving_at] = best
 
 
 @numba.njit(cache=True, nogil=True)
@@ -265,13 +272,7 @@ def _tally_first(e, i, target, n, touched, out_scores, s_cooc, cand_norm, eff, f
         rest = out_scores[e, m] - g * part
         for q in range(n_g):
             above[q] += rest + first_tally[0, q] * part > rest_i + first_tally[0, q] * part_i
-    best = serving
-    for q in range(n_g):
-        first_tally[1, q] += ((1.0 if above[q] < MIX_K else 0.0) - first_tally[1, q]) * FIRST_RATE
-        if first_tally[1, q] > first_tally[1, best]:
-            best = q
-    if first_tally[1, best] > first_tally[1, serving] + FIRST_MARGIN:
-        params[P_FIRST_GAIN] = best
+    _follow_leader(above, first_tally[1], FIRST_RATE, FIRST_MARGIN, params, P_FIRST_GAIN)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -283,6 +284,18 @@ def first_weights(eff, first_tally, params, out):
         gain = first_tally[0, int(params[P_FIRST_GAIN])]
         out[0] *= gain
         out[4] *= gain
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _log_pair(log_e, log_p, log_k, log_n, e, p, k):
+    """Append a learned pair (event e, partner p, step back k; p = -1: a first pick) to the pair log,
+    when there is one (the item-side delta another worker applies)."""
+    if log_e.shape[0] > 0:
+        q = log_n[0]
+        log_e[q] = e
+        log_p[q] = p
+        log_k[q] = k
+        log_n[0] = q + 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -433,12 +446,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
             add_pair(fp_cols, fp_w, fp_err, 0, i, boost)
             params[P_FIRST_W] += boost
             refresh_first_cut(fp_cols, fp_w, fp_err, params)
-            if log_e.shape[0] > 0:
-                q = log_n[0]
-                log_e[q] = e
-                log_p[q] = -1
-                log_k[q] = 0
-                log_n[0] = q + 1
+            _log_pair(log_e, log_p, log_k, log_n, e, -1, 0)
         if u >= 0:
             length = min(recent_len[u], window)
             if learn_items:
@@ -449,12 +457,7 @@ def score_then_learn(users, items, score, recent, recent_head, recent_len, user_
                     w = boost * pair_w[k]
                     add_pair(nb_cols, nb_w, nb_err, i, p, w)
                     add_pair(nb_cols, nb_w, nb_err, p, i, w)
-                    if log_e.shape[0] > 0:
-                        q = log_n[0]
-                        log_e[q] = e
-                        log_p[q] = p
-                        log_k[q] = k
-                        log_n[0] = q + 1
+                    _log_pair(log_e, log_p, log_k, log_n, e, p, k)
             recent[u, recent_head[u] % width] = i
             recent_head[u] = (recent_head[u] + 1) % width
             if recent_len[u] < width:
@@ -624,12 +627,11 @@ def _finish_list(b, k, slots, n_fresh, fresh_best, f_cols, f_scores, n_merged, m
 
 @numba.njit(cache=True, nogil=True)
 def top_k_users(users, k, exclude_recent, explore_slots, explore_below, live, item_events, user_events, order,
-                bg_values,
-                mark, token, recent, recent_head, recent_len, hist_start, hist_len, hist_pool, ctx_norm,
-                cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w, top_cols, fresh,
-                fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc, s_cont, touched,
-                out_n, out_cols, out_scores, out_src, mixes, out_feats, out_mass, plain_k, plain_slots, p_n,
-                p_cols, p_scores, p_src, fp_cols, fp_w, fp_err, first_tally):
+                bg_values, mark, token, recent, recent_head, recent_len, hist_start, hist_len, hist_pool,
+                ctx_norm, cand_norm, log_trend, log_w, cont_fade, nb_cols, nb_w, nb_err, cn_cols, cn_w,
+                top_cols, fresh, fresh_state, decay_pow, params, weights, scales, stamp, counters, s_cooc,
+                s_cont, touched, out_n, out_cols, out_scores, out_src, mixes, out_feats, out_mass, plain_k,
+                plain_slots, p_n, p_cols, p_scores, p_src, fp_cols, fp_w, fp_err, first_tally):
     """Top-k lists of many users in one pass (`SparseRecommender.recommend`): per user its candidates
     and their blend, less the user's recent items and history (`exclude_recent`) and dead columns,
     merged with the background order (ties: the candidate first); then up to `explore_slots` of the

@@ -88,7 +88,7 @@ def _drop_cols(cols: np.ndarray, weights: np.ndarray, errors: np.ndarray, dead: 
     for a in range(n):
         for s in range(cols.shape[1]):
             c = cols[a, s]
-            if c != _EMPTY and dead[c]:
+            if c != _EMPTY and c < dead.shape[0] and dead[c]:  # a row may hold columns past `dead`
                 cols[a, s] = _EMPTY
                 weights[a, s] = 0.0
                 errors[a, s] = 0.0
@@ -186,9 +186,15 @@ class NeighbourTable:
         self.cols[freed] = _EMPTY
         self.weights[freed] = 0.0
         self.errors[freed] = 0.0
+        self.drop_neighbours(freed, n_items)
+
+    def drop_neighbours(self, freed: np.ndarray, n_rows: int) -> None:
+        """Forget freed columns as entries of rows [0, n_rows) (their own rows are left as they are)."""
+        if not len(freed):
+            return
         dead = np.zeros(max(len(self.cols), int(freed.max()) + 1), dtype=np.bool_)
         dead[freed] = True
-        _drop_cols(self.cols, self.weights, self.errors, dead, min(n_items, len(self.cols)))
+        _drop_cols(self.cols, self.weights, self.errors, dead, min(n_rows, len(self.cols)))
 
     def forget(self, factor: float) -> None:
         self.weights *= factor

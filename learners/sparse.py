@@ -496,11 +496,7 @@ class SparseRecommender:
 
     def _drop_first_picks(self, freed: np.ndarray) -> None:
         """Freed columns out of the first-picks row (its weight total stays: it counts first events)."""
-        row = self.first_picks
-        dead = np.isin(row.cols[0], freed) & (row.cols[0] >= 0)
-        row.cols[0, dead] = -1
-        row.weights[0, dead] = 0.0
-        row.errors[0, dead] = 0.0
+        self.first_picks.drop_neighbours(freed, 1)
         self._refresh_first_cut()
 
     def _refresh_first_cut(self) -> None:
@@ -902,8 +898,7 @@ class SparseRecommender:
         kernels.top_k_users(
             users, k, exclude_recent, explore_slots, self.explore_below, self._items.live_mask(),
             self._item_events, self._user_events, background.order_desc(), background.values, mark, token,
-            self._recent,
-            self._recent_head, self._recent_len, self._hist[0], self._hist[1], self._hist_pool,
+            self._recent, self._recent_head, self._recent_len, self._hist[0], self._hist[1], self._hist_pool,
             self._ctx_norm, self._cand_norm, self._log_trend,
             self._log_w, self._cont_fade, self.neighbours.cols, self.neighbours.weights,
             self.neighbours.errors, self.content.table.cols, self.content.table.weights, self._top,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -438,24 +439,30 @@ def test_a_loaded_state_keeps_this_models_blend_step() -> None:
     assert (frozen._weights == before).all()  # a step of 0: the saved 0.05 did not come back with the state
 
 
-def test_the_cooccurrence_mix_tally_follows_the_listed_rank() -> None:
-    """Each mix's tally is a moving average of whether the event's item ranks in the top 10 of its
-    candidates under that mix: with one mix (it serves), recomputed from the scores the model hands out."""
-    from learners import kernels
-
-    log = generate(n_events=6_000, seed=5).log
-    model = SparseRecommender(mixes=(0.3,), seed=0)
-    ema, tallied, users = 0.0, 0, set()
+def _listed_in_top(model: SparseRecommender, log: Interactions) -> Iterator[tuple[int, bool, bool, float]]:
+    """Per event of `log`, scored by the model in batches of 500: (position, the user's first event?,
+    the item among its candidates?, 1.0 if fewer than MIX_K candidates score above it, else 0.0)."""
+    users = set()
     for start in range(0, len(log), 500):
         c = model.score_then_learn(log[start:start + 500])
         for e in range(len(c.n)):
             user = log.user[start + e]
-            first, _ = user not in users, users.add(user)  # a first event tallies the first-picks gains
+            first, _ = user not in users, users.add(user)
             cols, scores = c.cols[e, : c.n[e]], c.scores[e, : c.n[e]]
-            if c.target_col[e] in cols and (start + e) % kernels.MIX_EVERY == 0 and not first:
-                hit = float((scores > c.target_score[e]).sum() < kernels.MIX_K)
-                ema += (hit - ema) * kernels.MIX_EVERY / kernels.MIX_EVENTS
-                tallied += 1
+            yield (start + e, first, bool(c.target_col[e] in cols),
+                   float((scores > c.target_score[e]).sum() < kernels.MIX_K))
+
+
+def test_the_cooccurrence_mix_tally_follows_the_listed_rank() -> None:
+    """Each mix's tally is a moving average of whether the event's item ranks in the top 10 of its
+    candidates under that mix: with one mix (it serves), recomputed from the scores the model hands out."""
+    model = SparseRecommender(mixes=(0.3,), seed=0)
+    ema, tallied = 0.0, 0
+    for position, first, in_cand, hit in _listed_in_top(model, generate(n_events=6_000, seed=5).log):
+        # a first event tallies the first-picks gains instead
+        if in_cand and position % kernels.MIX_EVERY == 0 and not first:
+            ema += (hit - ema) * kernels.MIX_EVERY / kernels.MIX_EVENTS
+            tallied += 1
     assert tallied > 700
     assert abs(model._mix_ema[0] - ema) < 2e-3
 
@@ -463,21 +470,12 @@ def test_the_cooccurrence_mix_tally_follows_the_listed_rank() -> None:
 def test_the_first_picks_tally_follows_the_listed_rank_of_first_events() -> None:
     """The first-picks gain's tally is a moving average over users' first events of whether the item
     ranks in the top 10 of its candidates (one gain: it serves), recomputed from the scores handed out."""
-    from learners import kernels
-
-    log = generate(n_events=6_000, seed=5).log
     model = SparseRecommender(first_gains=(1.5,), seed=0)
-    ema, tallied, users = 0.0, 0, set()
-    for start in range(0, len(log), 500):
-        c = model.score_then_learn(log[start:start + 500])
-        for e in range(len(c.n)):
-            user = log.user[start + e]
-            first, _ = user not in users, users.add(user)
-            cols, scores = c.cols[e, : c.n[e]], c.scores[e, : c.n[e]]
-            if first and c.target_col[e] in cols:
-                hit = float((scores > c.target_score[e]).sum() < kernels.MIX_K)
-                ema += (hit - ema) * kernels.FIRST_RATE
-                tallied += 1
+    ema, tallied = 0.0, 0
+    for _, first, in_cand, hit in _listed_in_top(model, generate(n_events=6_000, seed=5).log):
+        if first and in_cand:
+            ema += (hit - ema) * kernels.FIRST_RATE
+            tallied += 1
     assert tallied > 100
     assert abs(model._first_tally[1, 0] - ema) < 1e-9
 
