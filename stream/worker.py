@@ -842,7 +842,12 @@ class LiveLoop:
     def restore(self, init_state: str | Path | None = None) -> str | None:
         """Load the newest checkpoint of `state_dir` (state, offsets, counters); without one, start
         warm from `init_state` (a replay's saved state: its offsets mean nothing here). Returns what
-        was loaded."""
+        was loaded; `events_restored` is then the events the loaded state holds (0: nothing loaded)."""
+        loaded = self._load_state(init_state)
+        self.events_restored = self.events_applied
+        return loaded
+
+    def _load_state(self, init_state: str | Path | None) -> str | None:
         from stream.checkpoint import CheckpointFormatError, load_latest_checkpoint
 
         try:
@@ -862,7 +867,6 @@ class LiveLoop:
             self.publisher.model_version = version
             self.last_checkpoint = {"path": meta["checkpoint"]["path"], "offsets": offsets,
                                     "created": meta["checkpoint"]["created"]}
-            self.events_restored = self.events_applied
             return meta["checkpoint"]["path"]
         if init_state:
             try:
@@ -877,7 +881,6 @@ class LiveLoop:
             except (ValueError, KeyError) as exc:
                 raise SystemExit(f"--init-state {init_state}: does not fit {type(self.learner).__name__} "
                                  f"({exc}); pass the --learner the replay used") from None
-            self.events_restored = self.events_applied
             return loaded[2]["checkpoint"]["path"]
         return None
 
